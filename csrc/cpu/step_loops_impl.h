@@ -1,0 +1,176 @@
+// Template bodies of the CPU inner loops; included by exactly one file per ISA (isa/*.cpp), each of
+// which defines NRX_ISA_NAME (a namespace and table name) and is compiled with its own -m flags.
+// Written for the auto-vectoriser: restrict pointers, branch-free selects, fixed-width partial sums.
+#pragma once
+
+#include "step_loops.h"
+
+namespace nonrobust_ext::cpu::NRX_ISA_NAME {
+namespace {
+
+// Loads and stores between storage and accumulation types; bfloat16 is uint16_t bits, rounded to
+// nearest even on store (NaN stays NaN), as c10::BFloat16 does.
+inline float load(float v) { return v; }
+inline double load(double v) { return v; }
+inline float load(uint16_t v) {
+  const uint32_t bits = static_cast<uint32_t>(v) << 16;
+  float f;
+  __builtin_memcpy(&f, &bits, sizeof(f));
+  return f;
+}
+template <typename T>
+inline T store(typename AccType<T>::type v) {
+  if constexpr (sizeof(T) == 2) {
+    uint32_t bits;
+    __builtin_memcpy(&bits, &v, sizeof(bits));
+    if (v != v) return static_cast<uint16_t>(0x7fc0);
+    return static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+  } else {
+    return v;
+  }
+}
+inline int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+template <typename A>
+struct Uniform {
+  A v;
+  A operator[](int64_t) const { return v; }
+};
+template <typename A>
+struct Tiled {
+  const A* p;
+  A operator[](int64_t j) const { return p[j]; }
+};
+
+template <typename A>
+struct Uniforms {
+  Uniform<A> scale, inv_scale, scale_sq, lo, hi;
+  explicit Uniforms(const RunParams<A>& p)
+      : scale{p.scale[0]}, inv_scale{p.inv_scale[0]}, scale_sq{p.scale_sq[0]}, lo{p.lo[0]}, hi{p.hi[0]} {}
+};
+template <typename A>
+struct Tileds {
+  Tiled<A> scale, inv_scale, scale_sq, lo, hi;
+  explicit Tileds(const RunParams<A>& p)
+      : scale{p.scale}, inv_scale{p.inv_scale}, scale_sq{p.scale_sq}, lo{p.lo}, hi{p.hi} {}
+};
+
+template <typename A>
+inline A clamp_to(A v, A lo, A hi) {
+  v = v < lo ? lo : v;
+  return v > hi ? hi : v;
+}
+
+template <typename A>
+inline A sign_of(A g) {
+  return g > A(0) ? A(1) : (g < A(0) ? A(-1) : A(0));
+}
+
+template <typename T, typename Params>
+void linf_loop(T* __restrict xa, const T* __restrict g, const T* __restrict x, int64_t n,
+               typename AccType<T>::type alpha, typename AccType<T>::type eps,
+               RunParams<typename AccType<T>::type> raw) {
+  using A = typename AccType<T>::type;
+  const Params p(raw);
+  for (int64_t j = 0; j < n; ++j) {
+    const A s = p.scale[j];
+    const A xv = load(x[j]);
+    const A radius = eps * s;
+    A v = load(xa[j]) + alpha * s * sign_of(load(g[j]));
+    v = clamp_to(v, xv - radius, xv + radius);
+    xa[j] = store<T>(clamp_to(v, p.lo[j], p.hi[j]));
+  }
+}
+
+// Partial sums in W independent float lanes (what the vectoriser maps to SIMD registers), flushed to
+// double every kFlush elements so long samples (224x224x3) keep float64-level accuracy.
+template <typename T, typename Params>
+void l2_sums_loop(const T* __restrict xa, const T* __restrict g, const T* __restrict x, int64_t n,
+                  RunParams<typename AccType<T>::type> raw, double* out) {
+  using A = typename AccType<T>::type;
+  constexpr int W = 64 / sizeof(A);
+  constexpr int64_t kFlush = 1024;
+  const Params p(raw);
+  double tot_gg = 0, tot_dg = 0, tot_dd = 0;
+  int64_t j = 0;
+  while (j < n) {
+    const int64_t end = min_i64(n, j + kFlush);
+    A gg[W] = {}, dg[W] = {}, dd[W] = {};
+    for (; j + W <= end; j += W) {
+      for (int k = 0; k < W; ++k) {
+        const A gv = load(g[j + k]);
+        const A d = load(xa[j + k]) - load(x[j + k]);
+        const A gs = gv * p.scale[j + k];
+        const A ds = d * p.inv_scale[j + k];
+        gg[k] += gs * gs;
+        dg[k] += d * gv;
+        dd[k] += ds * ds;
+      }
+    }
+    for (int k = 0; j < end; ++j, ++k) {
+      const A gv = load(g[j]);
+      const A d = load(xa[j]) - load(x[j]);
+      const A gs = gv * p.scale[j];
+      const A ds = d * p.inv_scale[j];
+      gg[k] += gs * gs;
+      dg[k] += d * gv;
+      dd[k] += ds * ds;
+    }
+    for (int k = 0; k < W; ++k) {
+      tot_gg += gg[k];
+      tot_dg += dg[k];
+      tot_dd += dd[k];
+    }
+  }
+  out[0] += tot_gg;
+  out[1] += tot_dg;
+  out[2] += tot_dd;
+}
+
+template <typename T, typename Params>
+void l2_write_loop(T* __restrict xa, const T* __restrict g, const T* __restrict x, int64_t n,
+                   typename AccType<T>::type keep, typename AccType<T>::type gcoef,
+                   RunParams<typename AccType<T>::type> raw) {
+  using A = typename AccType<T>::type;
+  const Params p(raw);
+  for (int64_t j = 0; j < n; ++j) {
+    const A xv = load(x[j]);
+    const A v = xv + keep * (load(xa[j]) - xv) + gcoef * p.scale_sq[j] * load(g[j]);
+    xa[j] = store<T>(clamp_to(v, p.lo[j], p.hi[j]));
+  }
+}
+
+template <typename T>
+StepLoopsFor<T> make_loops() {
+  using A = typename AccType<T>::type;
+  StepLoopsFor<T> t;
+  t.linf_uniform = &linf_loop<T, Uniforms<A>>;
+  t.linf_tiled = &linf_loop<T, Tileds<A>>;
+  t.l2_sums_uniform = &l2_sums_loop<T, Uniforms<A>>;
+  t.l2_sums_tiled = &l2_sums_loop<T, Tileds<A>>;
+  t.l2_write_uniform = &l2_write_loop<T, Uniforms<A>>;
+  t.l2_write_tiled = &l2_write_loop<T, Tileds<A>>;
+  return t;
+}
+
+}  // namespace
+}  // namespace nonrobust_ext::cpu::NRX_ISA_NAME
+
+namespace nonrobust_ext::cpu {
+
+#define NRX_CONCAT_(a, b) a##b
+#define NRX_CONCAT(a, b) NRX_CONCAT_(a, b)
+#define NRX_STR_(a) #a
+#define NRX_STR(a) NRX_STR_(a)
+
+const StepLoops& NRX_CONCAT(step_loops_, NRX_ISA_NAME)() {
+  static const StepLoops table{
+      NRX_STR(NRX_ISA_NAME),
+      NRX_ISA_NAME::make_loops<float>(),
+      NRX_ISA_NAME::make_loops<double>(),
+      NRX_ISA_NAME::make_loops<uint16_t>(),
+  };
+  return table;
+}
+
+}  // namespace nonrobust_ext::cpu

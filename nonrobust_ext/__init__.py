@@ -1,0 +1,40 @@
+"""nonrobust_ext: fast adversarial attacks as compiled torch ops, and tools to study how pretraining
+transfers non-robustness (Zhang et al., AAAI 2023).
+
+Public surface:
+    pgd, fgsm            attacks users call from their own training code (nonrobust_ext.attacks)
+    AttackResult         the richer result of an attack (``return_result=True``)
+    ops                  typed wrappers of the compiled ops (torch.ops.nonrobust_ext.*)
+    reference            pure-PyTorch twins of every op
+    build_info()         how the extension was built
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch  # noqa: F401  (the compiled module needs libtorch loaded first)
+
+from ._loader import load_extension
+
+_C, _build_config = load_extension()
+
+from . import _meta, ops, reference  # noqa: E402  (registers fake kernels)
+from .attacks import AttackResult, fgsm, pgd  # noqa: E402
+
+__version__ = "0.1.0"
+
+
+def build_info() -> dict[str, Any]:
+    """How the compiled extension was built.
+
+    Returns:
+        A dict with ``torch_version`` (the torch it was compiled against), ``with_cuda``,
+        ``cuda_version``, ``cuda_archs`` (comma-separated, e.g. ``"80,90"``), ``cpu_isas_compiled``,
+        ``cpu_isa`` (the vector ISA the CPU kernels use on this machine: ``avx512``, ``avx2`` or
+        ``baseline``; ``NONROBUST_EXT_CPU_ISA`` overrides it), ``compiler`` and ``build_type``.
+    """
+    return dict(_C.build_info())
+
+
+__all__ = ["AttackResult", "build_info", "fgsm", "ops", "pgd", "reference"]

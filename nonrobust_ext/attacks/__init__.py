@@ -1,0 +1,3 @@
+from .pgd import AttackResult, fgsm, pgd
+
+__all__ = ["AttackResult", "fgsm", "pgd"]
