@@ -25,6 +25,6 @@ def as_param_tensor(value: Param, like: torch.Tensor, name: str) -> torch.Tensor
         raise TypeError(f"{name} must be a number, not bool")
     if isinstance(value, (int, float)):
         return torch.tensor([float(value)], device=like.device, dtype=opmath_dtype(like.dtype))
-    if isinstance(value, Sequence):
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
         return torch.tensor([float(v) for v in value], device=like.device, dtype=opmath_dtype(like.dtype))
     raise TypeError(f"{name} must be a number, a sequence of numbers or a tensor, got {type(value).__name__}")

@@ -158,7 +158,7 @@ def random_init_(
         u1 = _uniform01_open0(_draw(_stream_key(seed, _RNG_STREAM_UNIFORM), index))
         u2 = _uniform01(_draw(_stream_key(seed, _RNG_STREAM_ANGLE), index))
         z = torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2 * math.pi * u2)
-        per_sample = x_adv[0].numel() if x_adv.shape[0] else 1
+        per_sample = max(1, x_adv.numel() // max(1, x_adv.shape[0]))
         sq = z.double().flatten(1).pow(2).sum(dim=1)
         batch_index = torch.arange(x_adv.shape[0], device=x_adv.device, dtype=torch.int64)
         u_r = _uniform01_open0(_draw(_stream_key(seed, _RNG_STREAM_RADIUS), batch_index)).double()

@@ -1,0 +1,49 @@
+"""Shared test helpers: devices (CUDA cases are parametrised and shown as skipped without a GPU) and a
+small model for the attack tests. Importable from tests because pytest puts python_tests/ on sys.path
+(pyproject.toml: pythonpath)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+CUDA = pytest.param(
+    "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+)
+DEVICES = ["cpu", CUDA]
+
+
+def dtypes_for(device: str) -> list[torch.dtype]:
+    """The dtypes the kernels support on a device (float16 on CUDA only)."""
+    base = [torch.float32, torch.float64, torch.bfloat16]
+    return base + [torch.float16] if device == "cuda" else base
+
+
+class SmallCNN(torch.nn.Module):
+    """A few-thousand-parameter CNN for [B, C, 8, 8] inputs, with a BatchNorm so eval/train matters."""
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 4, output: str = "tensor") -> None:
+        super().__init__()
+        self.features = torch.nn.Sequential(
+            torch.nn.Conv2d(in_channels, 8, 3, padding=1),
+            torch.nn.BatchNorm2d(8),
+            torch.nn.ReLU(),
+            torch.nn.AvgPool2d(2),
+            torch.nn.Conv2d(8, 16, 3, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.AdaptiveAvgPool2d(2),
+            torch.nn.Flatten(),
+        )
+        self.head = torch.nn.Linear(64, num_classes)
+        self.output = output
+        self.modes_seen: list[bool] = []
+
+    def forward(self, x: torch.Tensor):
+        self.modes_seen.append(self.training)
+        emb = self.features(x)
+        logits = self.head(emb)
+        if self.output == "tuple":
+            return emb, logits
+        if self.output == "dict":
+            return {"embedding": emb, "logits": logits}
+        return logits
