@@ -1,0 +1,45 @@
+# Developer entry points. Each target sets up what it needs: a virtual environment in .venv with
+# torch 2.13.0 (CPU), the build tools, and nonrobust_ext built from this tree (rebuilt when sources
+# change).
+#
+#   make demo        train a small model on synthetic data and attack it (the main job, for now)
+#   make test        the test suite
+#   make bench       the CPU benchmarks (results under benchmarks/results/)
+#   make cuda-check  compile-check the CUDA sources with nvcc (CPU-only torch: compile, not link)
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip
+CONSTRAINTS := tools/constraints.txt
+SOURCES := $(shell find csrc nonrobust_ext tools/build -type f -not -name '*.pyc') CMakeLists.txt pyproject.toml
+
+.PHONY: install test demo bench cuda-check clean
+
+$(BIN)/.tools: $(CONSTRAINTS)
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -c $(CONSTRAINTS) torch==2.13.0 numpy "scikit-build-core>=0.11" "pybind11>=2.12" ninja
+	touch $@
+
+# --no-build-isolation builds against the venv's torch and keeps an incremental build in build/.
+$(BIN)/.installed: $(BIN)/.tools $(SOURCES)
+	$(PIP) install -q --no-build-isolation -c $(CONSTRAINTS) ".[test,bench]"
+	touch $@
+
+install: $(BIN)/.installed
+
+# Run from the source tree: pytest's importlib mode keeps the tests on the installed package.
+test: install
+	$(BIN)/pytest
+
+demo: install
+	$(BIN)/nonrobust-ext demo --out out/demo
+
+bench: install
+	$(BIN)/python benchmarks/bench_ops.py --out benchmarks/results
+
+cuda-check: $(BIN)/.tools
+	$(BIN)/python tools/check_cuda_compile.py
+
+clean:
+	rm -rf build dist $(VENV)
