@@ -19,7 +19,7 @@ from ._loader import load_extension
 
 _C, _build_config = load_extension()
 
-from . import _meta, ops, reference  # noqa: E402  (registers fake kernels)
+from . import _meta, ops, reference  # noqa: E402, F401  (_meta registers the fake kernels)
 from .attacks import AttackResult, fgsm, pgd  # noqa: E402
 
 __version__ = "0.1.0"

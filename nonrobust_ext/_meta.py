@@ -15,7 +15,7 @@ def _check_batch(op: str, x_adv: torch.Tensor, *others: torch.Tensor) -> None:
     for t in others:
         torch._check(
             t.shape == x_adv.shape,
-            lambda: f"{op}: shape {tuple(t.shape)} does not match x_adv's {tuple(x_adv.shape)}",
+            lambda t=t: f"{op}: shape {tuple(t.shape)} does not match x_adv's {tuple(x_adv.shape)}",
         )
 
 

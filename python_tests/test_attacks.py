@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _helpers import SmallCNN
 
 import nonrobust_ext
-from _helpers import SmallCNN
 
 NORMS = ["linf", "l2"]
 

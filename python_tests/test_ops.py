@@ -7,9 +7,9 @@ import dataclasses
 
 import pytest
 import torch
+from _helpers import DEVICES, dtypes_for
 
 from nonrobust_ext import ops, reference
-from _helpers import DEVICES, dtypes_for
 
 # (shape, layout): empty batch, empty spatial dims, odd sizes, one channel, 2-D [B, D], one big sample
 # (the kernel splits it across threads), many samples (one sample per thread), channels_last,
@@ -63,7 +63,7 @@ def make_case(shape, layout, dtype, device, *, seed=0, active=True) -> StepCase:
         grad.view(-1)[:: max(1, grad.numel() // 7)] = 0.0  # sign(0) = 0 must hold
     to = dict(dtype=dtype, device=device)
     layouts = {"mixed": ("channels_last", "contiguous", "noncontiguous")}.get(layout, (layout,) * 3)
-    x_adv, grad, x = (_layout(t.to(**to), lay) for t, lay in zip((x_adv, grad, x), layouts))
+    x_adv, grad, x = (_layout(t.to(**to), lay) for t, lay in zip((x_adv, grad, x), layouts, strict=True))
     params = dict(
         eps=(0.02 + 0.08 * torch.rand(B, generator=gen)).to(device),
         alpha=(0.005 + 0.02 * torch.rand(B, generator=gen)).to(device),
@@ -95,7 +95,7 @@ def test_step_matches_reference(name, shape, layout, device):
         got, want = case.clone_state(), case.clone_state()
         getattr(ops, name)(got, case.grad, case.x, **case.params)
         getattr(reference, name)(want, case.grad, case.x, **case.params)
-        torch.testing.assert_close(got, want, **tolerance(dtype), msg=lambda m: f"{dtype}: {m}")
+        torch.testing.assert_close(got, want, **tolerance(dtype), msg=lambda m, dtype=dtype: f"{dtype}: {m}")
         assert got.stride() == case.x_adv.stride(), "the op must write in place, keeping the layout"
 
 
@@ -165,7 +165,7 @@ def test_random_init_matches_reference(norm, shape, layout, device):
         reference.random_init_(want, case.x, norm=norm, seed=1234, **p)
         # float64 inputs still use float32 Box-Muller normals, so libm rounding shows at 1e-9.
         tol = dict(atol=1e-8, rtol=0) if dtype == torch.float64 else tolerance(dtype)
-        torch.testing.assert_close(got, want, **tol, msg=lambda m: f"{dtype}: {m}")
+        torch.testing.assert_close(got, want, **tol, msg=lambda m, dtype=dtype: f"{dtype}: {m}")
 
 
 def test_random_init_is_reproducible_and_layout_independent():

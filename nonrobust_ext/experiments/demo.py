@@ -77,8 +77,9 @@ def _write_atomically(path: Path, text: str) -> None:
 
 def run_demo(cfg: DemoConfig, log=print) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
-    x_train, y_train = synthetic_patterns(cfg.train_samples, seed=cfg.seed + 1, num_classes=cfg.num_classes, size=cfg.image_size)
-    x_test, y_test = synthetic_patterns(cfg.test_samples, seed=cfg.seed + 2, num_classes=cfg.num_classes, size=cfg.image_size)
+    shape = dict(num_classes=cfg.num_classes, size=cfg.image_size)
+    x_train, y_train = synthetic_patterns(cfg.train_samples, seed=cfg.seed + 1, **shape)
+    x_test, y_test = synthetic_patterns(cfg.test_samples, seed=cfg.seed + 2, **shape)
     model = small_cnn(cfg.num_classes)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     started = time.perf_counter()
@@ -143,7 +144,10 @@ def render_report(results: dict[str, Any]) -> str:
         "|---:|---:|---:|---:|",
     ]
     for r in results["rows"]:
-        lines.append(f"| {r['eps']:.3f} | {r['pgd_accuracy']:.3f} | {r['random_sign_noise_accuracy']:.3f} | {r['attack_seconds']:.2f} |")
+        lines.append(
+            f"| {r['eps']:.3f} | {r['pgd_accuracy']:.3f} | {r['random_sign_noise_accuracy']:.3f} "
+            f"| {r['attack_seconds']:.2f} |"
+        )
     worst = results["rows"][-1]
     lines += [
         "",
