@@ -10,6 +10,7 @@
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 
+#include <algorithm>
 #include <optional>
 
 namespace nonrobust_ext {
@@ -29,7 +30,7 @@ struct StepArgs {
   int64_t batch = 0;
   int64_t per_sample = 0;    // elements per sample
   int64_t channels = 0;
-  int64_t channel_stride = 0;  // memory stride of dim 1 inside `target`
+  int64_t channel_stride = 0;  // memory stride of dim 1 inside `target`; per_sample when C == 1
 
   void finish() {
     if (copy_back) x_adv.copy_(target);
@@ -102,7 +103,8 @@ inline StepArgs prepare_step_args(const char* op, const at::Tensor& x_adv,
     a.target = x_adv.contiguous();
     a.copy_back = true;
   }
-  a.channel_stride = a.target.stride(1);
+  // A size-1 dimension's stride is arbitrary (even 0); with one channel every offset is channel 0.
+  a.channel_stride = a.channels == 1 ? std::max<int64_t>(a.per_sample, 1) : a.target.stride(1);
   if (grad) a.grad = laid_out_like(*grad, a.target);
   a.x = laid_out_like(x, a.target);
 

@@ -4,6 +4,7 @@
 // compiled per ISA. Semantics (and the pure-PyTorch twin of each op) are in nonrobust_ext/reference.py.
 #include "../common/counter_rng.h"
 #include "../common/step_args.h"
+#include "../common/step_math.h"
 #include "step_loops.h"
 
 #include <ATen/Dispatch.h>
@@ -85,7 +86,7 @@ struct Partition {
       run_len = sample_len;
       piece_len = a.channels * std::max<int64_t>(1, kPiece / a.channels);
     } else {
-      run_len = a.channels == 1 ? sample_len : a.channel_stride;
+      run_len = a.channel_stride;  // the whole sample when C == 1
       piece_len = kPiece;
     }
     runs_per_sample = sample_len / run_len;
@@ -171,24 +172,6 @@ void linf_step_impl(const StepArgs& a) {
   });
 }
 
-// The per-sample coefficients of the L2 step from the three sums of l2_sums_*:
-// gradient norm |g*s|, then the norm of the unprojected perturbation (in threat-model units)
-//   |d + a*g*s^2 / s|^2 = dd + 2*a*dg + a^2*gg   with a = alpha / (|g*s| + 1e-12),
-// and the projection factor f = min(1, eps / |d'|). The write is x + f*(xa - x) + f*a*s^2*g.
-struct L2Coefficients {
-  double keep;
-  double gcoef;
-};
-
-inline L2Coefficients l2_coefficients(const double* sums, double alpha, double eps) {
-  const double gnorm = std::sqrt(sums[0]);
-  const double a = alpha / (gnorm + 1e-12);
-  const double dn2 = sums[2] + 2.0 * a * sums[1] + a * a * sums[0];
-  const double dn = std::sqrt(std::max(dn2, 0.0));
-  const double f = dn > eps ? eps / dn : 1.0;
-  return {f, f * a};
-}
-
 template <typename T>
 void l2_step_impl(const StepArgs& a) {
   using S = storage_t<T>;
@@ -226,7 +209,7 @@ void l2_step_impl(const StepArgs& a) {
         if (active && !active[b]) continue;
         double sums[3] = {0, 0, 0};
         for (int64_t u = b * ups; u < (b + 1) * ups; ++u) sums_of(u, sums);
-        const auto k = l2_coefficients(sums, alpha[b], eps[b]);
+        const L2Coefficients k = l2_coefficients(sums, alpha[b], eps[b]);
         for (int64_t u = b * ups; u < (b + 1) * ups; ++u) write(u, k);
       }
     });
@@ -255,13 +238,6 @@ void l2_step_impl(const StepArgs& a) {
       write(u, coef[b]);
     }
   });
-}
-
-// Box-Muller normal for logical element i, in float32 on every device.
-inline float normal_at(uint32_t key_u, uint32_t key_angle, uint64_t i) {
-  const float u1 = rng::uniform01_open0(rng::draw(key_u, i));
-  const float u2 = rng::uniform01(rng::draw(key_angle, i));
-  return std::sqrt(-2.0f * std::log(u1)) * std::cos(6.28318530717958647692f * u2);
 }
 
 template <typename T>
