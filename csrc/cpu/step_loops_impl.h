@@ -23,8 +23,8 @@ inline T store(typename AccType<T>::type v) {
   if constexpr (sizeof(T) == 2) {
     uint32_t bits;
     __builtin_memcpy(&bits, &v, sizeof(bits));
-    if (v != v) return static_cast<uint16_t>(0x7fc0);
-    return static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+    const uint16_t rounded = static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+    return v != v ? static_cast<uint16_t>(0x7fc0) : rounded;  // a select, not a branch: vectorises
   } else {
     return v;
   }
@@ -61,9 +61,10 @@ inline A clamp_to(A v, A lo, A hi) {
   return v > hi ? hi : v;
 }
 
+// Branch-free (a nested ?: keeps GCC from vectorising the loop without AVX-512 masks); sign(0) = 0.
 template <typename A>
 inline A sign_of(A g) {
-  return g > A(0) ? A(1) : (g < A(0) ? A(-1) : A(0));
+  return A(g > A(0)) - A(g < A(0));
 }
 
 template <typename T, typename Params>
