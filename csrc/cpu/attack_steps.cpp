@@ -293,26 +293,34 @@ void random_init_impl(const StepArgs& a, uint64_t seed, bool l2) {
   });
 }
 
+enum class StepNorm { kLinf, kL2 };
+
+void step_cpu(const char* op, StepNorm norm, const at::Tensor& x_adv, const at::Tensor& grad,
+              const at::Tensor& x, const at::Tensor& eps, const at::Tensor& alpha, const at::Tensor& scale,
+              const at::Tensor& lo, const at::Tensor& hi, const std::optional<at::Tensor>& active) {
+  auto a = prepare_step_args(op, x_adv, grad, x, eps, alpha, scale, lo, hi, active, false);
+  check_cpu_dtype(op, x_adv);
+  if (x_adv.numel() == 0) return;
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x_adv.scalar_type(), op, [&] {
+    if (norm == StepNorm::kLinf) {
+      linf_step_impl<scalar_t>(a);
+    } else {
+      l2_step_impl<scalar_t>(a);
+    }
+  });
+  a.finish();
+}
+
 void linf_step_cpu(const at::Tensor& x_adv, const at::Tensor& grad, const at::Tensor& x,
                    const at::Tensor& eps, const at::Tensor& alpha, const at::Tensor& scale,
                    const at::Tensor& lo, const at::Tensor& hi, const std::optional<at::Tensor>& active) {
-  auto a = prepare_step_args("linf_step_", x_adv, grad, x, eps, alpha, scale, lo, hi, active, false);
-  check_cpu_dtype("linf_step_", x_adv);
-  if (x_adv.numel() == 0) return;
-  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x_adv.scalar_type(), "linf_step_",
-                                 [&] { linf_step_impl<scalar_t>(a); });
-  a.finish();
+  step_cpu("linf_step_", StepNorm::kLinf, x_adv, grad, x, eps, alpha, scale, lo, hi, active);
 }
 
 void l2_step_cpu(const at::Tensor& x_adv, const at::Tensor& grad, const at::Tensor& x,
                  const at::Tensor& eps, const at::Tensor& alpha, const at::Tensor& scale,
                  const at::Tensor& lo, const at::Tensor& hi, const std::optional<at::Tensor>& active) {
-  auto a = prepare_step_args("l2_step_", x_adv, grad, x, eps, alpha, scale, lo, hi, active, false);
-  check_cpu_dtype("l2_step_", x_adv);
-  if (x_adv.numel() == 0) return;
-  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x_adv.scalar_type(), "l2_step_",
-                                 [&] { l2_step_impl<scalar_t>(a); });
-  a.finish();
+  step_cpu("l2_step_", StepNorm::kL2, x_adv, grad, x, eps, alpha, scale, lo, hi, active);
 }
 
 void random_init_cpu(const at::Tensor& x_adv, const at::Tensor& x, const at::Tensor& eps,

@@ -502,28 +502,35 @@ void check_cuda_dtype(const char* op, const at::Tensor& t) {
               op, ": on CUDA x_adv must be float32, float64, float16 or bfloat16, got ", t.scalar_type());
 }
 
+enum class StepNorm { kLinf, kL2 };
+
+void step_cuda(const char* op, StepNorm norm, const at::Tensor& x_adv, const at::Tensor& grad,
+               const at::Tensor& x, const at::Tensor& eps, const at::Tensor& alpha, const at::Tensor& scale,
+               const at::Tensor& lo, const at::Tensor& hi, const std::optional<at::Tensor>& active) {
+  const c10::cuda::CUDAGuard device_guard(x_adv.device());
+  auto a = prepare_step_args(op, x_adv, grad, x, eps, alpha, scale, lo, hi, active, false);
+  check_cuda_dtype(op, x_adv);
+  if (x_adv.numel() == 0) return;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x_adv.scalar_type(), op, [&] {
+    if (norm == StepNorm::kLinf) {
+      linf_step_launch<scalar_t>(a);
+    } else {
+      l2_step_launch<scalar_t>(a);
+    }
+  });
+  a.finish();
+}
+
 void linf_step_cuda(const at::Tensor& x_adv, const at::Tensor& grad, const at::Tensor& x,
                     const at::Tensor& eps, const at::Tensor& alpha, const at::Tensor& scale,
                     const at::Tensor& lo, const at::Tensor& hi, const std::optional<at::Tensor>& active) {
-  const c10::cuda::CUDAGuard device_guard(x_adv.device());
-  auto a = prepare_step_args("linf_step_", x_adv, grad, x, eps, alpha, scale, lo, hi, active, false);
-  check_cuda_dtype("linf_step_", x_adv);
-  if (x_adv.numel() == 0) return;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x_adv.scalar_type(), "linf_step_",
-                                  [&] { linf_step_launch<scalar_t>(a); });
-  a.finish();
+  step_cuda("linf_step_", StepNorm::kLinf, x_adv, grad, x, eps, alpha, scale, lo, hi, active);
 }
 
 void l2_step_cuda(const at::Tensor& x_adv, const at::Tensor& grad, const at::Tensor& x,
                   const at::Tensor& eps, const at::Tensor& alpha, const at::Tensor& scale,
                   const at::Tensor& lo, const at::Tensor& hi, const std::optional<at::Tensor>& active) {
-  const c10::cuda::CUDAGuard device_guard(x_adv.device());
-  auto a = prepare_step_args("l2_step_", x_adv, grad, x, eps, alpha, scale, lo, hi, active, false);
-  check_cuda_dtype("l2_step_", x_adv);
-  if (x_adv.numel() == 0) return;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x_adv.scalar_type(), "l2_step_",
-                                  [&] { l2_step_launch<scalar_t>(a); });
-  a.finish();
+  step_cuda("l2_step_", StepNorm::kL2, x_adv, grad, x, eps, alpha, scale, lo, hi, active);
 }
 
 void random_init_cuda(const at::Tensor& x_adv, const at::Tensor& x, const at::Tensor& eps,
