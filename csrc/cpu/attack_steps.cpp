@@ -301,7 +301,7 @@ void step_cpu(const char* op, StepNorm norm, const at::Tensor& x_adv, const at::
   auto a = prepare_step_args(op, x_adv, grad, x, eps, alpha, scale, lo, hi, active, false);
   check_cpu_dtype(op, x_adv);
   if (x_adv.numel() == 0) return;
-  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x_adv.scalar_type(), op, [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x_adv.scalar_type(), "attack step", [&] {
     if (norm == StepNorm::kLinf) {
       linf_step_impl<scalar_t>(a);
     } else {
