@@ -199,3 +199,32 @@ class AttackResult:
     loss: torch.Tensor
     steps: torch.Tensor
     restart: torch.Tensor
+
+
+def input_gradient(
+    model: Callable[[torch.Tensor], Any],
+    x_adv: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: LossFn,
+    logits: LogitsSelector = None,
+    *,
+    check: bool = False,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradient of ``sum(loss_fn(model(transform(x_adv)), y))`` with respect to ``x_adv`` only.
+
+    Only the input gets a gradient (``torch.autograd.grad``): parameter ``.grad`` is never written.
+    ``transform`` is applied inside the graph (e.g. diverse-input resizing). ``check`` validates the
+    logits' shape and the label range (do it on an attack's first forward).
+
+    Returns:
+        ``(grad, logits, loss)``: grad shaped like ``x_adv``, detached ``[B, K]`` logits and ``[B]`` loss.
+    """
+    x_req = x_adv.detach().requires_grad_(True)
+    with torch.enable_grad():
+        z = select_logits(model(x_req if transform is None else transform(x_req)), logits)
+        if check:
+            check_logits(z, y)
+        value = per_sample_loss(loss_fn, z, y)
+        (grad,) = torch.autograd.grad(value.sum(), x_req)
+    return grad, z.detach(), value.detach()
