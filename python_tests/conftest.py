@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _helpers import SmallCNN
+from _helpers import SmallCNN, pattern_task
 
 
 @pytest.fixture
@@ -16,3 +16,22 @@ def cnn() -> SmallCNN:
         model.features[1].running_mean.uniform_(-0.2, 0.2)
         model.features[1].running_var.uniform_(0.5, 2.0)
     return model
+
+
+@pytest.fixture(scope="session")
+def trained():
+    """A small CNN trained on the pattern task (about a second), with its held-out test set."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(16 * 64, 4)
+    )
+    x, y = pattern_task(2048, seed=1)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(3):
+        for i in range(0, len(x), 128):
+            loss = torch.nn.functional.cross_entropy(model(x[i : i + 128]), y[i : i + 128])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    x_test, y_test = pattern_task(512, seed=2)
+    return model.eval(), x_test, y_test

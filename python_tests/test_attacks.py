@@ -275,36 +275,6 @@ def test_l2_matches_torchattacks_pgdl2_from_the_same_start(cnn):
 # ------------------------------------------------------------------------------- trained model
 
 
-def _pattern_task(n, seed, num_classes=4):
-    """Each class is a fixed random +-1 pattern at contrast 0.15 on grey, plus pixel noise: linearly
-    separable with a margin that a random +-eps perturbation cannot cross but an aligned one can."""
-    g = torch.Generator().manual_seed(1000)
-    patterns = torch.randint(0, 2, (num_classes, 1, 8, 8), generator=g).float() * 2 - 1
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, num_classes, (n,), generator=g)
-    x = (0.5 + 0.15 * patterns[y] + 0.08 * torch.randn(n, 1, 8, 8, generator=g)).clamp(0, 1)
-    return x, y
-
-
-@pytest.fixture(scope="module")
-def trained():
-    """A small CNN trained on the pattern task (about a second), with its held-out test set."""
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(
-        torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(16 * 64, 4)
-    )
-    x, y = _pattern_task(2048, seed=1)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(3):
-        for i in range(0, len(x), 128):
-            loss = torch.nn.functional.cross_entropy(model(x[i : i + 128]), y[i : i + 128])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    x_test, y_test = _pattern_task(512, seed=2)
-    return model.eval(), x_test, y_test
-
-
 def test_pgd_fools_a_trained_model_where_random_noise_does_not(trained):
     model, x_test, y_test = trained
 
