@@ -3,6 +3,7 @@ transfers non-robustness (Zhang et al., AAAI 2023).
 
 Public surface:
     pgd, fgsm            attacks users call from their own training code (nonrobust_ext.attacks)
+    robust_accuracy      clean/robust accuracy and true-label confidence over an eps grid
     AttackResult         the richer result of an attack (``return_result=True``)
     ops                  typed wrappers of the compiled ops (torch.ops.nonrobust_ext.*)
     reference            pure-PyTorch twins of every op
@@ -20,7 +21,7 @@ from ._loader import load_extension
 _C, _build_config = load_extension()
 
 from . import _meta, ops, reference  # noqa: E402, F401  (_meta registers the fake kernels)
-from .attacks import AttackResult, fgsm, pgd  # noqa: E402
+from .attacks import AttackResult, RobustnessReport, fgsm, pgd, robust_accuracy  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -37,4 +38,6 @@ def build_info() -> dict[str, Any]:
     return dict(_C.build_info())
 
 
-__all__ = ["AttackResult", "build_info", "fgsm", "ops", "pgd", "reference"]
+__all__ = [
+    "AttackResult", "RobustnessReport", "build_info", "fgsm", "ops", "pgd", "reference", "robust_accuracy",
+]
