@@ -4,7 +4,7 @@
 #
 #   make demo        train a small model on synthetic data and attack it (the main job, for now)
 #   make test        the test suite
-#   make bench       the CPU benchmarks (results under benchmarks/results/)
+#   make bench       the CPU benchmarks, ops and attacks (results under benchmarks/results/), < 10 min
 #   make cuda-check  compile-check the CUDA sources with nvcc (CPU-only torch: compile, not link)
 
 PYTHON ?= python3
@@ -37,6 +37,7 @@ demo: install
 
 bench: install
 	$(BIN)/python benchmarks/bench_ops.py --out benchmarks/results
+	$(BIN)/python benchmarks/bench_attacks.py --out benchmarks/results
 
 cuda-check: $(BIN)/.tools
 	$(BIN)/python tools/check_cuda_compile.py

@@ -1,0 +1,274 @@
+"""PGD-10 (L-inf) end to end: nonrobust_ext.pgd against what users would write or pick instead.
+
+Implementations, all from the same start (no random start, so the algorithms are identical):
+
+``nonrobust_ext``   ``nonrobust_ext.pgd(model, x, y, eps, alpha, steps, random_start=False)``
+``pytorch_loop``    a pure-PyTorch loop written the way the study's code does it: ``loss.backward()``
+                    (parameter gradients included), then separate sign/add/clamp ops
+``torchattacks``    ``torchattacks.PGD(..., random_start=False)``
+``foolbox``         ``foolbox.attacks.LinfPGD(abs_stepsize=alpha, random_start=False)``
+``limit``           10 x (model forward + input-gradient backward), measured in the same run: what
+                    any PGD-10 must spend; ``ratio_to_limit`` = time / limit
+
+Correctness first: every implementation's adversarial batch is compared with nonrobust_ext's (max
+abs difference, and the robust accuracy of each) before any timing is reported. Timing: each
+implementation runs ``--rounds`` times, interleaved with the others (drift on a shared machine hits
+them alike); the median and the interquartile range are reported.
+
+Run:  python benchmarks/bench_attacks.py [--quick] [--models small_cnn,resnet18] [--device cuda]
+Out:  benchmarks/results/attacks_<tag>.csv and .md (machine, torch, git commit, command, the table
+      and whether each target holds, computed from the numbers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import nonrobust_ext
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _models import MODELS  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Case:
+    model: str
+    batch: int
+    eps: float = 8 / 255
+    alpha: float = 2 / 255
+    steps: int = 10
+    max_rounds: int = 100  # big models get fewer rounds so the CPU suite stays under 10 minutes
+
+
+CPU_CASES = [Case("small_cnn", 256), Case("resnet18", 32, max_rounds=3)]
+GPU_CASES = [Case("small_cnn", 1024), Case("resnet18", 256)]
+
+
+def pytorch_loop(model, x, y, c: Case) -> torch.Tensor:
+    """PGD as research code usually writes it."""
+    x_adv = x.clone().detach()
+    for _ in range(c.steps):
+        x_adv.requires_grad_(True)
+        loss = F.cross_entropy(model(x_adv), y)
+        model.zero_grad()
+        loss.backward()
+        x_adv = x_adv.detach() + c.alpha * x_adv.grad.sign()
+        x_adv = torch.min(torch.max(x_adv, x - c.eps), x + c.eps).clamp(0, 1)
+    return x_adv
+
+
+def ours(model, x, y, c: Case) -> torch.Tensor:
+    return nonrobust_ext.pgd(model, x, y, eps=c.eps, alpha=c.alpha, steps=c.steps, random_start=False)
+
+
+def torchattacks_pgd(model, x, y, c: Case) -> torch.Tensor:
+    import torchattacks
+
+    return torchattacks.PGD(model, eps=c.eps, alpha=c.alpha, steps=c.steps, random_start=False)(x, y)
+
+
+def foolbox_pgd(model, x, y, c: Case) -> torch.Tensor:
+    import foolbox
+
+    fmodel = foolbox.PyTorchModel(model, bounds=(0, 1), device=x.device)
+    attack = foolbox.attacks.LinfPGD(abs_stepsize=c.alpha, steps=c.steps, random_start=False)
+    _, clipped, _ = attack(fmodel, x, y, epsilons=c.eps)
+    return clipped
+
+
+def limit(model, x, y, c: Case) -> None:
+    """The model's own cost of a K-step attack: K x (forward + gradient w.r.t. the input only)."""
+    for _ in range(c.steps):
+        x_req = x.detach().requires_grad_(True)
+        loss = F.cross_entropy(model(x_req), y, reduction="sum")
+        torch.autograd.grad(loss, x_req)
+
+
+IMPLS: dict[str, Callable] = {
+    "nonrobust_ext": ours,
+    "pytorch_loop": pytorch_loop,
+    "torchattacks": torchattacks_pgd,
+    "foolbox": foolbox_pgd,
+    "limit": limit,
+}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn, device) -> float:
+    _sync(device)
+    t0 = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def _git() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def _machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def run_case(c: Case, device: torch.device, rounds: int, impls: list[str]) -> list[dict]:
+    torch.manual_seed(0)
+    model = MODELS[c.model]().to(device).eval()
+    x = torch.rand(c.batch, 3, 32, 32, device=device)
+    with torch.no_grad():
+        y = model(x).argmax(1)  # attack the model's own predictions: clean accuracy 100%
+
+    # Correctness first: same algorithm, same start -> the same adversarial examples.
+    reference = ours(model, x, y, c)
+    agreement = {}
+    for name in impls:
+        if name == "limit":
+            continue
+        x_adv = IMPLS[name](model, x, y, c)
+        with torch.no_grad():
+            acc = float((model(x_adv).argmax(1) == y).float().mean())
+        agreement[name] = (acc, float((x_adv - reference).abs().max()))
+        assert float((x_adv - x).abs().max()) <= c.eps + 1e-6, f"{name} left the eps-ball"
+
+    times: dict[str, list[float]] = {name: [] for name in impls}
+    for name in impls:  # warm-up
+        IMPLS[name](model, x, y, c)
+    for _ in range(min(rounds, c.max_rounds)):
+        for name in impls:
+            times[name].append(_timed(lambda n=name: IMPLS[n](model, x, y, c), device))
+
+    med = {n: statistics.median(t) for n, t in times.items()}
+    rows = []
+    for name in impls:
+        q = statistics.quantiles(times[name], n=4) if len(times[name]) >= 2 else [med[name]] * 3
+        acc, diff = agreement.get(name, (float("nan"), float("nan")))
+        rows.append({
+            "model": c.model, "batch": c.batch, "impl": name, "median_s": med[name], "iqr_s": q[2] - q[0],
+            "ratio_to_limit": med[name] / med["limit"] if "limit" in med else float("nan"),
+            "speedup_vs_torchattacks": med["torchattacks"] / med[name] if "torchattacks" in med else float("nan"),
+            "robust_accuracy": acc, "max_abs_diff_vs_nonrobust_ext": diff,
+            "device": _machine(device), "torch": torch.__version__, "git": _git(),
+        })
+    return rows
+
+
+def targets(rows: list[dict], device: torch.device) -> list[str]:
+    def get(model, impl, key):
+        return next(r[key] for r in rows if r["model"] == model and r["impl"] == impl)
+
+    lines = []
+    if device.type == "cpu":
+        checks = [
+            ("resnet18", "speedup_vs_torchattacks", ">=", 1.0, "ours >= 1.0x torchattacks, CIFAR ResNet-18"),
+            ("resnet18", "ratio_to_limit", "<=", 1.10, "ours within 1.10x of the limit, CIFAR ResNet-18"),
+            ("small_cnn", "speedup_vs_torchattacks", ">=", 1.2, "ours >= 1.2x torchattacks, small CNN"),
+        ]
+        for model, key, op, bound, text in checks:
+            if not any(r["model"] == model for r in rows):
+                continue
+            value = get(model, "nonrobust_ext", key)
+            ok = value >= bound if op == ">=" else value <= bound
+            lines.append(f"- {text}: **{'MET' if ok else 'NOT MET'}** ({value:.2f}x)")
+    accs = {(r["model"], r["impl"]): r["robust_accuracy"] for r in rows if r["impl"] != "limit"}
+    for model in sorted({m for m, _ in accs}):
+        vals = {impl: a for (m, impl), a in accs.items() if m == model}
+        spread = max(vals.values()) - min(vals.values())
+        listed = ", ".join(f"{k} {v:.3f}" for k, v in vals.items())
+        lines.append(f"- {model}: robust accuracy per implementation {listed} (spread {spread:.3f})")
+    return lines
+
+
+def write(rows: list[dict], out: Path, tag: str, device: torch.device, started: str, args) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / f"attacks_{tag}.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = [
+        "# PGD-10 (L-inf, eps 8/255, alpha 2/255) end to end",
+        "",
+        f"- Date (UTC): {started}",
+        f"- Machine: {_machine(device)}",
+        f"- torch {torch.__version__}; nonrobust_ext build: {nonrobust_ext.build_info()}",
+        f"- Git commit: {_git()}",
+        f"- Reproduce: `python {shlex.join(['benchmarks/bench_attacks.py'] + sys.argv[1:])}`",
+        f"- Up to {args.rounds} interleaved rounds per implementation (3 for ResNet-18 on CPU) after one warm-up;"
+        " median and IQR in seconds.",
+        "- Inputs: uniform random images, labels = the model's own predictions (clean accuracy 1.0),"
+        " untrained models with fixed seeds; all implementations start at x (no random start).",
+        "- `limit` = 10 x (forward + input-gradient) of the model: the floor for any PGD-10.",
+        "",
+        "| model | batch | impl | median (s) | IQR (s) | / limit | vs torchattacks | robust acc | max diff vs ours |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['batch']} | {r['impl']} | {r['median_s']:.4f} | {r['iqr_s']:.4f} | "
+            f"{r['ratio_to_limit']:.3f} | {r['speedup_vs_torchattacks']:.2f}x | {r['robust_accuracy']:.3f} | "
+            f"{r['max_abs_diff_vs_nonrobust_ext']:.2e} |"
+        )
+    lines += ["", "## Targets (computed from the table)", "", *targets(rows, device), ""]
+    (out / f"attacks_{tag}.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--models", default=None, help="comma-separated subset of " + ",".join(MODELS))
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="2 rounds, small CNN only, small batch")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--tag", default=None)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    cases = GPU_CASES if device.type == "cuda" else CPU_CASES
+    if args.models:
+        wanted = set(args.models.split(","))
+        cases = [c for c in cases if c.model in wanted]
+    if args.quick:
+        args.rounds = 2
+        cases = [Case("small_cnn", 64)]
+    impls = list(IMPLS)
+    started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    rows = []
+    for c in cases:
+        print(f"{c.model} batch {c.batch} ...", flush=True)
+        rows += run_case(c, device, args.rounds, impls)
+    write(rows, args.out, args.tag or device.type, device, started, args)
+
+
+if __name__ == "__main__":
+    main()
