@@ -3,6 +3,7 @@ transfers non-robustness (Zhang et al., AAAI 2023).
 
 Public surface:
     pgd, fgsm            attacks users call from their own training code (nonrobust_ext.attacks)
+    deepfool, cw_l2      minimal-perturbation attacks (L2)
     robust_accuracy      clean/robust accuracy and true-label confidence over an eps grid
     AttackResult         the richer result of an attack (``return_result=True``)
     ops                  typed wrappers of the compiled ops (torch.ops.nonrobust_ext.*)
@@ -21,7 +22,17 @@ from ._loader import load_extension
 _C, _build_config = load_extension()
 
 from . import _meta, ops, reference  # noqa: E402, F401  (_meta registers the fake kernels)
-from .attacks import AttackResult, RobustnessReport, fgsm, pgd, robust_accuracy  # noqa: E402
+from .attacks import (  # noqa: E402
+    AttackResult,
+    CWResult,
+    DeepFoolResult,
+    RobustnessReport,
+    cw_l2,
+    deepfool,
+    fgsm,
+    pgd,
+    robust_accuracy,
+)
 
 __version__ = "0.1.0"
 
@@ -39,5 +50,6 @@ def build_info() -> dict[str, Any]:
 
 
 __all__ = [
-    "AttackResult", "RobustnessReport", "build_info", "fgsm", "ops", "pgd", "reference", "robust_accuracy",
+    "AttackResult", "CWResult", "DeepFoolResult", "RobustnessReport", "build_info", "cw_l2", "deepfool",
+    "fgsm", "ops", "pgd", "reference", "robust_accuracy",
 ]

@@ -64,6 +64,15 @@ def test_scalar_and_per_sample_eps_agree(cnn, norm):
     assert torch.equal(a, b)
 
 
+def test_eps_as_a_list(cnn):
+    x, y = _batch()
+    eps = [0.01, 0.02, 0.03, 0.04, 0.05, 0.06]
+    assert torch.equal(
+        nonrobust_ext.pgd(cnn, x, y, eps=eps, steps=2, seed=0),
+        nonrobust_ext.pgd(cnn, x, y, eps=torch.tensor(eps), steps=2, seed=0),
+    )
+
+
 @pytest.mark.parametrize("norm", NORMS)
 def test_deterministic_under_a_seed(cnn, norm):
     x, y = _batch()
@@ -209,6 +218,9 @@ def test_fgsm_and_fgsm_rs(cnn):
         (dict(eps=0.1, loss="hinge"), ValueError, "loss must be 'ce', 'cw' or a callable"),
         (dict(eps=0.1, alpha=-1.0), ValueError, "alpha must be >= 0"),
         (dict(eps=0.1, bounds=(1.0, 0.0)), ValueError, "bounds must have lo <= hi"),
+        (dict(eps=0.1, bounds=(float("nan"), 1.0)), ValueError, "bounds must not be NaN"),
+        (dict(eps=0.1, bounds=("0", 1.0)), TypeError, "bounds"),
+        (dict(eps="0.1"), TypeError, "eps must be a number"),
         (dict(eps=0.1, bounds=(0.2, 1.0)), ValueError, "x has values outside bounds"),
         (dict(eps=0.1, scale=[1.0, 0.0, 1.0]), ValueError, "scale must be > 0"),
         (dict(eps=0.1, seed=1, generator=torch.Generator()), ValueError, "seed or generator"),

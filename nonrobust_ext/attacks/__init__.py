@@ -1,7 +1,12 @@
 """Attacks composed from the compiled ops, and the robustness evaluation built on them."""
 
 from ._common import AttackResult
+from .cw import CWResult, cw_l2
+from .deepfool import DeepFoolResult, deepfool
 from .evaluate import RobustnessReport, robust_accuracy
 from .pgd import fgsm, pgd
 
-__all__ = ["AttackResult", "RobustnessReport", "fgsm", "pgd", "robust_accuracy"]
+__all__ = [
+    "AttackResult", "CWResult", "DeepFoolResult", "RobustnessReport",
+    "cw_l2", "deepfool", "fgsm", "pgd", "robust_accuracy",
+]

@@ -46,7 +46,7 @@ def check_batch(x: torch.Tensor, y: torch.Tensor) -> None:
 
 def per_sample(value: Param, x: torch.Tensor, name: str, *, positive: bool = False) -> torch.Tensor:
     """``value`` as a ``[B]`` tensor in the kernels' compute dtype, checked finite and >= 0 (> 0)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, torch.Tensor)):
+    if isinstance(value, (bool, str, bytes)) or not isinstance(value, (int, float, torch.Tensor, Sequence)):
         raise TypeError(f"{name} must be a number or a tensor of one value per sample, got {type(value).__name__}")
     t = torch.as_tensor(value, dtype=opmath_dtype(x.dtype), device=x.device).reshape(-1)
     if t.numel() not in (1, x.shape[0]):
@@ -61,6 +61,8 @@ def per_sample(value: Param, x: torch.Tensor, name: str, *, positive: bool = Fal
 
 
 def per_channel(value: Param, x: torch.Tensor, name: str) -> torch.Tensor:
+    if isinstance(value, (bool, str, bytes)) or not isinstance(value, (int, float, torch.Tensor, Sequence)):
+        raise TypeError(f"{name} must be a number or one value per channel, got {type(value).__name__}")
     t = torch.as_tensor(value, dtype=opmath_dtype(x.dtype), device=x.device).reshape(-1)
     if t.numel() not in (1, x.shape[1]):
         raise ValueError(f"{name} must be one value or one per channel ({x.shape[1]}), got {t.numel()} values")
@@ -75,6 +77,8 @@ def parse_bounds(bounds: Bounds, x: torch.Tensor) -> tuple[torch.Tensor, torch.T
     if not isinstance(bounds, Sequence) or isinstance(bounds, str) or len(bounds) != 2:
         raise TypeError("bounds must be None or a pair (lo, hi) of numbers or per-channel tensors")
     lo, hi = per_channel(bounds[0], x, "bounds[0]"), per_channel(bounds[1], x, "bounds[1]")
+    if bool(torch.isnan(lo).any() or torch.isnan(hi).any()):
+        raise ValueError(f"bounds must not be NaN, got lo={lo.tolist()} hi={hi.tolist()}")
     if bool((lo > hi).any()):
         raise ValueError(f"bounds must have lo <= hi per channel, got lo={lo.tolist()} hi={hi.tolist()}")
     shape = (1, x.shape[1]) + (1,) * (x.dim() - 2)
@@ -149,6 +153,11 @@ def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return true - others.amax(dim=1)
 
 
+def _upcast(z: torch.Tensor) -> torch.Tensor:
+    """Half/bfloat16 logits to float32 for the loss; float32/float64 stay as they are."""
+    return z if z.dtype in (torch.float32, torch.float64) else z.float()
+
+
 def resolve_loss(loss: str | LossFn, targeted: bool) -> LossFn:
     """The per-sample loss the attack *maximises*.
 
@@ -160,12 +169,12 @@ def resolve_loss(loss: str | LossFn, targeted: bool) -> LossFn:
         return loss
     if loss == "ce":
         if targeted:
-            return lambda z, y: -F.cross_entropy(z.float(), y, reduction="none")
-        return lambda z, y: F.cross_entropy(z.float(), y, reduction="none")
+            return lambda z, y: -F.cross_entropy(_upcast(z), y, reduction="none")
+        return lambda z, y: F.cross_entropy(_upcast(z), y, reduction="none")
     if loss == "cw":
         if targeted:
-            return lambda z, y: margin(z.float(), y)
-        return lambda z, y: -margin(z.float(), y)
+            return lambda z, y: margin(_upcast(z), y)
+        return lambda z, y: -margin(_upcast(z), y)
     raise ValueError(f"loss must be 'ce', 'cw' or a callable (logits, y) -> per-sample loss, got {loss!r}")
 
 

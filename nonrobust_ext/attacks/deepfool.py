@@ -1,0 +1,198 @@
+"""DeepFool (Moosavi-Dezfooli, Fawzi and Frossard, CVPR 2016): a minimal L2 perturbation by linearising
+the classifier around the current point and stepping to the nearest linearised decision boundary.
+
+This attack does not use the fused step ops: its step is a per-sample projection onto a hyperplane
+chosen among several classes, not a PGD-style signed/normalised step inside a ball, and its cost is
+dominated by the one backward pass per candidate class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from .._params import Param
+from ._common import (
+    Bounds,
+    LogitsSelector,
+    check_batch,
+    check_int,
+    check_logits,
+    eval_mode,
+    parse_bounds,
+    per_sample,
+    select_logits,
+    succeeded,
+)
+
+
+@dataclass
+class DeepFoolResult:
+    """What DeepFool found, per sample.
+
+    Attributes:
+        x_adv: the adversarial batch, same shape, dtype and memory format as x.
+        success: ``[B]`` bool, the model misclassifies ``x_adv``.
+        l2: ``[B]`` L2 norm of ``x_adv - x`` (in the compute dtype: float64 for float64 inputs,
+            float32 otherwise).
+        steps: ``[B]`` linearised steps taken (0 for samples the model already misclassifies).
+    """
+
+    x_adv: torch.Tensor
+    success: torch.Tensor
+    l2: torch.Tensor
+    steps: torch.Tensor
+
+
+def deepfool(
+    model: Callable[[torch.Tensor], object],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    steps: int = 50,
+    overshoot: Param = 0.02,
+    num_classes: int | None = None,
+    bounds: Bounds = (0.0, 1.0),
+    logits: LogitsSelector = None,
+    return_result: bool = False,
+) -> torch.Tensor | DeepFoolResult:
+    r"""DeepFool, L2 version: repeatedly step to the nearest boundary of the linearised classifier.
+
+    At the current point ``x_i`` of a sample still classified as ``y``, with ``f_k = z_k(x_i) - z_y(x_i)``
+    and ``w_k = grad_x f_k`` for every candidate class ``k != y``::
+
+        l   = argmin_k |f_k| / ||w_k||_2
+        r_i = |f_l| / ||w_l||_2^2 * w_l
+        x_{i+1} = clip_bounds( x_i + (1 + overshoot) * r_i )
+
+    until the model misclassifies the sample or ``steps`` steps are taken. Without clipping this is
+    the paper's ``x + (1 + overshoot) * sum_i r_i``; applying the overshoot and the clip at every step
+    is torchattacks' convention, which this function reproduces. Samples already misclassified are
+    returned unchanged. Where the bounds cut steps short, the sample approaches the boundary
+    geometrically and may stop within rounding of it: its success is then fragile (re-evaluating
+    in another precision or batch can flip it).
+
+    The batch is processed together: each step costs one forward pass and one input-gradient backward
+    pass per candidate class over the samples still classified correctly (finished samples drop
+    out). The model runs in eval mode and every submodule's mode is restored afterwards; parameter
+    ``.grad`` is never written; ``x`` is never modified.
+
+    Args:
+        model: a callable (usually an ``nn.Module``) mapping a batch to logits, or to a tuple/dict
+            holding them (see ``logits``).
+        x: clean batch ``[B, C, *]`` inside ``bounds``.
+        y: ``[B]`` true labels.
+        steps: the most linearised steps per sample (>= 1).
+        overshoot: the step multiplier minus one, a number or one per sample (``[B]``), >= 0; it
+            pushes the sample past the boundary, which the linearisation alone only reaches.
+        num_classes: how many classes to consider: ``None`` for all of them, or ``k >= 2`` for the
+            ``k`` classes with the largest clean logits (the true class and ``k - 1`` candidates, the
+            paper's choice for many-class models: ``k - 1`` backward passes per step instead of
+            ``num_classes - 1``).
+        bounds: ``(lo, hi)`` of the input space, numbers or per-channel tensors ``[C]``; ``None`` for
+            unbounded inputs.
+        logits: where the logits are in the model's output: an index, a key or a callable.
+        return_result: return a :class:`DeepFoolResult` (per-sample success, L2 norm, steps) instead
+            of the adversarial batch.
+
+    Returns:
+        The adversarial batch (same shape, dtype, memory format as ``x``), or a
+        :class:`DeepFoolResult` with ``return_result=True``.
+
+    Shape:
+        x: ``[B, C, *]``; y: ``[B]``; overshoot: scalar or ``[B]``; bounds: scalar or ``[C]``.
+    """
+    check_batch(x, y)
+    steps = check_int(steps, "steps", 1)
+    overshoot_t = per_sample(overshoot, x, "overshoot")
+    if num_classes is not None:
+        num_classes = check_int(num_classes, "num_classes", 2)
+    lo, hi = parse_bounds(bounds, x)
+    x = x.detach()
+    y = y.long()
+    channel_shape = (1, x.shape[1]) + (1,) * (x.dim() - 2)
+    lo, hi = lo.reshape(channel_shape), hi.reshape(channel_shape)
+    compute_dtype = lo.dtype
+
+    x_adv = x.clone()
+    active = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+    taken = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+    candidates: torch.Tensor | None = None
+    with eval_mode(model):
+        for _ in range(steps):
+            rows = active.nonzero().squeeze(1)
+            if rows.numel() == 0:
+                break
+            x_req = x_adv[rows].requires_grad_(True)
+            with torch.enable_grad():
+                z = select_logits(model(x_req), logits)
+                if candidates is None:
+                    check_logits(z, y)
+                    candidates = _candidate_classes(z.detach(), y, num_classes)
+                still_correct = ~succeeded(z.detach(), y[rows], targeted=False)
+                active[rows] = still_correct
+                if not bool(still_correct.any()):
+                    break
+                # Rows already fooled stay in the graph (their forward is done) but get no step.
+                cand = candidates[rows]
+                f = z.gather(1, cand) - z.gather(1, y[rows, None])
+                w = _rows_of_jacobian(f, x_req)
+            f = f.detach().to(compute_dtype)
+            w = w.to(compute_dtype)
+            w_norm = w.norm(dim=2)
+            # A class whose margin has no gradient cannot be reached by a linear step.
+            distance = torch.where(w_norm > 0, f.abs() / w_norm, torch.full_like(w_norm, torch.inf))
+            nearest = distance.argmin(dim=1)
+            reachable = still_correct & torch.isfinite(distance.gather(1, nearest[:, None]).squeeze(1))
+            f_l = f.gather(1, nearest[:, None])
+            w_l = w[torch.arange(len(rows), device=x.device), nearest]
+            norm_l = w_norm.gather(1, nearest[:, None])
+            # Unreachable rows divide by zero here; they are not written back.
+            step = (1 + overshoot_t[rows, None]) * f_l.abs() / norm_l**2 * w_l
+            moved = x_req.detach().to(compute_dtype) + step.reshape(x_req.shape)
+            moved = torch.minimum(torch.maximum(moved, lo), hi).to(x.dtype)
+            x_adv[rows[reachable]] = moved[reachable]
+            taken[rows[reachable]] += 1
+            active[rows] = reachable
+        if not return_result:
+            return x_adv
+        with torch.no_grad():
+            success = succeeded(select_logits(model(x_adv), logits), y, targeted=False)
+    l2 = (x_adv.to(compute_dtype) - x.to(compute_dtype)).flatten(1).norm(dim=1)
+    return DeepFoolResult(x_adv=x_adv, success=success, l2=l2, steps=taken)
+
+
+def _candidate_classes(z: torch.Tensor, y: torch.Tensor, num_classes: int | None) -> torch.Tensor:
+    """``[B, k - 1]`` classes each sample may be pushed to: every class but ``y``, or the top-``k``
+    classes by clean logit but ``y`` (samples whose ``y`` is outside the top-``k`` are misclassified
+    and never stepped, so their row only needs the right width)."""
+    total = z.shape[1]
+    if num_classes is None:
+        num_classes = total
+    elif num_classes > total:
+        raise ValueError(f"num_classes must be <= the model's {total} classes, got {num_classes}")
+    if num_classes == total:
+        # Index order, as torchattacks, so ties between equally near boundaries resolve alike.
+        order = torch.arange(total, device=z.device).expand(z.shape[0], total)
+    else:
+        order = z.argsort(dim=1, descending=True)[:, :num_classes]
+    keep = order != y[:, None]
+    # Each row holds y at most once; dropping it (or the last entry when y is absent) leaves k - 1.
+    drop_last = keep.all(dim=1)
+    keep[drop_last, -1] = False
+    return order[keep].reshape(z.shape[0], num_classes - 1)
+
+
+def _rows_of_jacobian(f: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``[B, K, D]``: the gradient of each column of ``f`` ``[B, K]`` with respect to ``x`` ``[B, *]``.
+
+    One backward pass per column over the whole batch: samples do not interact in eval mode, so the
+    gradient of a column's sum holds each sample's own row of the Jacobian.
+    """
+    columns = f.shape[1]
+    rows = [
+        torch.autograd.grad(f[:, k].sum(), x, retain_graph=k + 1 < columns)[0].flatten(1) for k in range(columns)
+    ]
+    return torch.stack(rows, dim=1)
