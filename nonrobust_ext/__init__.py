@@ -3,6 +3,7 @@ transfers non-robustness (Zhang et al., AAAI 2023).
 
 Public surface:
     pgd, fgsm            attacks users call from their own training code (nonrobust_ext.attacks)
+    bim, mifgsm, difgsm  iterative and transfer attacks (I-FGSM, momentum, diverse inputs)
     deepfool, cw_l2      minimal-perturbation attacks (L2)
     robust_accuracy      clean/robust accuracy and true-label confidence over an eps grid
     AttackResult         the richer result of an attack (``return_result=True``)
@@ -27,9 +28,12 @@ from .attacks import (  # noqa: E402
     CWResult,
     DeepFoolResult,
     RobustnessReport,
+    bim,
     cw_l2,
     deepfool,
+    difgsm,
     fgsm,
+    mifgsm,
     pgd,
     robust_accuracy,
 )
@@ -50,6 +54,6 @@ def build_info() -> dict[str, Any]:
 
 
 __all__ = [
-    "AttackResult", "CWResult", "DeepFoolResult", "RobustnessReport", "build_info", "cw_l2", "deepfool",
-    "fgsm", "ops", "pgd", "reference", "robust_accuracy",
+    "AttackResult", "CWResult", "DeepFoolResult", "RobustnessReport", "bim", "build_info", "cw_l2", "deepfool",
+    "difgsm", "fgsm", "mifgsm", "ops", "pgd", "reference", "robust_accuracy",
 ]

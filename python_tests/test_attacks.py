@@ -223,6 +223,7 @@ def test_fgsm_and_fgsm_rs(cnn):
         (dict(eps="0.1"), TypeError, "eps must be a number"),
         (dict(eps=0.1, bounds=(0.2, 1.0)), ValueError, "x has values outside bounds"),
         (dict(eps=0.1, scale=[1.0, 0.0, 1.0]), ValueError, "scale must be > 0"),
+        (dict(eps=0.1, scale=float("nan")), ValueError, "scale must be > 0 and finite"),
         (dict(eps=0.1, seed=1, generator=torch.Generator()), ValueError, "seed or generator"),
         (dict(eps=0.1, x_init=torch.zeros(2, 3, 8, 8)), ValueError, "x_init"),
     ],

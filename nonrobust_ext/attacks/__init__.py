@@ -5,8 +5,9 @@ from .cw import CWResult, cw_l2
 from .deepfool import DeepFoolResult, deepfool
 from .evaluate import RobustnessReport, robust_accuracy
 from .pgd import fgsm, pgd
+from .transfer import bim, difgsm, mifgsm
 
 __all__ = [
     "AttackResult", "CWResult", "DeepFoolResult", "RobustnessReport",
-    "cw_l2", "deepfool", "fgsm", "pgd", "robust_accuracy",
+    "bim", "cw_l2", "deepfool", "difgsm", "fgsm", "mifgsm", "pgd", "robust_accuracy",
 ]

@@ -69,6 +69,43 @@ def per_channel(value: Param, x: torch.Tensor, name: str) -> torch.Tensor:
     return t.expand(x.shape[1]).contiguous()
 
 
+def scale_param(scale: Param, x: torch.Tensor) -> torch.Tensor:
+    """Per-channel ``scale``, checked finite and > 0."""
+    t = per_channel(scale, x, "scale")
+    if not bool(((t > 0) & torch.isfinite(t)).all()):
+        raise ValueError(f"scale must be > 0 and finite per channel, got {t.tolist()}")
+    return t
+
+
+def resolve_generator(seed: int | None, generator: torch.Generator | None) -> torch.Generator | None:
+    """The generator an attack draws its randomness from: a fresh one seeded with ``seed``, the one
+    given, or None (torch's global generator)."""
+    if seed is not None and generator is not None:
+        raise ValueError("pass either seed or generator, not both")
+    if seed is not None:
+        return torch.Generator().manual_seed(int(seed))
+    return generator
+
+
+def check_real(
+    value: object, name: str, *, low: float, high: float = math.inf, low_inclusive: bool = True
+) -> float:
+    """A real-valued hyper-parameter, checked finite and inside [low, high] (or (low, high])."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    above_low = value >= low if low_inclusive else value > low
+    if not (above_low and value <= high):
+        if math.isinf(high):
+            wanted = f"{'>=' if low_inclusive else '>'} {low:g}"
+        else:
+            wanted = f"in {'[' if low_inclusive else '('}{low:g}, {high:g}]"
+        raise ValueError(f"{name} must be {wanted}, got {value:g}")
+    return value
+
+
 def parse_bounds(bounds: Bounds, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel ``(lo, hi)``; checks lo <= hi and that x lies inside them."""
     if bounds is None:
@@ -228,6 +265,7 @@ def input_gradient(
 
     Returns:
         ``(grad, logits, loss)``: grad shaped like ``x_adv``, detached ``[B, K]`` logits and ``[B]`` loss.
+        With ``transform``, logits and loss are those of ``transform(x_adv)``, not of ``x_adv``.
     """
     x_req = x_adv.detach().requires_grad_(True)
     with torch.enable_grad():

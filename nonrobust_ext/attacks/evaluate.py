@@ -15,12 +15,13 @@ import torch
 
 from ._common import LogitsSelector, eval_mode, select_logits
 from .pgd import fgsm, pgd
+from .transfer import bim, difgsm, mifgsm
 
 AttackFn = Callable[..., torch.Tensor]
 Data = Union[Iterable[Any], tuple[torch.Tensor, torch.Tensor]]
 
 #: Attacks ``robust_accuracy`` knows by name; each is called as ``fn(model, x, y, eps=eps, **kwargs)``.
-ATTACKS: dict[str, AttackFn] = {"pgd": pgd, "fgsm": fgsm}
+ATTACKS: dict[str, AttackFn] = {"pgd": pgd, "fgsm": fgsm, "bim": bim, "mifgsm": mifgsm, "difgsm": difgsm}
 
 
 @dataclasses.dataclass
@@ -99,8 +100,8 @@ def robust_accuracy(
         data: an iterable of ``(x, y)`` batches (e.g. a DataLoader), or a pair of tensors
             ``(x, y)`` split into batches of ``batch_size``.
         eps: the radii to evaluate, each >= 0 (0 gives the clean accuracy).
-        attack: ``"pgd"``, ``"fgsm"`` or a callable ``attack(model, x, y, eps=..., **attack_kwargs)``
-            returning the adversarial batch.
+        attack: a name in :data:`ATTACKS` (``"pgd"``, ``"fgsm"``, ``"bim"``, ...) or a callable
+            ``attack(model, x, y, eps=..., **attack_kwargs)`` returning the adversarial batch.
         device: where to evaluate (default: where the model's parameters are).
         logits: where the logits are in the model's output (index, key or callable); also passed to
             named attacks.

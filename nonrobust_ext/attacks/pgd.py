@@ -18,10 +18,11 @@ from ._common import (
     check_logits,
     eval_mode,
     parse_bounds,
-    per_channel,
     per_sample,
     per_sample_loss,
+    resolve_generator,
     resolve_loss,
+    scale_param,
     select_logits,
     succeeded,
 )
@@ -104,15 +105,10 @@ def pgd(
         raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
     eps_t = per_sample(eps, x, "eps")
     alpha_t = 2.5 * eps_t / steps if alpha is None else per_sample(alpha, x, "alpha")
-    scale_t = per_channel(scale, x, "scale")
-    if bool((scale_t <= 0).any()):
-        raise ValueError(f"scale must be > 0 per channel, got {scale_t.tolist()}")
+    scale_t = scale_param(scale, x)
     lo, hi = parse_bounds(bounds, x)
     loss_fn = resolve_loss(loss, targeted)
-    if seed is not None and generator is not None:
-        raise ValueError("pass either seed or generator, not both")
-    if seed is not None:
-        generator = torch.Generator().manual_seed(int(seed))
+    generator = resolve_generator(seed, generator)
     if x_init is not None:
         if not isinstance(x_init, torch.Tensor) or x_init.shape != x.shape:
             raise ValueError(f"x_init must be a tensor shaped like x {tuple(x.shape)}")
