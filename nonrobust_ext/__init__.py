@@ -3,6 +3,7 @@ transfers non-robustness (Zhang et al., AAAI 2023).
 
 Public surface:
     pgd, fgsm            attacks users call from their own training code (nonrobust_ext.attacks)
+    apgd                 APGD-CE / APGD-DLR (Croce & Hein), for credible robustness evaluations
     bim, mifgsm, difgsm  iterative and transfer attacks (I-FGSM, momentum, diverse inputs)
     deepfool, cw_l2      minimal-perturbation attacks (L2)
     robust_accuracy      clean/robust accuracy and true-label confidence over an eps grid
@@ -28,6 +29,7 @@ from .attacks import (  # noqa: E402
     CWResult,
     DeepFoolResult,
     RobustnessReport,
+    apgd,
     bim,
     cw_l2,
     deepfool,
@@ -54,6 +56,6 @@ def build_info() -> dict[str, Any]:
 
 
 __all__ = [
-    "AttackResult", "CWResult", "DeepFoolResult", "RobustnessReport", "bim", "build_info", "cw_l2", "deepfool",
+    "AttackResult", "CWResult", "DeepFoolResult", "RobustnessReport", "apgd", "bim", "build_info", "cw_l2", "deepfool",
     "difgsm", "fgsm", "mifgsm", "ops", "pgd", "reference", "robust_accuracy",
 ]

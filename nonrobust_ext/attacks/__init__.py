@@ -1,6 +1,7 @@
 """Attacks composed from the compiled ops, and the robustness evaluation built on them."""
 
 from ._common import AttackResult
+from .apgd import apgd, dlr_loss
 from .cw import CWResult, cw_l2
 from .deepfool import DeepFoolResult, deepfool
 from .evaluate import RobustnessReport, robust_accuracy
@@ -9,5 +10,5 @@ from .transfer import bim, difgsm, mifgsm
 
 __all__ = [
     "AttackResult", "CWResult", "DeepFoolResult", "RobustnessReport",
-    "bim", "cw_l2", "deepfool", "difgsm", "fgsm", "mifgsm", "pgd", "robust_accuracy",
+    "apgd", "bim", "cw_l2", "dlr_loss", "deepfool", "difgsm", "fgsm", "mifgsm", "pgd", "robust_accuracy",
 ]

@@ -275,3 +275,16 @@ def input_gradient(
         value = per_sample_loss(loss_fn, z, y)
         (grad,) = torch.autograd.grad(value.sum(), x_req)
     return grad, z.detach(), value.detach()
+
+
+def keep_better(best: AttackResult, new: AttackResult) -> AttackResult:
+    """Per sample, the more successful result (success first, then the higher loss)."""
+    better = (new.success & ~best.success) | ((new.success == best.success) & (new.loss > best.loss))
+    mask = better.reshape((-1,) + (1,) * (best.x_adv.dim() - 1))
+    return AttackResult(
+        x_adv=torch.where(mask, new.x_adv, best.x_adv),
+        success=torch.where(better, new.success, best.success),
+        loss=torch.where(better, new.loss, best.loss),
+        steps=torch.where(better, new.steps, best.steps),
+        restart=torch.where(better, new.restart, best.restart),
+    )

@@ -10,7 +10,6 @@ import dataclasses
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 
 from .. import ops
 from .._params import Param, opmath_dtype
@@ -21,16 +20,18 @@ from ._common import (
     LossFn,
     check_batch,
     check_int,
+    check_real,
     eval_mode,
     input_gradient,
+    keep_better,
     margin,
     parse_bounds,
-    per_channel,
     per_sample,
+    resolve_generator,
     resolve_loss,
+    scale_param,
     succeeded,
 )
-from .pgd import _keep_better
 
 _STEP_OPS: dict[str, Callable[..., None]] = {"linf": ops.linf_step_, "l2": ops.l2_step_}
 
@@ -106,8 +107,8 @@ def apgd(
         norm: ``"linf"`` or ``"l2"``.
         loss: ``"ce"`` (cross-entropy), ``"dlr"`` (difference of logits ratio,
             :math:`-(z_y - \max_{i \ne y} z_i) / (z_{\pi_1} - z_{\pi_3} + 10^{-12})` with :math:`\pi`
-            sorting the logits in decreasing order; needs at least 3 classes and is untargeted only), or
-            ``callable(logits, y) -> [B]`` to maximise.
+            sorting the logits in decreasing order, see :func:`dlr_loss`; needs at least 3 classes and
+            is untargeted only), ``"cw"`` (margin) or ``callable(logits, y) -> [B]`` to maximise.
         restarts: number of runs (>= 1), see above.
         rho: condition-1 threshold in ``(0, 1]``, the fraction of steps that must raise the loss.
         targeted: move towards class ``y`` (maximises minus the cross-entropy to ``y``).
@@ -135,18 +136,12 @@ def apgd(
     restarts = check_int(restarts, "restarts", 1)
     if norm not in _STEP_OPS:
         raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
-    if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not 0 < rho <= 1:
-        raise ValueError(f"rho must be a number in (0, 1], got {rho!r}")
+    rho = check_real(rho, "rho", low=0.0, high=1.0, low_inclusive=False)
     eps_t = per_sample(eps, x, "eps")
-    scale_t = per_channel(scale, x, "scale")
-    if bool((scale_t <= 0).any()):
-        raise ValueError(f"scale must be > 0 per channel, got {scale_t.tolist()}")
+    scale_t = scale_param(scale, x)
     lo, hi = parse_bounds(bounds, x)
     loss_fn = _resolve_apgd_loss(loss, targeted)
-    if seed is not None and generator is not None:
-        raise ValueError("pass either seed or generator, not both")
-    if seed is not None:
-        generator = torch.Generator().manual_seed(int(seed))
+    generator = resolve_generator(seed, generator)
     if x_init is not None and (not isinstance(x_init, torch.Tensor) or x_init.shape != x.shape):
         raise ValueError(f"x_init must be a tensor shaped like x {tuple(x.shape)}")
     x = x.detach()
@@ -167,6 +162,8 @@ def apgd(
             start = x_sub.clone()
             if r == 0 and x_init is not None:
                 start.copy_(x_init.detach())
+                # The start can be what is returned (if no step beats its loss): project it onto the
+                # ball and the bounds with a zero-length step.
                 _STEP_OPS[norm](start, torch.zeros_like(start), x_sub, eps=eps_sub, alpha=0.0, **channel_params)
             else:
                 ops.random_init_(start, x_sub, eps=eps_sub, norm=norm, generator=generator, **channel_params)
@@ -178,7 +175,7 @@ def apgd(
             if best is None:
                 best = current
             else:
-                merged = _keep_better(_select(best, todo), current)
+                merged = keep_better(_select(best, todo), current)
                 for field in dataclasses.fields(AttackResult):
                     getattr(best, field.name)[todo] = getattr(merged, field.name)
     assert best is not None
@@ -325,20 +322,15 @@ def dlr_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def _resolve_apgd_loss(loss: str | LossFn, targeted: bool) -> LossFn:
-    """The per-sample loss to maximise. The built-in ones are computed in float64 for float64 logits,
-    so the loss comparisons that drive the step-size schedule are as exact as the model."""
-    if callable(loss):
-        return resolve_loss(loss, targeted)
-    if loss == "ce":
-        if targeted:
-            return lambda z, y: -F.cross_entropy(z.to(opmath_dtype(z.dtype)), y, reduction="none")
-        return lambda z, y: F.cross_entropy(z.to(opmath_dtype(z.dtype)), y, reduction="none")
+    """The per-sample loss to maximise: ``"dlr"`` here, the others from :func:`resolve_loss`."""
     if loss == "dlr":
         if targeted:
             raise ValueError("loss='dlr' is untargeted: the targeted DLR needs the true labels as well as "
                              "the targets; use loss='ce' with targeted=True")
         return dlr_loss
-    raise ValueError(f"loss must be 'ce', 'dlr' or a callable (logits, y) -> per-sample loss, got {loss!r}")
+    if not callable(loss) and loss not in ("ce", "cw"):
+        raise ValueError(f"loss must be 'ce', 'dlr', 'cw' or a callable (logits, y) -> per-sample loss, got {loss!r}")
+    return resolve_loss(loss, targeted)
 
 
 __all__ = ["apgd", "checkpoint_schedule", "dlr_loss"]

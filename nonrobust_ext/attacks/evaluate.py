@@ -14,6 +14,7 @@ from typing import Any, Union
 import torch
 
 from ._common import LogitsSelector, eval_mode, select_logits
+from .apgd import apgd
 from .pgd import fgsm, pgd
 from .transfer import bim, difgsm, mifgsm
 
@@ -21,7 +22,9 @@ AttackFn = Callable[..., torch.Tensor]
 Data = Union[Iterable[Any], tuple[torch.Tensor, torch.Tensor]]
 
 #: Attacks ``robust_accuracy`` knows by name; each is called as ``fn(model, x, y, eps=eps, **kwargs)``.
-ATTACKS: dict[str, AttackFn] = {"pgd": pgd, "fgsm": fgsm, "bim": bim, "mifgsm": mifgsm, "difgsm": difgsm}
+ATTACKS: dict[str, AttackFn] = {
+    "pgd": pgd, "apgd": apgd, "fgsm": fgsm, "bim": bim, "mifgsm": mifgsm, "difgsm": difgsm,
+}
 
 
 @dataclasses.dataclass

@@ -17,6 +17,7 @@ from ._common import (
     check_int,
     check_logits,
     eval_mode,
+    keep_better,
     parse_bounds,
     per_sample,
     per_sample_loss,
@@ -157,22 +158,9 @@ def pgd(
                 value = per_sample_loss(loss_fn, z, y).detach()
                 success = succeeded(z, y, targeted)
             current = AttackResult(x_adv, success, value, taken, torch.full_like(taken, r))
-            best = current if best is None else _keep_better(best, current)
+            best = current if best is None else keep_better(best, current)
     assert best is not None
     return best if return_result else best.x_adv
-
-
-def _keep_better(best: AttackResult, new: AttackResult) -> AttackResult:
-    """Per sample, the more successful result (success first, then the higher loss)."""
-    better = (new.success & ~best.success) | ((new.success == best.success) & (new.loss > best.loss))
-    mask = better.reshape((-1,) + (1,) * (best.x_adv.dim() - 1))
-    return AttackResult(
-        x_adv=torch.where(mask, new.x_adv, best.x_adv),
-        success=torch.where(better, new.success, best.success),
-        loss=torch.where(better, new.loss, best.loss),
-        steps=torch.where(better, new.steps, best.steps),
-        restart=torch.where(better, new.restart, best.restart),
-    )
 
 
 def fgsm(
