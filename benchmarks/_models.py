@@ -10,6 +10,15 @@ import torch
 from torch import nn
 
 
+def mnist_cnn(num_classes: int = 10) -> nn.Module:
+    """A 2-conv CNN for 1x28x28 inputs (Fashion-MNIST, the study's built-in default data)."""
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(32 * 7 * 7, num_classes),
+    )
+
+
 def small_cnn(num_classes: int = 10) -> nn.Module:
     """A 4-layer CNN for 3x32x32 inputs (~0.3 M parameters)."""
     return nn.Sequential(
@@ -53,4 +62,5 @@ class CifarResNet18(nn.Module):
         return self.head(self.layers(self.stem(x)))
 
 
-MODELS = {"small_cnn": small_cnn, "resnet18": CifarResNet18}
+MODELS = {"mnist_cnn": mnist_cnn, "small_cnn": small_cnn, "resnet18": CifarResNet18}
+INPUT_SHAPES = {"mnist_cnn": (1, 28, 28), "small_cnn": (3, 32, 32), "resnet18": (3, 32, 32)}
