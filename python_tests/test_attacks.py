@@ -250,6 +250,36 @@ def test_bad_inputs_name_the_argument(cnn):
         nonrobust_ext.pgd(cnn, x, y, eps=0.1, loss=lambda z, t: z.sum())
 
 
+# ------------------------------------------------------------------------------------------------ amp
+
+
+def test_amp_bfloat16_keeps_fp32_state_and_fools_the_model(trained):
+    model, x, y = trained
+    res = nonrobust_ext.pgd(model, x, y, eps=0.25, steps=10, seed=0, amp=torch.bfloat16, return_result=True)
+    assert res.x_adv.dtype == torch.float32
+    assert float((res.x_adv - x).abs().max()) <= 0.25 + 1e-6
+    with torch.no_grad():
+        accuracy = float((model(res.x_adv).argmax(1) == y).float().mean())
+    assert accuracy < 0.05
+    fp32 = nonrobust_ext.pgd(model, x, y, eps=0.25, steps=10, seed=0, return_result=True)
+    assert abs(float(res.success.float().mean()) - float(fp32.success.float().mean())) < 0.02
+
+
+def test_amp_float16_scales_the_loss_and_warns_on_cpu(trained):
+    model, x, y = trained
+    with pytest.warns(UserWarning, match="float16 on CPU"):
+        x_adv = nonrobust_ext.pgd(model, x[:64], y[:64], eps=0.25, steps=5, seed=0, amp=torch.float16, norm="l2")
+    assert torch.isfinite(x_adv).all()
+    assert bool(((x_adv - x[:64]).flatten(1).norm(dim=1) <= 0.25 + 1e-5).all())
+    assert not torch.equal(x_adv, x[:64])
+
+
+def test_amp_rejects_other_dtypes(cnn):
+    x, y = _batch()
+    with pytest.raises(ValueError, match="amp must be None, torch.bfloat16 or torch.float16"):
+        nonrobust_ext.pgd(cnn, x, y, eps=0.1, amp=torch.float32)
+
+
 # -------------------------------------------------------------------------------- torchattacks parity
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
@@ -136,6 +137,26 @@ def check_int(value: Any, name: str, minimum: int) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return value
+
+
+# A float16 loss is multiplied by this before the backward pass so small input gradients do not
+# flush to zero; every step of the library uses only the gradient's sign or direction.
+FLOAT16_LOSS_SCALE = 2.0**12
+
+
+def autocast_for(amp: torch.dtype | None, x: torch.Tensor) -> tuple[Callable[[], Any], float]:
+    """``(context factory, loss scale)`` for an attack's ``amp`` argument."""
+    if amp is None:
+        return contextlib.nullcontext, 1.0
+    if amp not in (torch.bfloat16, torch.float16):
+        raise ValueError(f"amp must be None, torch.bfloat16 or torch.float16, got {amp!r}")
+    if amp == torch.float16 and x.device.type == "cpu":
+        warnings.warn(
+            "amp=torch.float16 on CPU is emulated and much slower than float32; use torch.bfloat16 on CPU",
+            stacklevel=3,
+        )
+    scale = FLOAT16_LOSS_SCALE if amp == torch.float16 else 1.0
+    return (lambda: torch.autocast(x.device.type, dtype=amp)), scale
 
 
 @contextlib.contextmanager

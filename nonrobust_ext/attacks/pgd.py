@@ -13,6 +13,7 @@ from ._common import (
     Bounds,
     LogitsSelector,
     LossFn,
+    autocast_for,
     check_batch,
     check_int,
     check_logits,
@@ -51,6 +52,7 @@ def pgd(
     seed: int | None = None,
     generator: torch.Generator | None = None,
     x_init: torch.Tensor | None = None,
+    amp: torch.dtype | None = None,
     return_result: bool = False,
 ) -> torch.Tensor | AttackResult:
     r"""Projected gradient ascent on the attack loss inside an L-inf or L2 ball.
@@ -89,6 +91,10 @@ def pgd(
         seed, generator: source of the random starts (default: torch's global generator, so
             ``torch.manual_seed`` makes attacks reproducible).
         x_init: optional starting point of the first restart, same shape as ``x``.
+        amp: ``torch.bfloat16`` or ``torch.float16`` runs every forward of the model under
+            ``torch.autocast`` in that dtype; the attack state, the gradient and the step stay in
+            ``x``'s dtype. float16 gradients are loss-scaled (the step only uses the gradient's sign
+            or direction, so the scale cancels).
         return_result: return an :class:`AttackResult` (per-sample success, loss, steps) instead of
             the adversarial batch.
 
@@ -101,6 +107,7 @@ def pgd(
     """
     check_batch(x, y)
     steps = check_int(steps, "steps", 1)
+    autocast, loss_scale = autocast_for(amp, x)
     restarts = check_int(restarts, "restarts", 1)
     if norm not in _STEP_OPS:
         raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
@@ -138,7 +145,7 @@ def pgd(
             taken = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
             for _ in range(steps):
                 x_req = x_adv.detach().requires_grad_(True)
-                with torch.enable_grad():
+                with torch.enable_grad(), autocast():
                     z = select_logits(model(x_req), logits)
                     if not logits_checked:
                         check_logits(z, y)
@@ -148,12 +155,12 @@ def pgd(
                     active = active & ~succeeded(z.detach(), y, targeted)
                     if not bool(active.any()):
                         break
-                (grad,) = torch.autograd.grad(value.sum(), x_req)
+                (grad,) = torch.autograd.grad(value.sum() * loss_scale, x_req)
                 step_op(x_adv, grad.to(x_adv.dtype), x, alpha=alpha_t, active=active, **params)
                 taken += 1 if active is None else active.long()
             if restarts == 1 and not return_result:
                 return x_adv
-            with torch.no_grad():
+            with torch.no_grad(), autocast():
                 z = select_logits(model(x_adv), logits)
                 value = per_sample_loss(loss_fn, z, y).detach()
                 success = succeeded(z, y, targeted)
