@@ -268,6 +268,20 @@ class AttackResult:
     restart: torch.Tensor
 
 
+def outcome_at(
+    model: Callable[[torch.Tensor], Any],
+    x_adv: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: LossFn,
+    logits: LogitsSelector,
+    targeted: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(success, loss)`` per sample at ``x_adv``: one forward without autograd."""
+    with torch.no_grad():
+        z = select_logits(model(x_adv), logits)
+        return succeeded(z, y, targeted), per_sample_loss(loss_fn, z, y).detach()
+
+
 def input_gradient(
     model: Callable[[torch.Tensor], Any],
     x_adv: torch.Tensor,

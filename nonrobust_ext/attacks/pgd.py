@@ -19,6 +19,7 @@ from ._common import (
     check_logits,
     eval_mode,
     keep_better,
+    outcome_at,
     parse_bounds,
     per_sample,
     per_sample_loss,
@@ -160,10 +161,8 @@ def pgd(
                 taken += 1 if active is None else active.long()
             if restarts == 1 and not return_result:
                 return x_adv
-            with torch.no_grad(), autocast():
-                z = select_logits(model(x_adv), logits)
-                value = per_sample_loss(loss_fn, z, y).detach()
-                success = succeeded(z, y, targeted)
+            with autocast():
+                success, value = outcome_at(model, x_adv, y, loss_fn, logits, targeted)
             current = AttackResult(x_adv, success, value, taken, torch.full_like(taken, r))
             best = current if best is None else keep_better(best, current)
     assert best is not None

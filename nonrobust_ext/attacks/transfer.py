@@ -23,14 +23,12 @@ from ._common import (
     check_real,
     eval_mode,
     input_gradient,
+    outcome_at,
     parse_bounds,
     per_sample,
-    per_sample_loss,
     resolve_generator,
     resolve_loss,
     scale_param,
-    select_logits,
-    succeeded,
 )
 from .pgd import pgd
 
@@ -294,10 +292,7 @@ def _momentum_attack(
             ops.linf_step_(x_adv, direction, x, alpha=alpha_t, **params)
         if not return_result:
             return x_adv
-        with torch.no_grad():
-            z = select_logits(model(x_adv), logits)
-            value = per_sample_loss(loss_fn, z, y).detach()
-            success = succeeded(z, y, targeted)
+        success, value = outcome_at(model, x_adv, y, loss_fn, logits, targeted)
     taken = torch.full((x.shape[0],), steps, dtype=torch.long, device=x.device)
     return AttackResult(x_adv, success, value, taken, torch.zeros_like(taken))
 
