@@ -62,5 +62,16 @@ class CifarResNet18(nn.Module):
         return self.head(self.layers(self.stem(x)))
 
 
-MODELS = {"mnist_cnn": mnist_cnn, "small_cnn": small_cnn, "resnet18": CifarResNet18}
-INPUT_SHAPES = {"mnist_cnn": (1, 28, 28), "small_cnn": (3, 32, 32), "resnet18": (3, 32, 32)}
+def resnet50(num_classes: int = 1000) -> nn.Module:
+    """torchvision's ImageNet ResNet-50 (224 px), for the GPU benchmark; needs torchvision."""
+    try:
+        import torchvision
+    except Exception as error:  # the CPU torch here cannot import torchvision (see ENVIRONMENT.md)
+        raise RuntimeError(f"the resnet50 benchmark case needs torchvision, which did not import: {error}") from None
+    return torchvision.models.resnet50(num_classes=num_classes)
+
+
+MODELS = {"mnist_cnn": mnist_cnn, "small_cnn": small_cnn, "resnet18": CifarResNet18, "resnet50": resnet50}
+INPUT_SHAPES = {
+    "mnist_cnn": (1, 28, 28), "small_cnn": (3, 32, 32), "resnet18": (3, 32, 32), "resnet50": (3, 224, 224),
+}

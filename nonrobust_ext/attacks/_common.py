@@ -140,14 +140,32 @@ def check_int(value: Any, name: str, minimum: int) -> int:
 
 
 # A float16 loss is multiplied by this before the backward pass so small input gradients do not
-# flush to zero; every step of the library uses only the gradient's sign or direction.
+# flush to zero; the gradient is divided by it again before any attack uses it.
 FLOAT16_LOSS_SCALE = 2.0**12
 
 
-def autocast_for(amp: torch.dtype | None, x: torch.Tensor) -> tuple[Callable[[], Any], float]:
-    """``(context factory, loss scale)`` for an attack's ``amp`` argument."""
+@dataclass(frozen=True)
+class Precision:
+    """How an attack runs the model: under ``torch.autocast`` in ``dtype`` (``None``: as it is), with
+    the loss multiplied by ``loss_scale`` before each backward pass. The attack's own state, the
+    gradient it uses and its steps stay in the input's dtype."""
+
+    device_type: str
+    dtype: torch.dtype | None = None
+    loss_scale: float = 1.0
+
+    def autocast(self, *, cache_enabled: bool = True) -> contextlib.AbstractContextManager[Any]:
+        """The forward pass's context. ``cache_enabled=False`` while a CUDA graph is captured: the
+        autocast weight cache must not outlive the capture."""
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype, cache_enabled=cache_enabled)
+
+
+def resolve_amp(amp: torch.dtype | None, x: torch.Tensor) -> Precision:
+    """The :class:`Precision` for an attack's ``amp`` argument."""
     if amp is None:
-        return contextlib.nullcontext, 1.0
+        return Precision(x.device.type)
     if amp not in (torch.bfloat16, torch.float16):
         raise ValueError(f"amp must be None, torch.bfloat16 or torch.float16, got {amp!r}")
     if amp == torch.float16 and x.device.type == "cpu":
@@ -155,8 +173,14 @@ def autocast_for(amp: torch.dtype | None, x: torch.Tensor) -> tuple[Callable[[],
             "amp=torch.float16 on CPU is emulated and much slower than float32; use torch.bfloat16 on CPU",
             stacklevel=3,
         )
-    scale = FLOAT16_LOSS_SCALE if amp == torch.float16 else 1.0
-    return (lambda: torch.autocast(x.device.type, dtype=amp)), scale
+    return Precision(x.device.type, amp, FLOAT16_LOSS_SCALE if amp == torch.float16 else 1.0)
+
+
+def scaled_input_gradient(value: torch.Tensor, x_req: torch.Tensor, precision: Precision | None) -> torch.Tensor:
+    """``d sum(value) / d x_req`` through the loss scale of ``precision``, returned unscaled."""
+    scale = 1.0 if precision is None else precision.loss_scale
+    (grad,) = torch.autograd.grad(value.sum() * scale if scale != 1.0 else value.sum(), x_req)
+    return grad.div_(scale) if scale != 1.0 else grad
 
 
 @contextlib.contextmanager
@@ -275,9 +299,11 @@ def outcome_at(
     loss_fn: LossFn,
     logits: LogitsSelector,
     targeted: bool,
+    precision: Precision | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(success, loss)`` per sample at ``x_adv``: one forward without autograd."""
-    with torch.no_grad():
+    """``(success, loss)`` per sample at ``x_adv``: one forward without autograd (under the attack's
+    autocast, so that success means success in the precision the attack ran the model in)."""
+    with torch.no_grad(), (precision.autocast() if precision is not None else contextlib.nullcontext()):
         z = select_logits(model(x_adv), logits)
         return succeeded(z, y, targeted), per_sample_loss(loss_fn, z, y).detach()
 
@@ -291,24 +317,28 @@ def input_gradient(
     *,
     check: bool = False,
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    precision: Precision | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradient of ``sum(loss_fn(model(transform(x_adv)), y))`` with respect to ``x_adv`` only.
 
     Only the input gets a gradient (``torch.autograd.grad``): parameter ``.grad`` is never written.
     ``transform`` is applied inside the graph (e.g. diverse-input resizing). ``check`` validates the
-    logits' shape and the label range (do it on an attack's first forward).
+    logits' shape and the label range (do it on an attack's first forward). ``precision`` runs the
+    forward under the attack's autocast; the gradient is returned unscaled, in ``x_adv``'s dtype.
 
     Returns:
         ``(grad, logits, loss)``: grad shaped like ``x_adv``, detached ``[B, K]`` logits and ``[B]`` loss.
         With ``transform``, logits and loss are those of ``transform(x_adv)``, not of ``x_adv``.
     """
     x_req = x_adv.detach().requires_grad_(True)
+    autocast = precision.autocast() if precision is not None else contextlib.nullcontext()
     with torch.enable_grad():
-        z = select_logits(model(x_req if transform is None else transform(x_req)), logits)
+        with autocast:
+            z = select_logits(model(x_req if transform is None else transform(x_req)), logits)
         if check:
             check_logits(z, y)
         value = per_sample_loss(loss_fn, z, y)
-        (grad,) = torch.autograd.grad(value.sum(), x_req)
+        grad = scaled_input_gradient(value, x_req, precision)
     return grad, z.detach(), value.detach()
 
 

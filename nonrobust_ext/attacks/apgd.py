@@ -18,6 +18,7 @@ from ._common import (
     Bounds,
     LogitsSelector,
     LossFn,
+    Precision,
     check_batch,
     check_int,
     check_real,
@@ -27,6 +28,7 @@ from ._common import (
     margin,
     parse_bounds,
     per_sample,
+    resolve_amp,
     resolve_generator,
     resolve_loss,
     scale_param,
@@ -62,6 +64,7 @@ def apgd(
     seed: int | None = None,
     generator: torch.Generator | None = None,
     x_init: torch.Tensor | None = None,
+    amp: torch.dtype | None = None,
     return_result: bool = False,
 ) -> torch.Tensor | AttackResult:
     r"""Auto-PGD: momentum PGD whose per-sample step size halves when progress stalls.
@@ -120,6 +123,8 @@ def apgd(
         seed, generator: source of the random starts (default: torch's global generator).
         x_init: optional start of the first restart, same shape as ``x``; it is projected onto the ball
             and the bounds.
+        amp: ``torch.bfloat16`` or ``torch.float16`` runs the model under ``torch.autocast`` (see
+            :func:`nonrobust_ext.pgd`); the iterates, losses and step sizes stay in ``x``'s dtype.
         return_result: return an :class:`AttackResult` instead of the adversarial batch.
 
     Returns:
@@ -134,6 +139,7 @@ def apgd(
     check_batch(x, y)
     steps = check_int(steps, "steps", 1)
     restarts = check_int(restarts, "restarts", 1)
+    precision = resolve_amp(amp, x)
     if norm not in _STEP_OPS:
         raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
     rho = check_real(rho, "rho", low=0.0, high=1.0, low_inclusive=False)
@@ -169,7 +175,7 @@ def apgd(
                 ops.random_init_(start, x_sub, eps=eps_sub, norm=norm, generator=generator, **channel_params)
             current = _single_run(
                 model, x_sub, y_sub, start, eps_sub, channel_params, steps=steps, norm=norm, rho=rho,
-                loss_fn=loss_fn, targeted=targeted, logits=logits, check=best is None,
+                loss_fn=loss_fn, targeted=targeted, logits=logits, check=best is None, precision=precision,
             )
             current.restart.fill_(r)
             if best is None:
@@ -197,6 +203,7 @@ def _single_run(
     targeted: bool,
     logits: LogitsSelector,
     check: bool,
+    precision: Precision,
 ) -> AttackResult:
     """One APGD run from ``start``; every sample runs all ``steps``."""
     step_op = _STEP_OPS[norm]
@@ -205,7 +212,7 @@ def _single_run(
     compute_dtype = opmath_dtype(x.dtype)
 
     x_cur = start
-    grad, z, loss = input_gradient(model, x_cur, y, loss_fn, logits, check=check)
+    grad, z, loss = input_gradient(model, x_cur, y, loss_fn, logits, check=check, precision=precision)
     x_best, grad_best, loss_best = x_cur.clone(), grad.clone(), loss.clone()
     fooled = succeeded(z, y, targeted)
     x_fooled, loss_fooled = x_cur.clone(), loss.clone()  # meaningful where `fooled`
@@ -235,7 +242,7 @@ def _single_run(
         step_op(x_next, zero_grad, x, alpha=0.0, **params)
         x_prev, x_cur = x_cur, x_next
 
-        grad, z, loss = input_gradient(model, x_cur, y, loss_fn, logits)
+        grad, z, loss = input_gradient(model, x_cur, y, loss_fn, logits, precision=precision)
         now_fooled = succeeded(z, y, targeted)
         _copy_where_(x_fooled, x_cur, now_fooled)
         loss_fooled = torch.where(now_fooled, loss, loss_fooled)

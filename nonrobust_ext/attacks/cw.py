@@ -26,6 +26,8 @@ from ._common import (
     margin,
     parse_bounds,
     per_sample,
+    resolve_amp,
+    scaled_input_gradient,
     select_logits,
     succeeded,
 )
@@ -65,6 +67,7 @@ def cw_l2(
     binary_search_steps: int = 1,
     bounds: Bounds = (0.0, 1.0),
     logits: LogitsSelector = None,
+    amp: torch.dtype | None = None,
     return_result: bool = False,
 ) -> torch.Tensor | CWResult:
     r"""Carlini-Wagner L2 attack: Adam on ``w`` in ``x' = lo + (hi - lo) * (tanh(w) + 1) / 2``,
@@ -115,6 +118,8 @@ def cw_l2(
             ``lo < hi``. For inputs normalised outside the model use
             ``bounds=((0 - mean) / std, (1 - mean) / std)``.
         logits: where the logits are in the model's output: an index, a key or a callable.
+        amp: ``torch.bfloat16`` or ``torch.float16`` runs the model under ``torch.autocast`` (see
+            :func:`nonrobust_ext.pgd`); ``w``, the distance and Adam stay in float32 (or float64).
         return_result: return a :class:`CWResult` (per-sample success, L2 norm, constant) instead of
             the adversarial batch.
 
@@ -130,6 +135,7 @@ def cw_l2(
     kappa_t = per_sample(kappa, x, "kappa")
     steps = check_int(steps, "steps", 1)
     binary_search_steps = check_int(binary_search_steps, "binary_search_steps", 1)
+    precision = resolve_amp(amp, x)
     if isinstance(lr, bool) or not isinstance(lr, (int, float)):
         raise TypeError(f"lr must be a number, got {type(lr).__name__}")
     if not math.isfinite(lr) or lr <= 0:
@@ -171,14 +177,15 @@ def cw_l2(
             for step in range(steps):
                 with torch.enable_grad():
                     x_adv = lo + half_range * (torch.tanh(w) + 1)
-                    z = select_logits(model(x_adv.to(x.dtype)), logits)
+                    with precision.autocast():
+                        z = select_logits(model(x_adv.to(x.dtype)), logits)
                     if not logits_checked:
                         check_logits(z, y)
                         logits_checked = True
                     distance = (x_adv - x_compute).square().flatten(1).sum(dim=1)
-                    y_margin = margin(z, y).to(lo.dtype)
+                    y_margin = margin(z.to(lo.dtype), y)
                     hinge = torch.clamp(-y_margin if targeted else y_margin, min=-kappa_t)
-                    w.grad = torch.autograd.grad((distance + c_t * hinge).sum(), w)[0]
+                    w.grad = scaled_input_gradient(distance + c_t * hinge, w, precision)
                 optimizer.step()
                 with torch.no_grad():
                     shifted = z.detach().to(lo.dtype) + kappa_shift * F.one_hot(y, z.shape[1])

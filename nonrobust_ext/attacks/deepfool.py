@@ -23,6 +23,7 @@ from ._common import (
     eval_mode,
     parse_bounds,
     per_sample,
+    resolve_amp,
     select_logits,
     succeeded,
 )
@@ -56,6 +57,7 @@ def deepfool(
     num_classes: int | None = None,
     bounds: Bounds = (0.0, 1.0),
     logits: LogitsSelector = None,
+    amp: torch.dtype | None = None,
     return_result: bool = False,
 ) -> torch.Tensor | DeepFoolResult:
     r"""DeepFool, L2 version: repeatedly step to the nearest boundary of the linearised classifier.
@@ -94,6 +96,9 @@ def deepfool(
         bounds: ``(lo, hi)`` of the input space, numbers or per-channel tensors ``[C]``; ``None`` for
             unbounded inputs.
         logits: where the logits are in the model's output: an index, a key or a callable.
+        amp: ``torch.bfloat16`` or ``torch.float16`` runs the model under ``torch.autocast`` (see
+            :func:`nonrobust_ext.pgd`). The linearisation then uses half-precision logits, so the
+            boundary estimate, and with it the minimal norm, is coarser than in float32.
         return_result: return a :class:`DeepFoolResult` (per-sample success, L2 norm, steps) instead
             of the adversarial batch.
 
@@ -106,6 +111,7 @@ def deepfool(
     """
     check_batch(x, y)
     steps = check_int(steps, "steps", 1)
+    precision = resolve_amp(amp, x)
     overshoot_t = per_sample(overshoot, x, "overshoot")
     if num_classes is not None:
         num_classes = check_int(num_classes, "num_classes", 2)
@@ -127,7 +133,9 @@ def deepfool(
                 break
             x_req = x_adv[rows].requires_grad_(True)
             with torch.enable_grad():
-                z = select_logits(model(x_req), logits)
+                with precision.autocast():
+                    z = select_logits(model(x_req), logits)
+                z = z.to(compute_dtype)
                 if candidates is None:
                     check_logits(z, y)
                     candidates = _candidate_classes(z.detach(), y, num_classes)
@@ -138,7 +146,7 @@ def deepfool(
                 # Rows already fooled stay in the graph (their forward is done) but get no step.
                 cand = candidates[rows]
                 f = z.gather(1, cand) - z.gather(1, y[rows, None])
-                w = _rows_of_jacobian(f, x_req)
+                w = _rows_of_jacobian(f, x_req, precision.loss_scale)
             f = f.detach().to(compute_dtype)
             w = w.to(compute_dtype)
             w_norm = w.norm(dim=2)
@@ -158,7 +166,7 @@ def deepfool(
             active[rows] = reachable
         if not return_result:
             return x_adv
-        with torch.no_grad():
+        with torch.no_grad(), precision.autocast():
             success = succeeded(select_logits(model(x_adv), logits), y, targeted=False)
     l2 = (x_adv.to(compute_dtype) - x.to(compute_dtype)).flatten(1).norm(dim=1)
     return DeepFoolResult(x_adv=x_adv, success=success, l2=l2, steps=taken)
@@ -185,14 +193,17 @@ def _candidate_classes(z: torch.Tensor, y: torch.Tensor, num_classes: int | None
     return order[keep].reshape(z.shape[0], num_classes - 1)
 
 
-def _rows_of_jacobian(f: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def _rows_of_jacobian(f: torch.Tensor, x: torch.Tensor, loss_scale: float = 1.0) -> torch.Tensor:
     """``[B, K, D]``: the gradient of each column of ``f`` ``[B, K]`` with respect to ``x`` ``[B, *]``.
 
     One backward pass per column over the whole batch: samples do not interact in eval mode, so the
-    gradient of a column's sum holds each sample's own row of the Jacobian.
+    gradient of a column's sum holds each sample's own row of the Jacobian. Each backward pass runs
+    on the column times ``loss_scale`` (float16 autocast) and is divided by it again.
     """
     columns = f.shape[1]
     rows = [
-        torch.autograd.grad(f[:, k].sum(), x, retain_graph=k + 1 < columns)[0].flatten(1) for k in range(columns)
+        torch.autograd.grad(f[:, k].sum() * loss_scale, x, retain_graph=k + 1 < columns)[0].flatten(1)
+        for k in range(columns)
     ]
-    return torch.stack(rows, dim=1)
+    jacobian = torch.stack(rows, dim=1)
+    return jacobian.div_(loss_scale) if loss_scale != 1.0 else jacobian

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -13,7 +14,7 @@ from ._common import (
     Bounds,
     LogitsSelector,
     LossFn,
-    autocast_for,
+    Precision,
     check_batch,
     check_int,
     check_logits,
@@ -23,9 +24,11 @@ from ._common import (
     parse_bounds,
     per_sample,
     per_sample_loss,
+    resolve_amp,
     resolve_generator,
     resolve_loss,
     scale_param,
+    scaled_input_gradient,
     select_logits,
     succeeded,
 )
@@ -54,6 +57,7 @@ def pgd(
     generator: torch.Generator | None = None,
     x_init: torch.Tensor | None = None,
     amp: torch.dtype | None = None,
+    cuda_graph: bool = False,
     return_result: bool = False,
 ) -> torch.Tensor | AttackResult:
     r"""Projected gradient ascent on the attack loss inside an L-inf or L2 ball.
@@ -86,8 +90,10 @@ def pgd(
             ``bounds=((0 - mean) / std, (1 - mean) / std)`` and ``scale=1 / std``.
         scale: per-channel size of one threat-model unit in input units (``1 / std`` for inputs
             normalised outside the model, so eps stays in pixel units); number or ``[C]``.
-        early_stop: freeze samples as soon as the attack succeeds on them (fewer steps, same
-            success); restarts then only run on samples not yet fooled.
+        early_stop: stop attacking a sample as soon as the attack succeeds on it (its fooling point
+            is kept); later steps run the model only on the samples not yet fooled, and restarts
+            only on samples no earlier restart fooled. Same success, far less work where most
+            samples fall early (evaluations); ``steps`` in the result counts each sample's steps.
         logits: where the logits are in the model's output: an index, a key or a callable.
         seed, generator: source of the random starts (default: torch's global generator, so
             ``torch.manual_seed`` makes attacks reproducible).
@@ -96,6 +102,11 @@ def pgd(
             ``torch.autocast`` in that dtype; the attack state, the gradient and the step stay in
             ``x``'s dtype. float16 gradients are loss-scaled (the step only uses the gradient's sign
             or direction, so the scale cancels).
+        cuda_graph: on CUDA, capture one step (forward, input gradient, fused step) in a CUDA graph
+            after an eager first step and replay it for the other steps and restarts: no per-kernel
+            launch cost. Needs static shapes and a model without host synchronisation in its forward;
+            early stop then masks fooled samples instead of ending the loop. Capture that fails (or
+            a CPU input) warns and runs the same steps eagerly.
         return_result: return an :class:`AttackResult` (per-sample success, loss, steps) instead of
             the adversarial batch.
 
@@ -108,10 +119,12 @@ def pgd(
     """
     check_batch(x, y)
     steps = check_int(steps, "steps", 1)
-    autocast, loss_scale = autocast_for(amp, x)
+    precision = resolve_amp(amp, x)
     restarts = check_int(restarts, "restarts", 1)
     if norm not in _STEP_OPS:
         raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
+    if not isinstance(cuda_graph, bool):
+        raise TypeError(f"cuda_graph must be a bool, got {type(cuda_graph).__name__}")
     eps_t = per_sample(eps, x, "eps")
     alpha_t = 2.5 * eps_t / steps if alpha is None else per_sample(alpha, x, "alpha")
     scale_t = scale_param(scale, x)
@@ -121,52 +134,183 @@ def pgd(
     if x_init is not None:
         if not isinstance(x_init, torch.Tensor) or x_init.shape != x.shape:
             raise ValueError(f"x_init must be a tensor shaped like x {tuple(x.shape)}")
-    step_op = _STEP_OPS[norm]
     x = x.detach()
     y = y.long()
     params = {"eps": eps_t, "lo": lo, "hi": hi, "scale": scale_t}
+    graph = _graph_if_possible(x) if cuda_graph else None
 
-    logits_checked = False
+    # The loop's state lives in buffers allocated once and updated in place: the steps allocate
+    # nothing but the model's own activations and gradient, and a CUDA graph can replay them.
+    x_adv = torch.empty_like(x)
+    taken = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+    active = torch.ones(x.shape[0], dtype=torch.bool, device=x.device) if early_stop else None
+    loop = _StepLoop(
+        model, x, y, x_adv, taken, active, step_op=_STEP_OPS[norm], alpha=alpha_t, params=params,
+        loss_fn=loss_fn, logits=logits, targeted=targeted, precision=precision,
+    )
     with eval_mode(model):
         best: AttackResult | None = None
         for r in range(restarts):
-            # With early stop, later restarts only work on samples no restart has fooled yet.
-            active = None
             if early_stop:
-                active = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
-                if best is not None:
-                    active = ~best.success
+                assert active is not None
+                # Later restarts only work on samples no restart has fooled yet.
+                if best is None:
+                    active.fill_(True)
+                else:
+                    torch.logical_not(best.success, out=active)
                     if not bool(active.any()):
                         break
-            x_adv = x.clone()
+            x_adv.copy_(x)
             if r == 0 and x_init is not None:
                 x_adv.copy_(x_init.detach())
             elif random_start:
                 ops.random_init_(x_adv, x, norm=norm, active=active, generator=generator, **params)
-            taken = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-            for _ in range(steps):
-                x_req = x_adv.detach().requires_grad_(True)
-                with torch.enable_grad(), autocast():
-                    z = select_logits(model(x_req), logits)
-                    if not logits_checked:
-                        check_logits(z, y)
-                        logits_checked = True
-                    value = per_sample_loss(loss_fn, z, y)
-                if active is not None:
-                    active = active & ~succeeded(z.detach(), y, targeted)
-                    if not bool(active.any()):
-                        break
-                (grad,) = torch.autograd.grad(value.sum() * loss_scale, x_req)
-                step_op(x_adv, grad.to(x_adv.dtype), x, alpha=alpha_t, active=active, **params)
-                taken += 1 if active is None else active.long()
+            taken.zero_()
+            if graph is not None:
+                graph = loop.run_graphed(steps, graph)
+            else:
+                loop.run_eager(steps)
             if restarts == 1 and not return_result:
                 return x_adv
-            with autocast():
-                success, value = outcome_at(model, x_adv, y, loss_fn, logits, targeted)
-            current = AttackResult(x_adv, success, value, taken, torch.full_like(taken, r))
+            success, value = outcome_at(model, x_adv, y, loss_fn, logits, targeted, precision)
+            current = AttackResult(x_adv.clone(), success, value, taken.clone(), torch.full_like(taken, r))
             best = current if best is None else keep_better(best, current)
     assert best is not None
     return best if return_result else best.x_adv
+
+
+class _StepLoop:
+    """PGD's K steps on preallocated state (``x_adv``, ``taken``, ``active``), run eagerly or replayed
+    from a CUDA graph. One step is two phases: the forward (which also retires fooled samples under
+    early stop) and the input-gradient backward plus the fused step.
+
+    Under early stop the eager loop *compacts*: once some samples are fooled, each step gathers the
+    still-active ones, runs the model on that smaller batch and scatters the result back, so fooled
+    samples cost nothing (an evaluation where most samples fall in a step or two runs several times
+    faster). A CUDA graph needs static shapes: there every step runs on the whole batch and the
+    ``active`` mask alone freezes fooled samples."""
+
+    def __init__(
+        self,
+        model: Callable[[torch.Tensor], object],
+        x: torch.Tensor,
+        y: torch.Tensor,
+        x_adv: torch.Tensor,
+        taken: torch.Tensor,
+        active: torch.Tensor | None,
+        *,
+        step_op: Callable[..., None],
+        alpha: torch.Tensor,
+        params: dict[str, torch.Tensor],
+        loss_fn: LossFn,
+        logits: LogitsSelector,
+        targeted: bool,
+        precision: Precision,
+    ) -> None:
+        self.model, self.x, self.y, self.x_adv, self.taken, self.active = model, x, y, x_adv, taken, active
+        self.step_op, self.alpha, self.params = step_op, alpha, params
+        self.loss_fn, self.logits, self.targeted, self.precision = loss_fn, logits, targeted, precision
+        self.logits_checked = False
+
+    def forward(
+        self, x_cur: torch.Tensor, y: torch.Tensor, *, capturing: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(x_req, loss, fooled)`` at ``x_cur``; the graph from ``x_req`` to ``loss`` is kept."""
+        x_req = x_cur.detach().requires_grad_(True)
+        with torch.enable_grad(), self.precision.autocast(cache_enabled=not capturing):
+            z = select_logits(self.model(x_req), self.logits)
+            if not self.logits_checked:
+                check_logits(z, y)
+                self.logits_checked = True
+            value = per_sample_loss(self.loss_fn, z, y)
+        return x_req, value, succeeded(z.detach(), y, self.targeted)
+
+    def full_step(self, *, capturing: bool = False) -> None:
+        """One step on the whole batch, in place; fooled samples are masked (under early stop)."""
+        x_req, value, fooled = self.forward(self.x_adv, self.y, capturing=capturing)
+        if self.active is not None:
+            self.active.logical_and_(~fooled)
+        grad = scaled_input_gradient(value, x_req, self.precision)
+        self.step_op(self.x_adv, grad.to(self.x_adv.dtype), self.x, alpha=self.alpha, active=self.active,
+                     **self.params)
+        self.taken.add_(1 if self.active is None else self.active)
+
+    def compacted_step(self, rows: torch.Tensor) -> bool:
+        """One step on the samples ``rows`` (the active ones); False once none of them is left."""
+        assert self.active is not None
+        y = self.y[rows]
+        x_req, value, fooled = self.forward(self.x_adv[rows], y)
+        still = ~fooled
+        self.active[rows] = still
+        if not bool(still.any()):
+            return False
+        grad = scaled_input_gradient(value, x_req, self.precision)
+        moved = x_req.detach()
+        params = {**self.params, "eps": self.params["eps"][rows]}
+        self.step_op(moved, grad.to(moved.dtype), self.x[rows], alpha=self.alpha[rows], active=still, **params)
+        self.x_adv[rows] = moved
+        self.taken[rows] += still
+        return True
+
+    def run_eager(self, steps: int) -> None:
+        for _ in range(steps):
+            if self.active is None:
+                self.full_step()
+                continue
+            rows = self.active.nonzero().squeeze(1)
+            if rows.numel() == 0 or not self.compacted_step(rows):
+                break
+
+    def run_graphed(self, steps: int, graph: _Graph) -> _Graph | None:
+        """Replay ``steps`` steps from ``graph``, capturing it first if needed (the first step then
+        runs eagerly, as the capture's warm-up). Returns the graph to reuse for the next restart, or
+        None after falling back to eager steps because capture failed."""
+        if graph.cuda_graph is None:
+            stream = torch.cuda.Stream(device=self.x.device)
+            stream.wait_stream(torch.cuda.current_stream(self.x.device))
+            with torch.cuda.stream(stream):
+                # Warm-up on a side stream (lazy initialisation, cuDNN autotuning), as a real step.
+                self.full_step()
+            torch.cuda.current_stream(self.x.device).wait_stream(stream)
+            steps -= 1
+            if steps == 0:
+                return graph
+            try:
+                captured = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(captured):
+                    self.full_step(capturing=True)
+            except RuntimeError as error:
+                warnings.warn(
+                    f"pgd(cuda_graph=True): the model's step could not be captured in a CUDA graph ({error}); "
+                    "running eagerly. Typical causes: a host synchronisation (.item(), data-dependent "
+                    "shapes) or CPU tensors in the model's forward.",
+                    stacklevel=4,
+                )
+                self.run_eager(steps)
+                return None
+            graph.cuda_graph = captured
+        for _ in range(steps):
+            graph.cuda_graph.replay()
+        return graph
+
+
+class _Graph:
+    """A CUDA graph of one PGD step, captured on the first restart and replayed by all of them."""
+
+    cuda_graph: torch.cuda.CUDAGraph | None = None
+
+
+def _graph_if_possible(x: torch.Tensor) -> _Graph | None:
+    """A (not yet captured) graph holder when ``x`` is on a CUDA device that can capture, else None
+    with a warning: ``cuda_graph=True`` is a speed request, and the eager loop computes the same."""
+    if x.device.type != "cuda":
+        reason = f"x is on {x.device.type}, and CUDA graphs need a CUDA device"
+    elif torch.cuda.is_current_stream_capturing():
+        reason = "a CUDA graph is already being captured on this stream"
+    else:
+        return _Graph()
+    warnings.warn(f"pgd(cuda_graph=True): {reason}; running eagerly", stacklevel=3)
+    return None
 
 
 def fgsm(
@@ -184,6 +328,7 @@ def fgsm(
     logits: LogitsSelector = None,
     seed: int | None = None,
     generator: torch.Generator | None = None,
+    amp: torch.dtype | None = None,
     return_result: bool = False,
 ) -> torch.Tensor | AttackResult:
     """Fast gradient sign method (Goodfellow et al., 2015), and FGSM-RS (Wong et al., 2020).
@@ -203,5 +348,5 @@ def fgsm(
     return pgd(
         model, x, y, eps=eps, steps=1, alpha=alpha, norm="linf", random_start=random_start, restarts=1,
         targeted=targeted, loss=loss, bounds=bounds, scale=scale, logits=logits, seed=seed,
-        generator=generator, return_result=return_result,
+        generator=generator, amp=amp, return_result=return_result,
     )

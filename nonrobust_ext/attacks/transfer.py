@@ -26,6 +26,7 @@ from ._common import (
     outcome_at,
     parse_bounds,
     per_sample,
+    resolve_amp,
     resolve_generator,
     resolve_loss,
     scale_param,
@@ -49,6 +50,7 @@ def bim(
     scale: Param = 1.0,
     early_stop: bool = False,
     logits: LogitsSelector = None,
+    amp: torch.dtype | None = None,
     return_result: bool = False,
 ) -> torch.Tensor | AttackResult:
     r"""Basic iterative method / I-FGSM (Kurakin et al., 2017): L-inf PGD from the clean input.
@@ -68,7 +70,7 @@ def bim(
         steps: gradient steps (>= 1).
         alpha: step size, number or ``[B]``; default ``eps / steps`` (the last step can reach the
             ball's surface, none overshoots it).
-        targeted, loss, bounds, scale, early_stop, logits, return_result: as :func:`pgd`.
+        targeted, loss, bounds, scale, early_stop, logits, amp, return_result: as :func:`pgd`.
 
     Returns:
         The adversarial batch (same shape, dtype, memory format as ``x``), or an
@@ -84,7 +86,7 @@ def bim(
     return pgd(
         model, x, y, eps=eps, steps=steps, alpha=alpha, norm="linf", random_start=False, restarts=1,
         targeted=targeted, loss=loss, bounds=bounds, scale=scale, early_stop=early_stop, logits=logits,
-        return_result=return_result,
+        amp=amp, return_result=return_result,
     )
 
 
@@ -105,6 +107,7 @@ def mifgsm(
     logits: LogitsSelector = None,
     seed: int | None = None,
     generator: torch.Generator | None = None,
+    amp: torch.dtype | None = None,
     return_result: bool = False,
 ) -> torch.Tensor | AttackResult:
     r"""Momentum iterative FGSM (Dong et al., 2018).
@@ -127,7 +130,7 @@ def mifgsm(
         alpha: step size, number or ``[B]``; default ``eps / steps``.
         decay: momentum decay factor ``mu`` (>= 0); 1.0 in the paper.
         random_start: start uniformly in the eps-ball instead of at ``x``.
-        targeted, loss, bounds, scale, logits, return_result: as :func:`pgd`.
+        targeted, loss, bounds, scale, logits, amp, return_result: as :func:`pgd`.
         seed, generator: source of the random start (default: torch's global generator).
 
     Returns:
@@ -142,7 +145,8 @@ def mifgsm(
     return _momentum_attack(
         model, x, y, eps=eps, steps=steps, alpha=alpha, decay=decay, random_start=random_start,
         targeted=targeted, loss=loss, bounds=bounds, scale=scale, logits=logits,
-        generator=resolve_generator(seed, generator), transform=None, return_result=return_result,
+        generator=resolve_generator(seed, generator), transform=None, amp=amp,
+        return_result=return_result,
     )
 
 
@@ -166,6 +170,7 @@ def difgsm(
     logits: LogitsSelector = None,
     seed: int | None = None,
     generator: torch.Generator | None = None,
+    amp: torch.dtype | None = None,
     return_result: bool = False,
 ) -> torch.Tensor | AttackResult:
     r"""Diverse-input iterative FGSM, DI-FGSM, and with ``decay > 0`` M-DI-FGSM (Xie et al., 2019).
@@ -202,7 +207,7 @@ def difgsm(
         diversity_prob: probability of transforming the input at a step, in [0, 1].
         interpolation: ``"nearest"`` (the paper) or ``"bilinear"`` (torchattacks).
         random_start: start uniformly in the eps-ball instead of at ``x``.
-        targeted, loss, bounds, scale, logits, return_result: as :func:`pgd`.
+        targeted, loss, bounds, scale, logits, amp, return_result: as :func:`pgd`.
         seed, generator: source of the random start and the transformations (default: torch's global
             generator, so ``torch.manual_seed`` makes attacks reproducible).
 
@@ -237,7 +242,7 @@ def difgsm(
     return _momentum_attack(
         model, x, y, eps=eps, steps=steps, alpha=alpha, decay=decay, random_start=random_start,
         targeted=targeted, loss=loss, bounds=bounds, scale=scale, logits=logits, generator=generator,
-        transform=diverse_input, return_result=return_result,
+        transform=diverse_input, amp=amp, return_result=return_result,
     )
 
 
@@ -258,10 +263,12 @@ def _momentum_attack(
     logits: LogitsSelector,
     generator: torch.Generator | None,
     transform: Callable[[torch.Tensor], torch.Tensor] | None,
+    amp: torch.dtype | None,
     return_result: bool,
 ) -> torch.Tensor | AttackResult:
     """The MI-FGSM loop, with the gradient taken through ``transform`` when given."""
     steps = check_int(steps, "steps", 1)
+    precision = resolve_amp(amp, x)
     eps_t = per_sample(eps, x, "eps")
     alpha_t = eps_t / steps if alpha is None else per_sample(alpha, x, "alpha")
     decay = check_real(decay, "decay", low=0.0)
@@ -281,7 +288,9 @@ def _momentum_attack(
         if random_start:
             ops.random_init_(x_adv, x, norm="linf", generator=generator, **params)
         for step in range(steps):
-            grad, _, _ = input_gradient(model, x_adv, y, loss_fn, logits, check=step == 0, transform=transform)
+            grad, _, _ = input_gradient(
+                model, x_adv, y, loss_fn, logits, check=step == 0, transform=transform, precision=precision
+            )
             grad = grad.to(momentum.dtype)
             # clamp_min: an all-zero gradient (saturated model) must add 0, not 0/0 = NaN.
             l1_mean = grad.abs().mean(dim=sample_dims, keepdim=True).clamp_min(tiny)
@@ -292,7 +301,7 @@ def _momentum_attack(
             ops.linf_step_(x_adv, direction, x, alpha=alpha_t, **params)
         if not return_result:
             return x_adv
-        success, value = outcome_at(model, x_adv, y, loss_fn, logits, targeted)
+        success, value = outcome_at(model, x_adv, y, loss_fn, logits, targeted, precision)
     taken = torch.full((x.shape[0],), steps, dtype=torch.long, device=x.device)
     return AttackResult(x_adv, success, value, taken, torch.zeros_like(taken))
 
