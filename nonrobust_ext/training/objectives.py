@@ -1,0 +1,197 @@
+"""Training objectives: standard cross-entropy, PGD adversarial training (Madry et al.), fast FGSM-RS
+adversarial training (Wong et al.), TRADES (Zhang et al.) and the study's discrepancy-mitigating (DM)
+loss. Every inner maximisation runs on the library's own fused attack ops.
+
+An objective is a small dataclass of hyper-parameters with one method::
+
+    loss, logits = objective(net, module, x, y, seed=...)
+
+``net`` is what the outer, differentiable forward calls (the model, or its DDP wrapper); ``module`` is
+the bare model the attacks run on (attacks never go through DDP: their input-only backward passes
+must not trigger its gradient all-reduce). ``logits`` are the clean-input logits of the batch when
+the objective computes them, else those of the inputs it trained on, for the running accuracy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from ..attacks import feature_pgd, fgsm, pgd
+from ..attacks._common import eval_mode
+
+Net = Callable[..., Any]
+
+
+def _check_eps(eps: float, name: str = "eps") -> None:
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
+        raise ValueError(f"{name} must be a number >= 0, got {eps!r}")
+
+
+def _check_steps(steps: int) -> None:
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    """Base class: ``name`` identifies the objective in checkpoints and reports."""
+
+    name: ClassVar[str] = "objective"
+    #: whether the objective trains against attacks (robust validation is then worth its cost)
+    adversarial: ClassVar[bool] = False
+
+    def describe(self) -> dict[str, Any]:
+        """Name and hyper-parameters, plain data (stored in checkpoints to refuse a mismatched resume)."""
+        return {"name": self.name, **dataclasses.asdict(self)}
+
+    def __call__(self, net: Net, module: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, seed: int):
+        raise NotImplementedError
+
+
+@dataclasses.dataclass(frozen=True)
+class Standard(Objective):
+    """Cross-entropy on clean inputs."""
+
+    name: ClassVar[str] = "standard"
+
+    def __call__(self, net, module, x, y, *, seed):
+        logits = net(x)
+        return F.cross_entropy(logits, y), logits
+
+
+@dataclasses.dataclass(frozen=True)
+class PGDAdversarial(Objective):
+    """Madry et al. (2018): cross-entropy on L-inf (or L2) PGD examples, random start, ``steps`` steps of
+    ``alpha`` (default ``2.5 * eps / steps``). The attack runs the model in eval mode (BatchNorm uses its
+    running statistics), the update in train mode."""
+
+    eps: float = 8 / 255
+    steps: int = 10
+    alpha: float | None = None
+    norm: str = "linf"
+    name: ClassVar[str] = "pgd"
+    adversarial: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        _check_eps(self.eps)
+        _check_steps(self.steps)
+
+    def __call__(self, net, module, x, y, *, seed):
+        x_adv = pgd(module, x, y, eps=self.eps, steps=self.steps, alpha=self.alpha, norm=self.norm, seed=seed)
+        logits = net(x_adv)
+        return F.cross_entropy(logits, y), logits
+
+
+@dataclasses.dataclass(frozen=True)
+class FastFGSM(Objective):
+    """Wong et al. (2020), "fast is better than free": one FGSM step of ``alpha`` (default
+    ``1.25 * eps``) from a uniform random start in the L-inf ball, projected back onto it."""
+
+    eps: float = 8 / 255
+    alpha: float | None = None
+    name: ClassVar[str] = "fgsm_rs"
+    adversarial: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        _check_eps(self.eps)
+
+    def __call__(self, net, module, x, y, *, seed):
+        x_adv = fgsm(module, x, y, eps=self.eps, alpha=self.alpha, random_start=True, seed=seed)
+        logits = net(x_adv)
+        return F.cross_entropy(logits, y), logits
+
+
+@dataclasses.dataclass(frozen=True)
+class TRADES(Objective):
+    """Zhang et al. (2019): ``CE(f(x), y) + beta * KL(softmax f(x) || softmax f(x_adv))`` (batch mean),
+    with ``x_adv`` maximising that KL by L-inf PGD from a random start in the ball (the paper starts at
+    ``x + 0.001 * N(0, 1)``). Clean and adversarial inputs go through the model as one batch."""
+
+    eps: float = 8 / 255
+    steps: int = 10
+    alpha: float | None = None
+    beta: float = 6.0
+    name: ClassVar[str] = "trades"
+    adversarial: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        _check_eps(self.eps)
+        _check_steps(self.steps)
+        _check_eps(self.beta, "beta")
+
+    def __call__(self, net, module, x, y, *, seed):
+        with torch.no_grad(), eval_mode(module):
+            p_clean = F.softmax(module(x).float(), dim=1)
+
+        def kl_to_clean(z: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
+            return F.kl_div(F.log_softmax(z.float(), dim=1), p_clean, reduction="none").sum(dim=1)
+
+        x_adv = pgd(module, x, y, eps=self.eps, steps=self.steps, alpha=self.alpha, loss=kl_to_clean, seed=seed)
+        logits_clean, logits_adv = net(torch.cat([x, x_adv])).split(len(x))
+        robust = F.kl_div(F.log_softmax(logits_adv, dim=1), F.softmax(logits_clean, dim=1), reduction="batchmean")
+        return F.cross_entropy(logits_clean, y) + self.beta * robust, logits_clean
+
+
+@dataclasses.dataclass(frozen=True)
+class DM(Objective):
+    """The study's discrepancy-mitigating fine-tuning loss, a feature-level TRADES::
+
+        CE(h(x), y) + beta * mean_i || phi(x_adv_i) - phi(x_i) ||_2^2
+
+    where ``phi`` is the model's penultimate embedding (``forward_features``), the squared distance is
+    summed over features and averaged over the batch, and ``x_adv`` maximises that same distance by
+    L-inf PGD from a random start (:func:`nonrobust_ext.attacks.feature_pgd`). (The authors' code also
+    divides by the batch size a second time, a TRADES leftover; here ``beta`` multiplies the plain
+    batch mean.) The model must accept ``return_features=True`` (every model of
+    :mod:`nonrobust_ext.models` does)."""
+
+    eps: float = 8 / 255
+    steps: int = 10
+    alpha: float | None = None
+    beta: float = 1.0
+    name: ClassVar[str] = "dm"
+    adversarial: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        _check_eps(self.eps)
+        _check_steps(self.steps)
+        _check_eps(self.beta, "beta")
+
+    def __call__(self, net, module, x, y, *, seed):
+        if not hasattr(module, "forward_features"):
+            raise TypeError(
+                f"the DM objective needs a model with forward_features(x) -> [B, D] and forward(x, "
+                f"return_features=True); {type(module).__name__} has none (use nonrobust_ext.models)"
+            )
+        x_adv = feature_pgd(module.forward_features, x, eps=self.eps, steps=self.steps, alpha=self.alpha,
+                            seed=seed, module=module)
+        features, logits = net(torch.cat([x, x_adv]), return_features=True)
+        clean_features, adv_features = features.float().split(len(x))
+        discrepancy = (adv_features - clean_features).square().sum(dim=1).mean()
+        logits_clean = logits[: len(x)]
+        return F.cross_entropy(logits_clean, y) + self.beta * discrepancy, logits_clean
+
+
+OBJECTIVES: dict[str, type[Objective]] = {
+    cls.name: cls for cls in (Standard, PGDAdversarial, FastFGSM, TRADES, DM)
+}
+
+
+def make_objective(name: str, **hyper_parameters: Any) -> Objective:
+    """An objective by name (``standard``, ``pgd``, ``fgsm_rs``, ``trades``, ``dm``) with its hyper-parameters."""
+    if name not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {sorted(OBJECTIVES)}, got {name!r}")
+    cls = OBJECTIVES[name]
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(hyper_parameters) - known)
+    if unknown:
+        raise ValueError(f"objective {name!r} takes {sorted(known) or 'no hyper-parameters'}, got unknown {unknown}")
+    return cls(**hyper_parameters)
+
+
+__all__ = ["DM", "OBJECTIVES", "TRADES", "FastFGSM", "Objective", "PGDAdversarial", "Standard", "make_objective"]
