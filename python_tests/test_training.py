@@ -367,3 +367,28 @@ def test_ddp_with_two_gloo_processes_matches_one_process(tmp_path):
     assert ranks[0]["val"] == ranks[1]["val"] == pytest.approx(result.history[-1]["val_accuracy"])
     # Rank 0 alone wrote the PGD-AT run's files.
     assert (tmp_path / "pgd" / training.loop.CHECKPOINT).exists()
+
+
+def test_pretrain_save_load_finetune_with_dm_on_a_library_model(tmp_path):
+    """The study's path end to end at toy scale: pretrain a resnet8 on source classes, save it, load it
+    into a new model for 5 target classes (new head, first two stages frozen) and fine-tune with DM."""
+    from nonrobust_ext import data, models
+
+    source = data.synthetic(128, num_classes=10, shape=(1, 28, 28), seed=1)
+    pretrained = models.create("resnet8", num_classes=10, in_channels=1, mean=[0.5], std=[0.25])
+    training.train(pretrained, training.Standard(), source, config=TrainConfig(steps=2, **FAST), progress=False)
+    models.save_weights(pretrained, tmp_path / "pretrained.pt")
+
+    target = data.synthetic(64, num_classes=5, shape=(1, 28, 28), seed=2)
+    model = models.create("resnet8", num_classes=10, in_channels=1)
+    report = models.load_weights(model, tmp_path / "pretrained.pt")
+    assert report.normalization_from_file and model.normalize.mean.flatten().tolist() == [0.5]
+    groups = training.prepare_finetune(model, FinetuneConfig(mode="freeze", freeze_stages=2, num_classes=5,
+                                                             head_lr=0.1, backbone_lr=0.01))
+    frozen = {k: v.clone() for k, v in model.state_dict().items() if k.startswith(("conv1", "bn1", "layer1"))}
+    assert frozen, "resnet8's first two stages should hold parameters"
+    result = training.train(model, training.DM(eps=0.05, steps=2, beta=0.5), target,
+                            config=TrainConfig(steps=3, **FAST), param_groups=groups, progress=False)
+    assert result.steps == 3 and model.fc.out_features == 5
+    for key, value in frozen.items():
+        assert torch.equal(model.state_dict()[key], value), key
