@@ -82,9 +82,9 @@ def ours_early_stop(model, x, y, c: Case) -> torch.Tensor:
     return nonrobust_ext.pgd(model, x, y, eps=c.eps, alpha=c.alpha, steps=c.steps, random_start=False, early_stop=True)
 
 
-def pytorch_loop(model, x, y, c: Case) -> torch.Tensor:
-    """PGD as research code usually writes it."""
-    x_adv = x.clone().detach()
+def pytorch_loop(model, x, y, c: Case, start: torch.Tensor | None = None) -> torch.Tensor:
+    """PGD as research code usually writes it (from ``start``, default ``x``)."""
+    x_adv = (x if start is None else start).clone().detach()
     for _ in range(c.steps):
         x_adv.requires_grad_(True)
         loss = F.cross_entropy(model(x_adv), y)

@@ -11,6 +11,9 @@ Public surface:
     ops                  typed wrappers of the compiled ops (torch.ops.nonrobust_ext.*)
     reference            pure-PyTorch twins of every op
     build_info()         how the extension was built
+
+Subpackages (imported on use): ``models`` (architectures, checkpoint loading), ``data`` (datasets,
+source/target splits), ``training`` (objectives, fine-tuning, the training loop), ``attacks``.
 """
 
 from __future__ import annotations

@@ -65,21 +65,31 @@ class Standard(Objective):
 
 
 @dataclasses.dataclass(frozen=True)
-class PGDAdversarial(Objective):
-    """Madry et al. (2018): cross-entropy on L-inf (or L2) PGD examples, random start, ``steps`` steps of
-    ``alpha`` (default ``2.5 * eps / steps``). The attack runs the model in eval mode (BatchNorm uses its
-    running statistics), the update in train mode."""
+class _IterativeAttackObjective(Objective):
+    """The radius, steps and step size shared by the objectives whose inner maximisation is PGD."""
 
     eps: float = 8 / 255
     steps: int = 10
     alpha: float | None = None
-    norm: str = "linf"
-    name: ClassVar[str] = "pgd"
     adversarial: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         _check_eps(self.eps)
         _check_steps(self.steps)
+        if self.alpha is not None:
+            _check_eps(self.alpha, "alpha")
+        if hasattr(self, "beta"):
+            _check_eps(self.beta, "beta")
+
+
+@dataclasses.dataclass(frozen=True)
+class PGDAdversarial(_IterativeAttackObjective):
+    """Madry et al. (2018): cross-entropy on L-inf (or L2) PGD examples, random start, ``steps`` steps of
+    ``alpha`` (default ``2.5 * eps / steps``). The attack runs the model in eval mode (BatchNorm uses its
+    running statistics), the update in train mode."""
+
+    norm: str = "linf"
+    name: ClassVar[str] = "pgd"
 
     def __call__(self, net, module, x, y, *, seed):
         x_adv = pgd(module, x, y, eps=self.eps, steps=self.steps, alpha=self.alpha, norm=self.norm, seed=seed)
@@ -107,22 +117,13 @@ class FastFGSM(Objective):
 
 
 @dataclasses.dataclass(frozen=True)
-class TRADES(Objective):
+class TRADES(_IterativeAttackObjective):
     """Zhang et al. (2019): ``CE(f(x), y) + beta * KL(softmax f(x) || softmax f(x_adv))`` (batch mean),
     with ``x_adv`` maximising that KL by L-inf PGD from a random start in the ball (the paper starts at
     ``x + 0.001 * N(0, 1)``). Clean and adversarial inputs go through the model as one batch."""
 
-    eps: float = 8 / 255
-    steps: int = 10
-    alpha: float | None = None
     beta: float = 6.0
     name: ClassVar[str] = "trades"
-    adversarial: ClassVar[bool] = True
-
-    def __post_init__(self) -> None:
-        _check_eps(self.eps)
-        _check_steps(self.steps)
-        _check_eps(self.beta, "beta")
 
     def __call__(self, net, module, x, y, *, seed):
         with torch.no_grad(), eval_mode(module):
@@ -138,7 +139,7 @@ class TRADES(Objective):
 
 
 @dataclasses.dataclass(frozen=True)
-class DM(Objective):
+class DM(_IterativeAttackObjective):
     """The study's discrepancy-mitigating fine-tuning loss, a feature-level TRADES::
 
         CE(h(x), y) + beta * mean_i || phi(x_adv_i) - phi(x_i) ||_2^2
@@ -150,17 +151,8 @@ class DM(Objective):
     batch mean.) The model must accept ``return_features=True`` (every model of
     :mod:`nonrobust_ext.models` does)."""
 
-    eps: float = 8 / 255
-    steps: int = 10
-    alpha: float | None = None
     beta: float = 1.0
     name: ClassVar[str] = "dm"
-    adversarial: ClassVar[bool] = True
-
-    def __post_init__(self) -> None:
-        _check_eps(self.eps)
-        _check_steps(self.steps)
-        _check_eps(self.beta, "beta")
 
     def __call__(self, net, module, x, y, *, seed):
         if not hasattr(module, "forward_features"):
