@@ -10,6 +10,15 @@ import torch
 Param = Union[float, int, Sequence[float], torch.Tensor]
 
 
+def check_int(value: object, name: str, minimum: int) -> int:
+    """An int hyper-parameter (not a bool), checked >= ``minimum``; the error names the argument."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
 def opmath_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype the kernels compute in: float64 for float64 inputs, float32 otherwise."""
     return torch.float64 if dtype == torch.float64 else torch.float32

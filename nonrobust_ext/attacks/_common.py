@@ -16,7 +16,7 @@ from typing import Any, Union
 import torch
 import torch.nn.functional as F
 
-from .._params import Param, opmath_dtype
+from .._params import Param, check_int, opmath_dtype  # noqa: F401  (check_int: re-exported for the attacks)
 
 LogitsSelector = Union[None, int, str, Callable[[Any], torch.Tensor]]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -131,12 +131,6 @@ def parse_bounds(bounds: Bounds, x: torch.Tensor) -> tuple[torch.Tensor, torch.T
     return lo, hi
 
 
-def check_int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
 
 
 # A float16 loss is multiplied by this before the backward pass so small input gradients do not

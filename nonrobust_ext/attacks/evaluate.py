@@ -75,7 +75,8 @@ def _batches(data: Data, batch_size: int) -> Iterable[tuple[torch.Tensor, torch.
         yield batch[0], batch[1]
 
 
-def _true_label_probability(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def true_label_probability(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``[B]`` softmax probability of the true label (the study's confidence measure), in float32."""
     return torch.softmax(logits.float(), dim=1).gather(1, y[:, None]).squeeze(1)
 
 
@@ -158,7 +159,7 @@ def robust_accuracy(
             with torch.no_grad():
                 clean_logits = select_logits(model(x), logits)
             correct = clean_logits.argmax(1) == y
-            clean_p = _true_label_probability(clean_logits, y)
+            clean_p = true_label_probability(clean_logits, y)
             total += len(y)
             clean_correct += int(correct.sum())
             clean_conf += float(clean_p.sum())
@@ -170,7 +171,7 @@ def robust_accuracy(
                     with torch.no_grad():
                         adv_logits = select_logits(model(x_adv), logits)
                     robust_correct[k] += int((adv_logits.argmax(1) == y[keep]).sum())
-                    p[keep] = _true_label_probability(adv_logits, y[keep])
+                    p[keep] = true_label_probability(adv_logits, y[keep])
                 else:
                     robust_correct[k] += len(keep)
                 adv_conf[k] += float(p.sum())

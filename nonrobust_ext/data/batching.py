@@ -6,16 +6,9 @@ from collections.abc import Iterator
 
 import torch
 
+from .._params import check_int as _check_int
 from ._seeding import generator
 from .tensor_data import TensorData
-
-
-def _check_int(value: object, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
 
 
 def epoch_order(
