@@ -60,6 +60,25 @@ TORCH_LIBRARY(nonrobust_ext, m) {
   m.def(
       "random_init_(Tensor(a!) x_adv, Tensor x, Tensor eps, Tensor scale, Tensor lo, Tensor hi, "
       "Tensor? active, int seed, str norm) -> ()");
+
+  // Feature statistics (kernels: csrc/cpu/feature_stats.cpp, csrc/cuda/feature_stats.cu; autograd
+  // and fake kernels: nonrobust_ext/_meta.py). Results are in the compute dtype: float32 for
+  // float32/bfloat16/float16 features, float64 for float64.
+
+  // Per class c < num_classes of features [N, D] with labels [N] (int64 in [0, num_classes)), in one
+  // pass: count [K] (float64), mean [K, D], m2 [K, D] = sum of squared deviations from the class mean,
+  // or with covariance=True the scatter matrices m2 [K, D, D]. Empty classes: 0, 0, 0.
+  m.def(
+      "class_feature_stats(Tensor features, Tensor labels, int num_classes, bool covariance=False) -> "
+      "(Tensor count, Tensor mean, Tensor m2)");
+
+  // sq_dist[i] = sum_d (adv[i,d] - clean[i,d])^2 [N]; mean_abs_change[d] = mean_i |adv[i,d] - clean[i,d]|
+  // [D] (0 for N = 0).
+  m.def("feature_discrepancy(Tensor clean, Tensor adv) -> (Tensor sq_dist, Tensor mean_abs_change)");
+
+  // ||Xc^T Yc||_F^2 for x [N, D1], y [N, D2] with column-centred Xc, Yc (biased linear HSIC times
+  // (N-1)^2), a float64 scalar, without N x N Gram matrices.
+  m.def("linear_hsic(Tensor x, Tensor y) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(nonrobust_ext, Autograd, m) {

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ._params import Param, as_param_tensor
+from ._params import Param, as_param_tensor, check_int
 
 _ops = torch.ops.nonrobust_ext
 
@@ -141,4 +141,87 @@ def random_init_(
     )
 
 
-__all__ = ["draw_seed", "l2_step_", "linf_step_", "random_init_"]
+# ------------------------------------------------------------------------------ feature statistics
+
+
+def class_feature_stats(
+    features: torch.Tensor, labels: torch.Tensor, *, num_classes: int, covariance: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-class count, mean and sum of squared deviations of features, in one pass.
+
+    For each class ``c``, with ``S_c = {i : labels[i] = c}`` and ``n_c = |S_c|``::
+
+        count[c] = n_c
+        mean[c]  = (1/n_c) sum_{i in S_c} features[i]
+        m2[c]    = sum_{i in S_c} (features[i] - mean[c])**2                       (covariance=False)
+        m2[c]    = sum_{i in S_c} (features[i] - mean[c]) (features[i] - mean[c])^T  (covariance=True)
+
+    An empty class has count 0, mean 0 and m2 0. The variance is ``m2 / (count - 1)``; statistics of
+    several batches or ranks merge exactly (:func:`nonrobust_ext.stats.merge_class_stats`). The sums
+    are formed around a shift close to each class mean and carried in float64, so a large common
+    offset in the features costs no accuracy. Differentiable with respect to ``features``.
+
+    Args:
+        features: the feature rows.
+        labels: the class of each row, int64 in ``[0, num_classes)`` (anything else raises).
+        num_classes: K.
+        covariance: return the per-class scatter matrices instead of their diagonals.
+
+    Returns:
+        ``(count, mean, m2)``: count float64 (exact integers; a weight in the merge formulas, and not
+        differentiable); mean and m2 in the compute dtype (float32 for float32/bfloat16/float16
+        features, float64 for float64).
+
+    Shape:
+        features ``[N, D]`` (float32, float64, bfloat16, float16; any strides), labels ``[N]``;
+        count ``[K]``, mean ``[K, D]``, m2 ``[K, D]`` or ``[K, D, D]``.
+    """
+    check_int(num_classes, "num_classes", 1)
+    return _ops.class_feature_stats(features, labels, num_classes, bool(covariance))
+
+
+def feature_discrepancy(clean: torch.Tensor, adv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """How far adversarial features moved from clean ones, per sample and per feature, in one pass.
+
+    With ``e = adv - clean``::
+
+        sq_dist[i]         = sum_d e[i, d]**2          (the DM loss term ||phi(x_adv) - phi(x)||^2)
+        mean_abs_change[d] = (1/N) sum_i |e[i, d]|      (0 when N = 0)
+
+    Differentiable with respect to both inputs (the gradient of ``|e|`` at ``e = 0`` is 0, as for
+    ``torch.abs``).
+
+    Returns:
+        ``(sq_dist, mean_abs_change)`` in the compute dtype (float32 for float32/bfloat16/float16,
+        float64 for float64); sums are carried in float64.
+
+    Shape:
+        clean, adv ``[N, D]``, same dtype and device (any strides); sq_dist ``[N]``, mean_abs_change ``[D]``.
+    """
+    return _ops.feature_discrepancy(clean, adv)
+
+
+def linear_hsic(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The linear-kernel HSIC numerator ``||Xc^T Yc||_F^2`` with column-centred ``Xc``, ``Yc``.
+
+    Equal to ``tr(K_c L_c)`` for the centred Gram matrices ``K_c = Xc Xc^T``, ``L_c = Yc Yc^T``, but
+    computed as ``||X^T Y - N mx my^T||_F^2`` (shifted by the column means for accuracy) in
+    ``O(N D1 D2)`` time and ``O(D1 D2)`` memory: never an ``N x N`` matrix, never a centred copy of the
+    inputs. The biased HSIC estimate is this value over ``(N - 1)**2``; linear CKA is
+    ``linear_hsic(x, y) / sqrt(linear_hsic(x, x) * linear_hsic(y, y))``
+    (:func:`nonrobust_ext.analysis.similarity.linear_cka` builds on this op). Differentiable with
+    respect to both inputs.
+
+    Returns:
+        A float64 scalar (0 when N, D1 or D2 is 0).
+
+    Shape:
+        x ``[N, D1]``, y ``[N, D2]``, same dtype and device.
+    """
+    return _ops.linear_hsic(x, y)
+
+
+__all__ = [
+    "class_feature_stats", "draw_seed", "feature_discrepancy", "l2_step_", "linear_hsic", "linf_step_",
+    "random_init_",
+]

@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from ._params import Param, as_param_tensor, opmath_dtype
+from ._params import Param, as_param_tensor, check_int, opmath_dtype
 
 
 def _per_sample(value: Param, like: torch.Tensor, name: str) -> torch.Tensor:
@@ -169,4 +169,71 @@ def random_init_(
     _write(x_adv, v, active)
 
 
-__all__ = ["l2_step_", "linf_step_", "random_init_"]
+# ------------------------------------------------------------------------------ feature statistics
+
+
+def _check_feature_matrix(t: torch.Tensor, name: str) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a tensor, got {type(t).__name__}")
+    if t.dim() != 2:
+        raise ValueError(f"{name} must be a 2-D [N, D] tensor, got shape {tuple(t.shape)}")
+    if t.dtype not in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
+        raise TypeError(f"{name} must be float32, float64, bfloat16 or float16, got {t.dtype}")
+
+
+def class_feature_stats(
+    features: torch.Tensor, labels: torch.Tensor, *, num_classes: int, covariance: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Twin of :func:`nonrobust_ext.ops.class_feature_stats`: bincount, then two index_add passes
+    (class sums, then squared deviations from the class means) in the compute dtype."""
+    check_int(num_classes, "num_classes", 1)
+    _check_feature_matrix(features, "features")
+    if labels.dtype != torch.int64:
+        raise TypeError(f"labels must be int64, got {labels.dtype}")
+    if labels.dim() != 1 or labels.shape[0] != features.shape[0]:
+        raise ValueError(f"labels must have shape [{features.shape[0]}] (one per row of features), "
+                         f"got {tuple(labels.shape)}")
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise ValueError(f"labels must be in [0, num_classes) = [0, {num_classes}), got values in "
+                         f"[{int(labels.min())}, {int(labels.max())}]")
+    acc = opmath_dtype(features.dtype)
+    x = features.to(acc)
+    K, D = num_classes, x.shape[1]
+    count = torch.bincount(labels, minlength=K).double()
+    mean = x.new_zeros(K, D).index_add_(0, labels, x) / count.clamp(min=1).to(acc).unsqueeze(1)
+    dev = x - mean.index_select(0, labels)
+    if covariance:
+        m2 = x.new_zeros(K, D, D).index_add_(0, labels, dev.unsqueeze(2) * dev.unsqueeze(1))
+    else:
+        m2 = x.new_zeros(K, D).index_add_(0, labels, dev * dev)
+    return count, mean, m2
+
+
+def feature_discrepancy(clean: torch.Tensor, adv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Twin of :func:`nonrobust_ext.ops.feature_discrepancy`, in the compute dtype."""
+    _check_feature_matrix(clean, "clean")
+    _check_feature_matrix(adv, "adv")
+    if clean.shape != adv.shape:
+        raise ValueError(f"adv has shape {tuple(adv.shape)} but clean has shape {tuple(clean.shape)}")
+    acc = opmath_dtype(clean.dtype)
+    diff = adv.to(acc) - clean.to(acc)
+    return (diff * diff).sum(1), diff.abs().sum(0) / max(diff.shape[0], 1)
+
+
+def linear_hsic(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Twin of :func:`nonrobust_ext.ops.linear_hsic`: explicitly centred copies and the cross-covariance
+    product, all in float64 (the op's value is float64 too; its products run in the compute dtype)."""
+    _check_feature_matrix(x, "x")
+    _check_feature_matrix(y, "y")
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"y has {y.shape[0]} rows but x has {x.shape[0]}")
+    if x.shape[0] == 0:
+        return torch.zeros((), dtype=torch.float64, device=x.device)
+    xc = x.double() - x.double().mean(0)
+    yc = y.double() - y.double().mean(0)
+    return (xc.transpose(0, 1) @ yc).square().sum()
+
+
+__all__ = [
+    "class_feature_stats", "feature_discrepancy", "l2_step_", "linear_hsic", "linf_step_", "random_init_",
+]
