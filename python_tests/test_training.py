@@ -392,3 +392,18 @@ def test_pretrain_save_load_finetune_with_dm_on_a_library_model(tmp_path):
     assert result.steps == 3 and model.fc.out_features == 5
     for key, value in frozen.items():
         assert torch.equal(model.state_dict()[key], value), key
+
+
+def test_dm_loss_is_cross_entropy_plus_beta_times_the_mean_squared_feature_distance():
+    from nonrobust_ext.attacks import feature_pgd
+
+    model = _net(batch_norm=False)  # no BatchNorm: the joint clean+adversarial forward equals two forwards
+    x, y = pattern_task(32, seed=4)
+    loss, _ = training.DM(eps=0.05, steps=2, beta=0.7)(model, model, x, y, seed=3)
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    x_adv = feature_pgd(model.forward_features, x, eps=0.05, steps=2, seed=3, module=model)
+    distance = (model.forward_features(x_adv) - model.forward_features(x)).square().sum(dim=1).mean()
+    expected = torch.nn.functional.cross_entropy(model(x), y) + 0.7 * distance
+    torch.testing.assert_close(loss, expected)
+    for got, want in zip(grads, torch.autograd.grad(expected, list(model.parameters())), strict=True):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
