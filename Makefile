@@ -4,7 +4,8 @@
 #
 #   make demo        train a small model on synthetic data and attack it (the main job, for now)
 #   make test        the test suite
-#   make bench       the CPU benchmarks, ops and attacks (results under benchmarks/results/), < 10 min
+#   make bench       the CPU benchmarks of the attack side, ops and attacks (benchmarks/results/), < 10 min
+#   make bench-all   all CPU benchmarks: also PGD-AT training and the feature statistics (~ 20 min)
 #   make cuda-check  compile-check the CUDA sources with nvcc (CPU-only torch: compile, not link)
 
 PYTHON ?= python3
@@ -14,7 +15,7 @@ PIP := $(BIN)/python -m pip
 CONSTRAINTS := tools/constraints.txt
 SOURCES := $(shell find csrc nonrobust_ext tools/build -type f -not -name '*.pyc') CMakeLists.txt pyproject.toml
 
-.PHONY: install test demo bench cuda-check clean
+.PHONY: install test demo bench bench-all cuda-check clean
 
 $(BIN)/.tools: $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +39,10 @@ demo: install
 bench: install
 	$(BIN)/python benchmarks/bench_ops.py --out benchmarks/results
 	$(BIN)/python benchmarks/bench_attacks.py --out benchmarks/results
+
+bench-all: bench
+	$(BIN)/python benchmarks/bench_training.py --out benchmarks/results
+	$(BIN)/python benchmarks/bench_stats.py --out benchmarks/results
 
 cuda-check: $(BIN)/.tools
 	$(BIN)/python tools/check_cuda_compile.py

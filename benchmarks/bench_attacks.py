@@ -36,13 +36,7 @@ import argparse
 import copy
 import csv
 import datetime as dt
-import os
-import platform
-import shlex
-import statistics
-import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,9 +47,8 @@ import torch.nn.functional as F
 import nonrobust_ext
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _env import RESULTS, device_name, git_commit, run_header, summarise, timed  # noqa: E402
 from _models import INPUT_SHAPES, MODELS  # noqa: E402
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -152,39 +145,6 @@ CHANNELS_LAST = {"nonrobust_ext_fast", "limit_fast"}  # run on the channels_last
 LIMITS = {"limit", "limit_fast"}
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(fn, device) -> float:
-    _sync(device)
-    t0 = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - t0
-
-
-def _git() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
-        return out.stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
-
-
-def _machine(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
-    except OSError:
-        pass
-    return platform.processor()
-
-
 def run_case(c: Case, device: torch.device, rounds: int, impls: list[str]) -> list[dict]:
     torch.manual_seed(0)
     model = MODELS[c.model]().to(device).eval()
@@ -216,20 +176,20 @@ def run_case(c: Case, device: torch.device, rounds: int, impls: list[str]) -> li
         call(name)
     for _ in range(min(rounds, c.max_rounds)):
         for name in impls:
-            times[name].append(_timed(lambda n=name: call(n), device))
+            times[name].append(timed(lambda n=name: call(n), device))
 
-    med = {n: statistics.median(t) for n, t in times.items()}
+    stats = {n: summarise(t, method="exclusive") for n, t in times.items()}
+    med = {n: s.median_s for n, s in stats.items()}
     rows = []
     for name in impls:
-        q = statistics.quantiles(times[name], n=4) if len(times[name]) >= 2 else [med[name]] * 3
         acc, diff = agreement.get(name, (float("nan"), float("nan")))
         rows.append({
-            "model": c.model, "batch": c.batch, "impl": name, "median_s": med[name], "iqr_s": q[2] - q[0],
+            "model": c.model, "batch": c.batch, "impl": name, "median_s": med[name], "iqr_s": stats[name].iqr_s,
             # The fast row is held to the limit in its own precision and layout.
             "ratio_to_limit": med[name] / med[_limit_for(name, med)] if _limit_for(name, med) else float("nan"),
             "speedup_vs_torchattacks": med["torchattacks"] / med[name] if "torchattacks" in med else float("nan"),
             "robust_accuracy": acc, "max_abs_diff_vs_nonrobust_ext": diff,
-            "device": _machine(device), "torch": torch.__version__, "git": _git(),
+            "device": device_name(device), "torch": torch.__version__, "git": git_commit(),
         })
     return rows
 
@@ -299,11 +259,7 @@ def write(rows: list[dict], out: Path, tag: str, device: torch.device, started: 
         "Models: `mnist_cnn` (2 convs, 1x28x28, the study's default data size), `small_cnn` (3 convs, 3x32x32),"
         " `resnet18` (CIFAR ResNet-18); definitions in benchmarks/_models.py.",
         "",
-        f"- Date (UTC): {started}",
-        f"- Machine: {_machine(device)}",
-        f"- torch {torch.__version__}; nonrobust_ext build: {nonrobust_ext.build_info()}",
-        f"- Git commit: {_git()}",
-        f"- Reproduce: `python {shlex.join(['benchmarks/bench_attacks.py'] + sys.argv[1:])}`",
+        *run_header(started, device),
         f"- Up to {args.rounds} interleaved rounds per implementation (3 for ResNet-18 on CPU) after one warm-up;"
         " median and IQR in seconds.",
         "- Inputs: uniform random images, labels = the model's own predictions (clean accuracy 1.0),"
@@ -320,7 +276,7 @@ def write(rows: list[dict], out: Path, tag: str, device: torch.device, started: 
             f"{r['max_abs_diff_vs_nonrobust_ext']:.2e} |"
         )
     lines += ["", "## Targets (computed from the table)", "", *targets(rows, device), ""]
-    if plot(rows, out / f"attacks_{tag}.png", _machine(device)):
+    if plot(rows, out / f"attacks_{tag}.png", device_name(device)):
         lines += [f"![time / limit per implementation](attacks_{tag}.png)", ""]
     (out / f"attacks_{tag}.md").write_text("\n".join(lines))
     print("\n".join(lines))
@@ -361,7 +317,7 @@ def main() -> None:
     parser.add_argument("--models", default=None, help="comma-separated subset of " + ",".join(MODELS))
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="2 rounds, small CNN only, small batch")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--tag", default=None)
     args = parser.parse_args()
     device = torch.device(args.device)

@@ -40,14 +40,6 @@ Where results go
 from __future__ import annotations
 
 import argparse
-import csv
-import datetime as _dt
-import fnmatch
-import os
-import platform
-import shlex
-import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -61,7 +53,9 @@ import nonrobust_ext
 from nonrobust_ext import ops as nrx_ops
 from nonrobust_ext import reference as nrx_ref
 
-REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _env as env  # noqa: E402
+
 IMPLS = ("fused_op", "fused_wrapper", "eager", "compile", "copy")
 CSV_FIELDS = (
     "case", "impl", "dtype", "shape", "layout", "median_us", "iqr_us", "gbps", "ratio_to_copy",
@@ -105,45 +99,6 @@ def all_cases() -> list[Case]:
             Case(f"{op}_imagenet_bf16", op, IMAGENET, torch.bfloat16, large=True, cuda_only=True),
         ]
     return cases
-
-
-# --------------------------------------------------------------------------------------------------
-# provenance
-
-
-def _git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                             text=True, timeout=10)
-        return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
-    except Exception:
-        return "unknown"
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return _cpu_model()
-
-
-def _repro_command() -> str:
-    script = Path(sys.argv[0]).resolve()
-    try:
-        shown = str(script.relative_to(REPO))
-    except ValueError:
-        shown = str(script)
-    return "python " + shlex.join([shown] + sys.argv[1:])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -255,7 +210,7 @@ def first_compiled_call(case: Case, state: State, device: torch.device) -> float
         print(f"  note: {COMPILE_NOTES[-1]}", flush=True)
         t0 = time.perf_counter()
         fn(state.x_adv, state.grad, state.x, **state.kwargs())
-    _sync(device)
+    env.sync(device)
     return time.perf_counter() - t0
 
 
@@ -309,20 +264,8 @@ def check_correctness(case: Case, device: torch.device, steps: int = 3) -> float
     return compile_s
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 # --------------------------------------------------------------------------------------------------
 # timing
-
-
-@dataclass
-class Timing:
-    median_s: float
-    iqr_s: float
-    n_blocks: int
 
 
 def _timer(case: Case, impl: str, state: State, threads: int) -> tbench.Timer:
@@ -346,7 +289,7 @@ def _timer(case: Case, impl: str, state: State, threads: int) -> tbench.Timer:
 
 
 def time_case(case: Case, device: torch.device, threads: int, rounds: int,
-              min_run_time: float) -> dict[str, Timing]:
+              min_run_time: float) -> dict[str, env.Timing]:
     state = make_state(case, device, seed=2)
     impls = [i for i in IMPLS if not (i == "compile" and case.name in COMPILE_FAILED)]
     timers = {impl: _timer(case, impl, state, threads) for impl in impls}
@@ -358,15 +301,7 @@ def time_case(case: Case, device: torch.device, threads: int, rounds: int,
         for impl in order:
             m = timers[impl].blocked_autorange(min_run_time=min_run_time)
             times[impl] += list(m.times)   # per-call seconds, one value per block
-    out = {}
-    for impl, ts in times.items():
-        if len(ts) >= 2:
-            q = statistics.quantiles(ts, n=4, method="inclusive")
-            iqr = q[2] - q[0]
-        else:
-            iqr = 0.0
-        out[impl] = Timing(statistics.median(ts), iqr, len(ts))
-    return out
+    return {impl: env.summarise(ts) for impl, ts in times.items()}
 
 
 def cpu_parallelism(case: Case, impl: str, threads: int, seconds: float = 0.3) -> float:
@@ -394,7 +329,7 @@ def cpu_parallelism(case: Case, impl: str, threads: int, seconds: float = 0.3) -
 # reporting
 
 
-def build_rows(case: Case, timings: dict[str, Timing], device: torch.device, threads: int,
+def build_rows(case: Case, timings: dict[str, env.Timing], device: torch.device, threads: int,
                commit: str) -> list[dict]:
     numel = 1
     for d in case.shape:
@@ -406,7 +341,7 @@ def build_rows(case: Case, timings: dict[str, Timing], device: torch.device, thr
     compile_s = timings["compile"].median_s if "compile" in timings else nan
     rows = []
     for impl in IMPLS:
-        t = timings.get(impl, Timing(nan, nan, 0))
+        t = timings.get(impl, env.Timing(nan, nan, 0))
         gbps = (copy_bytes if impl == "copy" else step_bytes) / t.median_s / 1e9
         note = ""
         if impl == "compile" and case.name in COMPILE_FAILED:
@@ -420,7 +355,7 @@ def build_rows(case: Case, timings: dict[str, Timing], device: torch.device, thr
             "ratio_to_copy": gbps / copy_gbps,
             "speedup_vs_eager": timings["eager"].median_s / t.median_s,
             "speedup_vs_compile": compile_s / t.median_s,
-            "op": f"{case.op}_step_", "device": _device_name(device), "threads": threads,
+            "op": f"{case.op}_step_", "device": env.device_name(device, counts=False), "threads": threads,
             "torch": torch.__version__, "git": commit, "note": note,
         })
     return rows
@@ -430,15 +365,12 @@ def evaluate_targets(rows: list[dict], cases: dict[str, Case]) -> list[str]:
     fused = [r for r in rows if r["impl"] == "fused_op"]
     lines = []
 
-    def verdict(ok: bool) -> str:
-        return "**MET**" if ok else "**NOT MET**"
-
     if not fused:
         return ["(no cases run)"]
     worst = min(fused, key=lambda r: r["speedup_vs_eager"])
     ok = all(r["speedup_vs_eager"] >= TARGET_SPEEDUP_VS_EAGER for r in fused)
     detail = ", ".join(f"{r['case']} {r['speedup_vs_eager']:.2f}x" for r in fused)
-    lines.append(f"- Fused >= {TARGET_SPEEDUP_VS_EAGER:g}x the eager expression (every case): {verdict(ok)} "
+    lines.append(f"- Fused >= {TARGET_SPEEDUP_VS_EAGER:g}x the eager expression (every case): {env.verdict(ok)} "
                  f"(worst {worst['case']} {worst['speedup_vs_eager']:.2f}x; {detail})")
     comparable = [r for r in fused if r["speedup_vs_compile"] == r["speedup_vs_compile"]]  # not NaN
     missing = [r["case"] for r in fused if r not in comparable]
@@ -446,7 +378,7 @@ def evaluate_targets(rows: list[dict], cases: dict[str, Case]) -> list[str]:
         worst = min(comparable, key=lambda r: r["speedup_vs_compile"])
         ok = all(r["speedup_vs_compile"] >= 1.0 for r in comparable)
         detail = ", ".join(f"{r['case']} {r['speedup_vs_compile']:.2f}x" for r in comparable)
-        lines.append(f"- Fused no slower than torch.compile (every case, medians): {verdict(ok)} "
+        lines.append(f"- Fused no slower than torch.compile (every case, medians): {env.verdict(ok)} "
                      f"(worst {worst['case']} {worst['speedup_vs_compile']:.2f}x; {detail})"
                      + (f"; not evaluated for {missing} (torch.compile failed)" if missing else ""))
     else:
@@ -457,7 +389,7 @@ def evaluate_targets(rows: list[dict], cases: dict[str, Case]) -> list[str]:
         ok = all(r["ratio_to_copy"] >= TARGET_COPY_FRACTION for r in large)
         detail = ", ".join(f"{r['case']} {100 * r['ratio_to_copy']:.0f}%" for r in large)
         lines.append(f"- Fused >= {100 * TARGET_COPY_FRACTION:.0f}% of the copy's bandwidth on the large "
-                     f"(ImageNet-sized) batch: {verdict(ok)} (worst {worst['case']} "
+                     f"(ImageNet-sized) batch: {env.verdict(ok)} (worst {worst['case']} "
                      f"{100 * worst['ratio_to_copy']:.0f}%; {detail})")
     else:
         lines.append("- Bandwidth target on the large batch: not evaluated (no ImageNet-sized case run)")
@@ -468,26 +400,17 @@ def write_outputs(out_dir: Path, tag: str, rows: list[dict], header: list[str], 
                   notes: list[str]) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = out_dir / f"ops_{tag}.csv", out_dir / f"ops_{tag}.md"
-    with open(csv_path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in r.items()})
+    env.write_csv(csv_path, rows, CSV_FIELDS)
     cols = ("case", "impl", "dtype", "shape", "layout", "median_us", "iqr_us", "gbps", "ratio_to_copy",
             "speedup_vs_eager", "speedup_vs_compile", "note")
     heads = ("case", "impl", "dtype", "shape", "layout", "median (us)", "IQR (us)", "GB/s",
              "GB/s / copy", "speedup vs eager", "speedup vs compile", "note")
     fmt = {"median_us": "{:.1f}", "iqr_us": "{:.1f}", "gbps": "{:.2f}", "ratio_to_copy": "{:.2f}",
            "speedup_vs_eager": "{:.2f}x", "speedup_vs_compile": "{:.2f}x"}
-    lines = ["# Fused attack-step ops: nonrobust_ext vs eager PyTorch, torch.compile and copy", ""]
-    lines += header + ["", "| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
-    for r in rows:
-        cells = [fmt[c].format(r[c]) if c in fmt else str(r[c]) for c in cols]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "## Targets (computed from the table above, raw op `fused_op`)", ""] + targets
-    if notes:
-        lines += ["", "## Notes", ""] + notes
-    md_path.write_text("\n".join(lines) + "\n")
+    table = [[fmt[c].format(r[c]) if c in fmt else str(r[c]) for c in cols] for r in rows]
+    env.write_markdown(
+        md_path, "Fused attack-step ops: nonrobust_ext vs eager PyTorch, torch.compile and copy", header,
+        heads, table, "Targets (computed from the table above, raw op `fused_op`)", targets, notes)
     return csv_path, md_path
 
 
@@ -495,46 +418,22 @@ def write_outputs(out_dir: Path, tag: str, rows: list[dict], header: list[str], 
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="fewer, shorter timing runs (smoke test)")
-    p.add_argument("--cases", nargs="+", default=None,
-                   help="case names or fnmatch patterns (default: all for the device)")
-    p.add_argument("--list", action="store_true", help="list the cases and exit")
-    p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
-    p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results", help="output folder")
-    p.add_argument("--tag", default=None, help='suffix of the output file names (default: "cpu" or "cuda")')
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch threads for every implementation (default: torch's default, reported)")
-    p.add_argument("--rounds", type=int, default=None, help="interleaved timing rounds (default 3, quick 1)")
-    p.add_argument("--min-run-time", type=float, default=None,
-                   help="seconds per implementation per round (default 1.0, quick 0.2)")
+    p = env.common_parser(__doc__)
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda requested but torch.cuda.is_available() is False")
-    tag = args.tag or device.type
-    rounds = args.rounds or (1 if args.quick else 3)
-    min_run_time = args.min_run_time or (0.2 if args.quick else 1.0)
+    device = env.open_device(args.device)
+    tag, rounds, min_run_time = env.timing_settings(args, device)
 
     available = [c for c in all_cases() if device.type == "cuda" or not c.cuda_only]
     if args.list:
         for c in available:
             print(f"{c.name:22s} {c.op:5s} {str(c.dtype):16s} {c.shape} {c.layout}")
         return 0
-    if args.cases:
-        selected = [c for c in available if any(fnmatch.fnmatchcase(c.name, pat) for pat in args.cases)]
-        unknown = [pat for pat in args.cases if not any(fnmatch.fnmatchcase(c.name, pat) for c in available)]
-        if unknown:
-            raise SystemExit(f"unknown case(s) {unknown}; available: {[c.name for c in available]}")
-    else:
-        selected = available
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
+    selected = env.select_cases(available, args.cases, lambda c: c.name)
+    threads = env.use_device(device, args.threads)
 
     # Enough compiled variants for every shape/layout/dtype of one op.
     import torch._dynamo as dynamo
@@ -547,15 +446,7 @@ def main(argv=None) -> int:
     if hasattr(inductor_config, "force_disable_caches"):
         inductor_config.force_disable_caches = True
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    threads = torch.get_num_threads()
-    commit = _git_commit()
-    build = nonrobust_ext.build_info()
-    started = _dt.datetime.now(_dt.timezone.utc)
-    load0 = os.getloadavg() if hasattr(os, "getloadavg") else None
-    print(f"device={_device_name(device)}  threads={threads}  torch={torch.__version__}  "
-          f"cpu_isa={build.get('cpu_isa')}  git={commit}", flush=True)
+    commit, build, started, load0 = env.start_run(device, threads)
 
     rows: list[dict] = []
     compile_times = {}
@@ -580,19 +471,10 @@ def main(argv=None) -> int:
                   f"  {r['ratio_to_copy']:5.2f} of copy  {r['speedup_vs_eager']:6.2f}x eager"
                   f"  {r['speedup_vs_compile']:5.2f}x compile", flush=True)
     total = time.perf_counter() - t_all
-    load1 = os.getloadavg() if hasattr(os, "getloadavg") else None
+    load1 = env.load_average()
 
-    build_str = ", ".join(f"{k}={v}" for k, v in build.items())
-    header = [
-        f"- Date (UTC): {started.strftime('%Y-%m-%d %H:%M:%S')}",
-        f"- Machine: {_cpu_model()}; os.cpu_count()={os.cpu_count()}; torch threads={threads}"
-        + (f"; device: {_device_name(device)}" if device.type == "cuda" else "; device: cpu"),
-        "- Load average (1/5/15 min) at start / end: "
-        + (f"{'/'.join(f'{v:.2f}' for v in load0)} / {'/'.join(f'{v:.2f}' for v in load1)}" if load0 else "n/a"),
-        f"- torch {torch.__version__}; Python {platform.python_version()}",
-        f"- nonrobust_ext {getattr(nonrobust_ext, '__version__', '?')} build_info: {build_str}",
-        f"- Git commit: {commit}",
-        f"- Reproduce: `{_repro_command()}`",
+    header = env.provenance_header(started.strftime('%Y-%m-%d %H:%M:%S'), device, threads, build,
+                               getattr(nonrobust_ext, '__version__', '?'), load0, load1) + [
         f"- Timing: torch.utils.benchmark blocked_autorange, {rounds} interleaved round(s) x "
         f"{min_run_time:g} s per implementation; median and IQR over all timed blocks"
         + (" (--quick)" if args.quick else ""),
@@ -620,10 +502,7 @@ def main(argv=None) -> int:
                      + ". A value near 1 means the implementation ran on one thread.")
     notes += [f"- {n}" for n in COMPILE_NOTES]
     notes += [f"- torch.compile failed for {k}, not timed: {v}" for k, v in COMPILE_FAILED.items()]
-    if load0 and load0[0] > 0.5:
-        notes.append(f"- WARNING: the 1-min load average was {load0[0]:.2f} before this run started: other "
-                     "processes were using the CPU, which disturbs multi-threaded timings (a descheduled "
-                     "worker thread stalls a parallel region); rerun on an idle machine before quoting numbers.")
+    notes += env.load_warning(load0)
     targets = evaluate_targets(rows, {c.name: c for c in selected})
     csv_path, md_path = write_outputs(args.out, tag, rows, header, targets, notes)
     print("\n" + "\n".join(targets))

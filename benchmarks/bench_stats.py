@@ -38,14 +38,6 @@ Where results go
 from __future__ import annotations
 
 import argparse
-import csv
-import datetime as _dt
-import fnmatch
-import os
-import platform
-import shlex
-import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -58,7 +50,9 @@ import nonrobust_ext
 from nonrobust_ext import ops as nrx_ops
 from nonrobust_ext import reference as nrx_ref
 
-REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _env as env  # noqa: E402
+
 CSV_FIELDS = (
     "case", "impl", "shape", "classes", "median_ms", "iqr_ms", "gbps", "ratio_to_copy", "speedup_vs_twin",
     "speedup_vs_gram", "device", "threads", "torch", "git", "note",
@@ -84,52 +78,6 @@ def all_cases() -> list[Case]:
         Case("discrepancy", "discrepancy", (65536, 512)),
         Case("cka", "cka", (10000, 2048)),
     ]
-
-
-# --------------------------------------------------------------------------------------------------
-# provenance
-
-
-def _git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                             timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True, timeout=10)
-        if out.returncode != 0 or not out.stdout.strip():
-            return "unknown"
-        return out.stdout.strip() + ("+uncommitted" if dirty.stdout.strip() else "")
-    except Exception:
-        return "unknown"
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_model()
-
-
-def _repro_command() -> str:
-    script = Path(sys.argv[0]).resolve()
-    try:
-        shown = str(script.relative_to(REPO))
-    except ValueError:
-        shown = str(script)
-    return "python " + shlex.join([shown] + sys.argv[1:])
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -224,24 +172,8 @@ def check_correctness(case: Case, data: dict) -> str:
         raise SystemExit(f"CORRECTNESS FAILURE in case {case.name}; not timing.\n{err}") from None
 
 
-@dataclass
-class Timing:
-    median_s: float
-    iqr_s: float
-    n: int
-
-
-def _summarise(ts: list[float]) -> Timing:
-    if len(ts) >= 2:
-        q = statistics.quantiles(ts, n=4, method="inclusive")
-        iqr = q[2] - q[0]
-    else:
-        iqr = 0.0
-    return Timing(statistics.median(ts), iqr, len(ts))
-
-
 def time_cases(cases: list[Case], device: torch.device, threads: int, rounds: int, min_run_time: float,
-               cka_calls: int) -> dict[str, dict[str, Timing]]:
+               cka_calls: int) -> dict[str, dict[str, env.Timing]]:
     """Times every case and the copy, interleaved round by round."""
     datas = {c.name: make_data(c, device, seed=1) for c in cases}
     copy_src = torch.randn(65536, 512, device=device)
@@ -264,9 +196,9 @@ def time_cases(cases: list[Case], device: torch.device, threads: int, rounds: in
             else:
                 times[key] += list(timers[key].blocked_autorange(min_run_time=min_run_time).times)
         print(f"  round {r + 1}/{rounds} done", flush=True)
-    out: dict[str, dict[str, Timing]] = {}
+    out: dict[str, dict[str, env.Timing]] = {}
     for (case, impl), ts in times.items():
-        out.setdefault(case, {})[impl] = _summarise(ts)
+        out.setdefault(case, {})[impl] = env.summarise(ts)
     return out
 
 
@@ -280,7 +212,8 @@ def build_rows(cases: list[Case], timings: dict, notes: dict, device: torch.devi
     copy = timings["copy"]["copy"]
     copy_bytes = 2 * 65536 * 512 * 4
     copy_gbps = copy_bytes / copy.median_s / 1e9
-    common = {"device": _device_name(device), "threads": threads, "torch": torch.__version__, "git": commit}
+    common = {"device": env.device_name(device, counts=False), "threads": threads, "torch": torch.__version__,
+              "git": commit}
     rows = [{"case": "copy", "impl": "copy", "shape": "65536x512", "classes": "", "median_ms": copy.median_s * 1e3,
              "iqr_ms": copy.iqr_s * 1e3, "gbps": copy_gbps, "ratio_to_copy": 1.0, "speedup_vs_twin": nan,
              "speedup_vs_gram": nan, "note": "dst.copy_(src), float32", **common}]
@@ -311,20 +244,17 @@ def evaluate_targets(rows: list[dict]) -> list[str]:
     one_pass = [r for r in ops if r["case"] != "cka"]
     lines = []
 
-    def verdict(ok: bool) -> str:
-        return "**MET**" if ok else "**NOT MET**"
-
     if one_pass:
         worst = min(one_pass, key=lambda r: r["speedup_vs_twin"])
         ok = all(r["speedup_vs_twin"] >= TARGET_SPEEDUP_VS_TWIN for r in one_pass)
         detail = ", ".join(f"{r['case']} {r['speedup_vs_twin']:.2f}x" for r in one_pass)
-        lines.append(f"- One-pass statistics >= {TARGET_SPEEDUP_VS_TWIN:g}x their pure-PyTorch twins: {verdict(ok)} "
-                     f"(worst {worst['case']} {worst['speedup_vs_twin']:.2f}x; {detail})")
+        lines.append(f"- One-pass statistics >= {TARGET_SPEEDUP_VS_TWIN:g}x their pure-PyTorch twins: "
+                     f"{env.verdict(ok)} (worst {worst['case']} {worst['speedup_vs_twin']:.2f}x; {detail})")
         worst = min(one_pass, key=lambda r: r["ratio_to_copy"])
         ok = all(r["ratio_to_copy"] >= TARGET_COPY_FRACTION for r in one_pass)
         detail = ", ".join(f"{r['case']} {100 * r['ratio_to_copy']:.0f}%" for r in one_pass)
         lines.append(f"- One-pass statistics >= {100 * TARGET_COPY_FRACTION:.0f}% of the copy's bandwidth: "
-                     f"{verdict(ok)} (worst {worst['case']} {100 * worst['ratio_to_copy']:.0f}%; {detail})")
+                     f"{env.verdict(ok)} (worst {worst['case']} {100 * worst['ratio_to_copy']:.0f}%; {detail})")
     cka = [r for r in ops if r["case"] == "cka"]
     if cka:
         r = cka[0]
@@ -337,11 +267,7 @@ def write_outputs(out_dir: Path, tag: str, rows: list[dict], header: list[str], 
                   notes: list[str]) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = out_dir / f"stats_{tag}.csv", out_dir / f"stats_{tag}.md"
-    with open(csv_path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (f"{r[k]:.4g}" if isinstance(r[k], float) else r[k]) for k in CSV_FIELDS})
+    env.write_csv(csv_path, rows, CSV_FIELDS)
     cols = ("case", "impl", "shape", "classes", "median_ms", "iqr_ms", "gbps", "ratio_to_copy", "speedup_vs_twin",
             "speedup_vs_gram", "note")
     heads = ("case", "impl", "shape", "K", "median (ms)", "IQR (ms)", "GB/s", "GB/s / copy", "speedup vs twin",
@@ -355,14 +281,10 @@ def write_outputs(out_dir: Path, tag: str, rows: list[dict], header: list[str], 
                     "ratio_to_copy": f"{v:.2f}"}.get(c, f"{v:.2f}x")
         return str(v)
 
-    lines = ["# Feature-statistics ops: nonrobust_ext vs their pure-PyTorch twins and a copy", ""]
-    lines += header + ["", "| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
-    for r in rows:
-        lines.append("| " + " | ".join(cell(c, r[c]) for c in cols) + " |")
-    lines += ["", "## Targets (computed from the table above, raw ops)", ""] + targets
-    if notes:
-        lines += ["", "## Notes", ""] + notes
-    md_path.write_text("\n".join(lines) + "\n")
+    table = [[cell(c, r[c]) for c in cols] for r in rows]
+    env.write_markdown(
+        md_path, "Feature-statistics ops: nonrobust_ext vs their pure-PyTorch twins and a copy", header,
+        heads, table, "Targets (computed from the table above, raw ops)", targets, notes)
     return csv_path, md_path
 
 
@@ -370,18 +292,7 @@ def write_outputs(out_dir: Path, tag: str, rows: list[dict], header: list[str], 
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="fewer, shorter timing runs (smoke test)")
-    p.add_argument("--cases", nargs="+", default=None, help="case names or fnmatch patterns (default: all)")
-    p.add_argument("--list", action="store_true", help="list the cases and exit")
-    p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
-    p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results", help="output folder")
-    p.add_argument("--tag", default=None, help='suffix of the output file names (default: "cpu" or "cuda")')
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default, reported)")
-    p.add_argument("--rounds", type=int, default=None, help="interleaved timing rounds (default 3, quick 1)")
-    p.add_argument("--min-run-time", type=float, default=None,
-                   help="seconds per implementation per round (default 1.0, quick 0.2)")
+    p = env.common_parser(__doc__)
     p.add_argument("--cka-calls", type=int, default=None, help="CKA calls per implementation per round "
                    "(default 1)")
     return p.parse_args(argv)
@@ -389,36 +300,17 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda requested but torch.cuda.is_available() is False")
-    tag = args.tag or device.type
-    rounds = args.rounds or (1 if args.quick else 3)
-    min_run_time = args.min_run_time or (0.2 if args.quick else 1.0)
+    device = env.open_device(args.device)
+    tag, rounds, min_run_time = env.timing_settings(args, device)
     cka_calls = args.cka_calls or 1
     available = all_cases()
     if args.list:
         for c in available:
             print(f"{c.name:20s} {c.kind:12s} {c.shape} K={c.classes}")
         return 0
-    if args.cases:
-        selected = [c for c in available if any(fnmatch.fnmatchcase(c.name, pat) for pat in args.cases)]
-        unknown = [pat for pat in args.cases if not any(fnmatch.fnmatchcase(c.name, pat) for c in available)]
-        if unknown:
-            raise SystemExit(f"unknown case(s) {unknown}; available: {[c.name for c in available]}")
-    else:
-        selected = available
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    threads = torch.get_num_threads()
-    commit = _git_commit()
-    build = nonrobust_ext.build_info()
-    started = _dt.datetime.now(_dt.timezone.utc)
-    load0 = os.getloadavg() if hasattr(os, "getloadavg") else None
-    print(f"device={_device_name(device)}  threads={threads}  torch={torch.__version__}  "
-          f"cpu_isa={build.get('cpu_isa')}  git={commit}", flush=True)
+    selected = env.select_cases(available, args.cases, lambda c: c.name)
+    threads = env.use_device(device, args.threads)
+    commit, build, started, load0 = env.start_run(device, threads)
 
     t_all = time.perf_counter()
     notes = {}
@@ -428,24 +320,15 @@ def main(argv=None) -> int:
         print(f"[{c.name}] correctness OK ({time.perf_counter() - t0:.1f} s): {notes[c.name]}", flush=True)
     timings = time_cases(selected, device, threads, rounds, min_run_time, cka_calls)
     total = time.perf_counter() - t_all
-    load1 = os.getloadavg() if hasattr(os, "getloadavg") else None
+    load1 = env.load_average()
     rows = build_rows(selected, timings, notes, device, threads, commit)
     for r in rows:
         print(f"  {r['case']:18s} {r['impl']:5s} {r['median_ms']:10.2f} ms  IQR {r['iqr_ms']:7.2f}  "
               f"{r['gbps']:7.2f} GB/s  {r['ratio_to_copy']:5.2f} of copy  {r['speedup_vs_twin']:6.2f}x twin"
               f"  {r['speedup_vs_gram']:6.2f}x gram", flush=True)
 
-    build_str = ", ".join(f"{k}={v}" for k, v in build.items())
-    header = [
-        f"- Date (UTC): {started.strftime('%Y-%m-%d %H:%M:%S')}",
-        f"- Machine: {_cpu_model()}; os.cpu_count()={os.cpu_count()}; torch threads={threads}"
-        + (f"; device: {_device_name(device)}" if device.type == "cuda" else "; device: cpu"),
-        "- Load average (1/5/15 min) at start / end: "
-        + (f"{'/'.join(f'{v:.2f}' for v in load0)} / {'/'.join(f'{v:.2f}' for v in load1)}" if load0 else "n/a"),
-        f"- torch {torch.__version__}; Python {platform.python_version()}",
-        f"- nonrobust_ext {getattr(nonrobust_ext, '__version__', '?')} build_info: {build_str}",
-        f"- Git commit: {commit}",
-        f"- Reproduce: `{_repro_command()}`",
+    header = env.provenance_header(started.strftime('%Y-%m-%d %H:%M:%S'), device, threads, build,
+                               getattr(nonrobust_ext, '__version__', '?'), load0, load1) + [
         f"- Timing: torch.utils.benchmark, {rounds} interleaved round(s); blocked_autorange x {min_run_time:g} s "
         f"per implementation and round, except CKA: {cka_calls} single call(s) per implementation and round; "
         "median and IQR over all timed blocks/calls" + (" (--quick)" if args.quick else ""),
@@ -460,12 +343,7 @@ def main(argv=None) -> int:
         "- Data: features N(3, 1) with uniform random labels; discrepancy: clean N(0, 1), adv = clean + "
         "N(0, 0.05^2); CKA: post-ReLU activations, the second layer a noisy random linear map of the first.",
     ]
-    run_notes = [f"- Total wall time (correctness + timing): {total:.1f} s"]
-    if load0 and load0[0] > 0.5:
-        run_notes.append(
-            f"- WARNING: the 1-min load average was {load0[0]:.2f} before this run started: other processes were "
-            "using the CPU, which disturbs multi-threaded timings (a descheduled worker thread stalls a parallel "
-            "region); rerun on an idle machine before quoting numbers.")
+    run_notes = [f"- Total wall time (correctness + timing): {total:.1f} s"] + env.load_warning(load0)
     targets = evaluate_targets(rows)
     csv_path, md_path = write_outputs(args.out, tag, rows, header, targets, run_notes)
     print("\n" + "\n".join(targets))

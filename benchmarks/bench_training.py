@@ -22,10 +22,7 @@ import argparse
 import copy
 import csv
 import datetime as dt
-import shlex
-import statistics
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,10 +34,8 @@ from nonrobust_ext import data as nxdata
 from nonrobust_ext import models, training
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_attacks import _git, _machine, _sync  # noqa: E402
+from _env import RESULTS, device_name, git_commit, run_header, summarise, timed  # noqa: E402
 from bench_attacks import pytorch_loop as attack_loop  # noqa: E402
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -144,20 +139,17 @@ def run(c: Case, device: torch.device, rounds: int) -> list[dict]:
     for _ in range(rounds):
         for name, fn in impls.items():
             model = copy.deepcopy(base)
-            _sync(device)
-            t0 = time.perf_counter()
-            fn(model)
-            _sync(device)
-            times[name].append(time.perf_counter() - t0)
-    med = {n: statistics.median(t) for n, t in times.items()}
+            times[name].append(timed(lambda f=fn, m=model: f(m), device))
+    stats = {n: summarise(t, method="exclusive") for n, t in times.items()}
+    med = {n: s.median_s for n, s in stats.items()}
     rows = []
     for name in impls:
-        q = statistics.quantiles(times[name], n=4) if len(times[name]) >= 2 else [med[name]] * 3
         rows.append({
             "model": c.model, "input": f"{c.in_channels}x{c.size}x{c.size}", "samples": c.samples, "batch": c.batch,
-            "pgd_steps": c.steps, "impl": name, "median_s": med[name], "iqr_s": q[2] - q[0],
+            "pgd_steps": c.steps, "impl": name, "median_s": med[name], "iqr_s": stats[name].iqr_s,
             "ratio_to_limit": med[name] / med["limit"], "speedup_vs_pytorch_loop": med["pytorch_loop"] / med[name],
-            "one_step_max_weight_diff": diff, "device": _machine(device), "torch": torch.__version__, "git": _git(),
+            "one_step_max_weight_diff": diff, "device": device_name(device), "torch": torch.__version__,
+            "git": git_commit(),
         })
     return rows
 
@@ -172,11 +164,7 @@ def write(rows: list[dict], out: Path, tag: str, device: torch.device, started: 
     lines = [
         f"# PGD-AT, one epoch ({r0['samples']} samples, batch {r0['batch']}, PGD-{r0['pgd_steps']}), end to end",
         "",
-        f"- Date (UTC): {started}",
-        f"- Machine: {_machine(device)}",
-        f"- torch {torch.__version__}; nonrobust_ext build: {nonrobust_ext.build_info()}",
-        f"- Git commit: {_git()}",
-        f"- Reproduce: `python {shlex.join(['benchmarks/bench_training.py'] + sys.argv[1:])}`",
+        *run_header(started, device),
         f"- {rounds} interleaved rounds after one warm-up, each from the same initial weights; median and IQR.",
         f"- Correctness: one step of ours vs the pure-PyTorch step from the same start: max weight difference "
         f"{r0['one_step_max_weight_diff']:.2e}.",
@@ -206,7 +194,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="a small epoch, 1 round")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--tag", default=None)
     args = parser.parse_args()
     device = torch.device(args.device)
