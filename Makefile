@@ -2,7 +2,9 @@
 # torch 2.13.0 (CPU), the build tools, and nonrobust_ext built from this tree (rebuilt when sources
 # change).
 #
-#   make demo        train a small model on synthetic data and attack it (the main job, for now)
+#   make demo        train a small model on synthetic data and attack it (seconds)
+#   make study       the transfer study on Fashion-MNIST (first slice: six models x seeds, accuracy and
+#                    robustness report); installs Debian's dataset-fashion-mnist when it is missing
 #   make test        the test suite
 #   make bench       the CPU benchmarks of the attack side, ops and attacks (benchmarks/results/), < 10 min
 #   make bench-all   all CPU benchmarks: also PGD-AT training and the feature statistics (~ 20 min)
@@ -15,7 +17,7 @@ PIP := $(BIN)/python -m pip
 CONSTRAINTS := tools/constraints.txt
 SOURCES := $(shell find csrc nonrobust_ext tools/build -type f -not -name '*.pyc') CMakeLists.txt pyproject.toml
 
-.PHONY: install test demo bench bench-all cuda-check clean
+.PHONY: install test demo study bench bench-all cuda-check clean
 
 $(BIN)/.tools: $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +37,12 @@ test: install
 
 demo: install
 	$(BIN)/nonrobust-ext demo --out out/demo
+
+FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+study: install
+	@test -e $(FMNIST) || [ -n "$$NONROBUST_EXT_DATA" ] || \
+		(apt-get install -y dataset-fashion-mnist || (apt-get update && apt-get install -y dataset-fashion-mnist))
+	$(BIN)/nonrobust-ext study --out out/study $(STUDY_ARGS)
 
 bench: install
 	$(BIN)/python benchmarks/bench_ops.py --out benchmarks/results
