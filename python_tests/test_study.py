@@ -14,7 +14,7 @@ from nonrobust_ext.experiments import study
 from nonrobust_ext.experiments.study import StudyConfig, run_study
 
 TINY = dict(dataset="synthetic", source_per_class=40, shots=8, seeds=(0, 1), source_epochs=1, target_steps=4,
-            batch_size=64, train_steps=2, eval_steps=2, eval_samples=100, eval_eps=(0.0, 0.1))
+            batch_size=64, train_steps=2, eval_steps=2, eval_samples=100, eval_eps=(0.0, 0.1), analysis_samples=64)
 
 
 def _numbers(obj) -> set[str]:
@@ -33,8 +33,10 @@ def test_quick_study_writes_results_and_a_report_made_of_its_numbers(tmp_path):
     saved = json.loads((tmp_path / "results.json").read_text())
     assert set(saved["seeds"]) == {"0", "1"}
     for seed in saved["seeds"].values():
-        assert set(seed) == set(study.STAGES)
-        for model in seed.values():
+        assert set(seed) == {*study.STAGES, "analyses"}
+        assert set(seed["analyses"]["cka"]) == {f"{a}~{b}" for a, b in study.CKA_PAIRS}
+        for stage in study.STAGES:
+            model = seed[stage]
             assert 0 <= model["robust_accuracy"][1] <= model["robust_accuracy"][0] == model["clean_accuracy"]
     assert saved["summary"] == results["summary"]
     report = (tmp_path / "report.md").read_text()

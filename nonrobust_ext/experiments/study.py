@@ -34,10 +34,11 @@ from typing import Any
 
 import torch
 
+from .. import analysis, models, training
 from .. import data as nxdata
-from .. import models, training
 from .._io import atomic_write
-from ..attacks import robust_accuracy
+from ..attacks import feature_pgd, robust_accuracy
+from ..attacks._common import eval_mode
 
 SOURCE_STAGES = ("pretrained", "robust_pretrained")
 TARGET_STAGES = ("finetuned", "standard", "robust_finetuned", "dm")
@@ -65,6 +66,8 @@ class StudyConfig:
         dm_beta: weight of DM's feature-discrepancy term.
         eval_eps, eval_steps: the L-inf PGD evaluation grid and its steps.
         eval_samples: test images per side evaluated (``None``: all).
+        analysis_samples: target test images the analyses (CKA, transfer, frequency, features) use.
+        frequency_radii: radii of the low-pass / high-pass split of the frequency analysis.
         device: where to train and evaluate.
     """
 
@@ -89,6 +92,8 @@ class StudyConfig:
     eval_eps: tuple[float, ...] = (0.0, 0.02, 0.05, 0.1)
     eval_steps: int = 10
     eval_samples: int | None = 500
+    analysis_samples: int = 300
+    frequency_radii: tuple[float, ...] = (2.0, 4.0, 8.0)
     device: str = "cpu"
 
     def __post_init__(self) -> None:
@@ -105,7 +110,7 @@ class StudyConfig:
     def quick(cls, **overrides: Any) -> StudyConfig:
         """A small configuration that runs end to end in about a minute or two on a 2-core CPU."""
         small = dict(source_per_class=200, shots=10, seeds=(0, 1), source_epochs=2, target_steps=30,
-                     train_steps=3, eval_steps=5, eval_samples=300, eval_eps=(0.0, 0.05, 0.1))
+                     train_steps=3, eval_steps=5, eval_samples=300, eval_eps=(0.0, 0.05, 0.1), analysis_samples=200)
         return cls(**{**small, **overrides})
 
     def as_dict(self) -> dict[str, Any]:
@@ -132,6 +137,8 @@ def run_study(
         trained = _train_all(config, split, out / f"seed{seed}", seed, progress)
         log(f"seed {seed}: evaluating")
         per_seed[str(seed)] = _evaluate_all(config, split, trained, seed)
+        log(f"seed {seed}: analyses (CKA, transfer, frequency, features)")
+        per_seed[str(seed)]["analyses"] = _analyse(config, split, trained, seed)
     results = {
         "config": config.as_dict(),
         "seeds": per_seed,
@@ -234,6 +241,58 @@ def _evaluate_all(config: StudyConfig, split, trained: dict[str, torch.nn.Module
     return results
 
 
+# Pairs whose layer-wise similarity the study compares: how much of the (robust) source model each
+# target model keeps, against the standard model that never saw the source.
+CKA_PAIRS = (("pretrained", "finetuned"), ("pretrained", "standard"),
+             ("robust_pretrained", "robust_finetuned"), ("robust_pretrained", "dm"))
+
+
+def _analyse(config: StudyConfig, split, trained: dict[str, torch.nn.Module], seed: int) -> dict[str, Any]:
+    device = torch.device(config.device)
+    test = split.target_test
+    if len(test) > config.analysis_samples:
+        keep = torch.randperm(len(test), generator=torch.Generator().manual_seed(seed + 1))[: config.analysis_samples]
+        test = test.subset(keep.sort().values)
+    x, y = test.x, test.y
+    eps = max(config.eval_eps)
+    targets = {stage: trained[stage] for stage in TARGET_STAGES}
+    layers = [name for name, _ in trained["pretrained"].named_children() if name.startswith("layer")]
+
+    cka = {f"{a}~{b}": analysis.layer_similarity(trained[a], trained[b], x, layers, method="cka", device=device)
+           for a, b in CKA_PAIRS}
+    # Inherited non-robust features, measured directly: perturbations that move the *source* model's
+    # embedding as far as possible (no labels needed: its head is for other classes) and how much
+    # accuracy each target model loses on them.
+    source_transfer: dict[str, dict[str, float]] = {}
+    for source in SOURCE_STAGES:
+        module = trained[source]
+        x_adv = feature_pgd(module.forward_features, x.to(device), eps=eps, steps=config.eval_steps, seed=seed,
+                            module=module)
+        source_transfer[source] = {stage: _accuracy(model, x_adv, y.to(device)) for stage, model in targets.items()}
+    matrix = analysis.transfer_matrix(targets, (x, y), eps=eps, steps=config.eval_steps, seed=seed, device=device)
+    frequency = {stage: analysis.accuracy_by_frequency(model, (x, y), list(config.frequency_radii), device=device)
+                 for stage, model in targets.items()}
+    features = {stage: analysis.feature_usefulness(model, (x, y), eps=eps, steps=config.eval_steps, seed=seed,
+                                                   device=device).robust_share
+                for stage, model in targets.items()}
+    return {
+        "eps": eps,
+        "layers": layers,
+        "cka": cka,
+        "source_feature_attack_accuracy": source_transfer,
+        "transfer_accuracy": {src: dict(zip(matrix.names, row, strict=True))
+                              for src, row in zip(matrix.names, matrix.accuracy, strict=True)},
+        "frequency": {stage: {"low_accuracy": r["low_accuracy"], "high_accuracy": r["high_accuracy"]}
+                      for stage, r in frequency.items()},
+        "robust_usefulness_share": features,
+    }
+
+
+def _accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    with torch.no_grad(), eval_mode(model):
+        return float((model(x).argmax(1) == y).float().mean())
+
+
 def _mean_std(values: Sequence[float]) -> dict[str, float]:
     mean = sum(values) / len(values)
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
@@ -250,7 +309,24 @@ def _summarise(per_seed: dict[str, Any], config: StudyConfig) -> dict[str, Any]:
             "robust_accuracy": [_mean_std([r["robust_accuracy"][k] for r in runs]) for k in grid],
             "adversarial_confidence": [_mean_std([r["adversarial_confidence"][k] for r in runs]) for k in grid],
         }
+    summary["analyses"] = _summarise_analyses([per_seed[s]["analyses"] for s in per_seed])
     return summary
+
+
+def _summarise_analyses(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean ± std over seeds of every number of the per-seed analyses (same nested keys)."""
+
+    def merge(values: list[Any]) -> Any:
+        first = values[0]
+        if isinstance(first, str):
+            return first
+        if isinstance(first, dict):
+            return {k: merge([v[k] for v in values]) for k in first}
+        if isinstance(first, list):
+            return [merge([v[i] for v in values]) for i in range(len(first))]
+        return _mean_std([float(v) for v in values])
+
+    return merge(runs)
 
 
 def _fmt(stat: dict[str, float]) -> str:
@@ -285,8 +361,73 @@ def render_report(results: dict[str, Any]) -> str:
               "| model | " + " | ".join(f"eps {e:.3f}" for e in eps) + " |", "|---|" + "---:|" * len(eps)]
     for stage in TARGET_STAGES:
         lines.append(f"| {stage} | " + " | ".join(_fmt(s) for s in summary[stage]["adversarial_confidence"]) + " |")
-    lines += ["", "## What the numbers show", "", *_findings(summary, eps), ""]
+    lines += _analysis_sections(summary["analyses"], cfg)
+    findings = [*_findings(summary, eps), *_analysis_findings(summary["analyses"])]
+    lines += ["", "## What the numbers show", "", *findings, ""]
     return "\n".join(lines)
+
+
+def _table(title: str, note: str, columns: list[str], rows: dict[str, list[dict[str, float]]]) -> list[str]:
+    out = ["", f"## {title}", "", note, "", "| | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+    out += [f"| {name} | " + " | ".join(_fmt(v) for v in values) + " |" for name, values in rows.items()]
+    return out
+
+
+def _analysis_sections(a: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
+    eps = a["eps"]["mean"]
+    layers = a["layers"]
+    radii = cfg["frequency_radii"]
+    targets = list(a["robust_usefulness_share"])
+    lines = _table(
+        "Layer-wise linear CKA with the source models",
+        "On target test images; 1 = the same representation up to rotation and scale.",
+        layers, {pair: [v[layer] for layer in layers] for pair, v in a["cka"].items()},
+    )
+    lines += _table(
+        f"Accuracy under attacks on the source models' features (eps {eps:.3f})",
+        "Rows: the source model whose embedding the perturbation pushes away (feature PGD, no labels); "
+        "columns: the target model evaluated on it.",
+        targets, {src: [v[t] for t in targets] for src, v in a["source_feature_attack_accuracy"].items()},
+    )
+    lines += _table(
+        f"Transfer between the target models (PGD at eps {eps:.3f})",
+        "Rows: the model the attack is crafted on; columns: the model evaluated; the diagonal is white-box.",
+        targets, {src: [v[t] for t in targets] for src, v in a["transfer_accuracy"].items()},
+    )
+    lines += _table(
+        "Accuracy on the low- and high-frequency parts of the test images",
+        "Radial FFT split at each radius r: low keeps frequencies below r, high the rest.",
+        [f"low r={r}" for r in radii] + [f"high r={r}" for r in radii],
+        {m: v["low_accuracy"] + v["high_accuracy"] for m, v in a["frequency"].items()},
+    )
+    lines += _table(
+        "Share of feature usefulness that survives attack (Ilyas et al.)",
+        "Usefulness of the penultimate features for the labels under PGD over that on clean inputs.",
+        ["robust share"], {m: [v] for m, v in a["robust_usefulness_share"].items()},
+    )
+    return lines
+
+
+def _analysis_findings(a: dict[str, Any]) -> list[str]:
+    last = a["layers"][-1]
+    ft, st = a["cka"]["pretrained~finetuned"][last], a["cka"]["pretrained~standard"][last]
+    src_ft = a["source_feature_attack_accuracy"]["pretrained"]["finetuned"]
+    src_st = a["source_feature_attack_accuracy"]["pretrained"]["standard"]
+    share_ft, share_st = a["robust_usefulness_share"]["finetuned"], a["robust_usefulness_share"]["standard"]
+
+    def side(x: dict[str, float], y: dict[str, float]) -> str:
+        if abs(x["mean"] - y["mean"]) <= max(x["std"], y["std"]):
+            return "within the seed-to-seed spread of"
+        return "above" if x["mean"] > y["mean"] else "below"
+
+    return [
+        f"- At {last}, the fine-tuned model's CKA with the pretrained model, {ft['mean']:.3f}, is {side(ft, st)} "
+        f"the standard model's {st['mean']:.3f}.",
+        f"- Under attacks on the pretrained model's features, the fine-tuned model keeps {src_ft['mean']:.3f} "
+        f"accuracy, {side(src_ft, src_st)} the standard model's {src_st['mean']:.3f}.",
+        f"- The share of feature usefulness surviving attack is {share_ft['mean']:.3f} for the fine-tuned model, "
+        f"{side(share_ft, share_st)} the standard model's {share_st['mean']:.3f}.",
+    ]
 
 
 def _findings(summary: dict[str, Any], eps: list[float]) -> list[str]:
