@@ -3,6 +3,7 @@ resume after an interruption, and a report whose every number comes from results
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 
@@ -45,6 +46,12 @@ def test_quick_study_writes_results_and_a_report_made_of_its_numbers(tmp_path):
         assert token in allowed, f"report.md shows {token}, which is not a number of results.json"
     for stage in study.TARGET_STAGES:
         assert f"| {stage} |" in report
+    if importlib.util.find_spec("matplotlib") is None:
+        assert "No plots: matplotlib is not installed" in report
+        return
+    for name in study.PLOTS:
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert f"]({name})" in report
 
 
 def test_an_interrupted_study_resumes_and_reuses_finished_stages(tmp_path, monkeypatch):

@@ -146,8 +146,86 @@ def run_study(
         "seconds": time.perf_counter() - started,
     }
     atomic_write(out / "results.json", lambda f: json.dump(results, f, indent=2), binary=False)
-    atomic_write(out / "report.md", lambda f: f.write(render_report(results)), binary=False)
+    plots = write_plots(results, out)
+    atomic_write(out / "report.md", lambda f: f.write(render_report(results, plots)), binary=False)
     return results
+
+
+PLOTS = {
+    "robust_accuracy.png": "Robust accuracy against eps (target task)",
+    "confidence.png": "True-label confidence, clean and at the largest eps",
+    "cka.png": "Layer-wise CKA with the source models",
+    "transfer.png": "Transfer between the target models",
+    "spectra.png": "Radial power spectrum of each model's PGD perturbations",
+}
+
+
+def write_plots(results: dict[str, Any], out: Path) -> list[str]:
+    """The report's PNG plots; an empty list (and a note in the report) without matplotlib."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        return []
+    summary, eps = results["summary"], results["config"]["eval_eps"]
+    a = summary["analyses"]
+
+    def save(fig: Figure, name: str) -> None:
+        fig.tight_layout()
+        atomic_write(out / name, lambda f: fig.savefig(f, format="png", dpi=110))
+
+    fig = Figure(figsize=(5.5, 3.6))
+    ax = fig.subplots()
+    for stage in TARGET_STAGES:
+        stats = summary[stage]["robust_accuracy"]
+        ax.errorbar(eps, [s["mean"] for s in stats], yerr=[s["std"] for s in stats], marker="o", capsize=3, label=stage)
+    ax.set(xlabel="L-inf eps", ylabel="accuracy", title="Robust accuracy (PGD), mean ± std over seeds")
+    ax.legend(fontsize=8)
+    save(fig, "robust_accuracy.png")
+
+    fig = Figure(figsize=(5.5, 3.6))
+    ax = fig.subplots()
+    width = 0.38
+    for k, (label, index) in enumerate((("clean", 0), (f"eps {eps[-1]:g}", len(eps) - 1))):
+        values = [summary[s]["adversarial_confidence"][index] for s in TARGET_STAGES]
+        ax.bar([i + (k - 0.5) * width for i in range(len(TARGET_STAGES))], [v["mean"] for v in values], width,
+               yerr=[v["std"] for v in values], capsize=3, label=label)
+    ax.set_xticks(range(len(TARGET_STAGES)), TARGET_STAGES, fontsize=8)
+    ax.set(ylabel="mean true-label probability", title="True-label confidence")
+    ax.legend(fontsize=8)
+    save(fig, "confidence.png")
+
+    fig = Figure(figsize=(5.5, 3.6))
+    ax = fig.subplots()
+    for pair, values in a["cka"].items():
+        ax.errorbar(a["layers"], [values[layer]["mean"] for layer in a["layers"]],
+                    yerr=[values[layer]["std"] for layer in a["layers"]], marker="o", capsize=3, label=pair)
+    ax.set(ylabel="linear CKA", title="Similarity to the source models, per layer")
+    ax.legend(fontsize=7)
+    save(fig, "cka.png")
+
+    names = list(a["transfer_accuracy"])
+    matrix = [[a["transfer_accuracy"][src][dst]["mean"] for dst in names] for src in names]
+    fig = Figure(figsize=(5.2, 4.2))
+    ax = fig.subplots()
+    image = ax.imshow(matrix, vmin=0, vmax=1, cmap="viridis")
+    ax.set_xticks(range(len(names)), names, rotation=30, fontsize=8)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    for i, row in enumerate(matrix):
+        for j, value in enumerate(row):
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="white" if value < 0.5 else "black")
+    ax.set(xlabel="evaluated on", ylabel="crafted on", title="Accuracy under transferred PGD")
+    fig.colorbar(image, ax=ax)
+    save(fig, "transfer.png")
+
+    fig = Figure(figsize=(5.5, 3.6))
+    ax = fig.subplots()
+    for stage, spectrum in a["perturbation_spectrum"].items():
+        ax.plot([s["mean"] for s in spectrum], label=stage)
+    ax.set(xlabel="radial frequency", ylabel="share of perturbation power", yscale="log",
+           title="Spectrum of PGD perturbations")
+    ax.legend(fontsize=8)
+    save(fig, "spectra.png")
+    return list(PLOTS)
 
 
 def _load(config: StudyConfig) -> tuple[nxdata.TensorData, nxdata.TensorData]:
@@ -272,6 +350,9 @@ def _analyse(config: StudyConfig, split, trained: dict[str, torch.nn.Module], se
     matrix = analysis.transfer_matrix(targets, (x, y), eps=eps, steps=config.eval_steps, seed=seed, device=device)
     frequency = {stage: analysis.accuracy_by_frequency(model, (x, y), list(config.frequency_radii), device=device)
                  for stage, model in targets.items()}
+    spectra = {stage: analysis.adversarial_spectrum(model, (x, y), eps=eps, steps=config.eval_steps, seed=seed,
+                                                    normalize=True, device=device).tolist()
+               for stage, model in targets.items()}
     features = {stage: analysis.feature_usefulness(model, (x, y), eps=eps, steps=config.eval_steps, seed=seed,
                                                    device=device).robust_share
                 for stage, model in targets.items()}
@@ -285,6 +366,7 @@ def _analyse(config: StudyConfig, split, trained: dict[str, torch.nn.Module], se
         "frequency": {stage: {"low_accuracy": r["low_accuracy"], "high_accuracy": r["high_accuracy"]}
                       for stage, r in frequency.items()},
         "robust_usefulness_share": features,
+        "perturbation_spectrum": spectra,
     }
 
 
@@ -333,8 +415,9 @@ def _fmt(stat: dict[str, float]) -> str:
     return f"{stat['mean']:.3f} ± {stat['std']:.3f}"
 
 
-def render_report(results: dict[str, Any]) -> str:
-    """``report.md`` from ``results`` alone: every number in it is a value of ``results`` rounded to 3 places."""
+def render_report(results: dict[str, Any], plots: Sequence[str] = ()) -> str:
+    """``report.md`` from ``results`` alone: every number in it is a value of ``results`` rounded to 3
+    places. ``plots`` are the PNG files written next to it."""
     cfg, summary = results["config"], results["summary"]
     eps = cfg["eval_eps"]
     seeds = len(cfg["seeds"])
@@ -364,6 +447,10 @@ def render_report(results: dict[str, Any]) -> str:
     lines += _analysis_sections(summary["analyses"], cfg)
     findings = [*_findings(summary, eps), *_analysis_findings(summary["analyses"])]
     lines += ["", "## What the numbers show", "", *findings, ""]
+    if plots:
+        lines += ["## Plots", ""] + [f"![{PLOTS[name]}]({name})" for name in plots] + [""]
+    else:
+        lines += ["(No plots: matplotlib is not installed; `pip install 'nonrobust_ext[plot]'`.)", ""]
     return "\n".join(lines)
 
 
