@@ -65,6 +65,8 @@ class StudyConfig:
         train_eps, train_steps: the L-inf attack of adversarial pretraining and of DM's inner maximisation.
         dm_beta: weight of DM's feature-discrepancy term.
         eval_eps, eval_steps: the L-inf PGD evaluation grid and its steps.
+        apgd_steps: steps of the APGD-CE evaluation at the largest eps (the headline robust accuracy;
+            0 skips it).
         eval_samples: test images per side evaluated (``None``: all).
         analysis_samples: target test images the analyses (CKA, transfer, frequency, features) use.
         frequency_radii: radii of the low-pass / high-pass split of the frequency analysis.
@@ -91,6 +93,7 @@ class StudyConfig:
     dm_beta: float = 1.0
     eval_eps: tuple[float, ...] = (0.0, 0.02, 0.05, 0.1)
     eval_steps: int = 10
+    apgd_steps: int = 20
     eval_samples: int | None = 500
     analysis_samples: int = 300
     frequency_radii: tuple[float, ...] = (2.0, 4.0, 8.0)
@@ -110,7 +113,8 @@ class StudyConfig:
     def quick(cls, **overrides: Any) -> StudyConfig:
         """A small configuration that runs end to end in about a minute or two on a 2-core CPU."""
         small = dict(source_per_class=200, shots=10, seeds=(0, 1), source_epochs=2, target_steps=30,
-                     train_steps=3, eval_steps=5, eval_samples=300, eval_eps=(0.0, 0.05, 0.1), analysis_samples=200)
+                     train_steps=3, eval_steps=5, apgd_steps=10, eval_samples=300, eval_eps=(0.0, 0.05, 0.1),
+                     analysis_samples=200)
         return cls(**{**small, **overrides})
 
     def as_dict(self) -> dict[str, Any]:
@@ -308,8 +312,12 @@ def _evaluate_all(config: StudyConfig, split, trained: dict[str, torch.nn.Module
             test = test.subset(keep.sort().values)
         report = robust_accuracy(model, (test.x, test.y), eps=list(config.eval_eps), attack="pgd",
                                  steps=config.eval_steps, seed=seed, device=torch.device(config.device))
+        if config.apgd_steps:
+            apgd = robust_accuracy(model, (test.x, test.y), eps=[max(config.eval_eps)], attack="apgd",
+                                   steps=config.apgd_steps, seed=seed, device=torch.device(config.device))
         results[stage] = {
             "task": "source" if stage in SOURCE_STAGES else "target",
+            "apgd_robust_accuracy": apgd.robust_accuracy[0] if config.apgd_steps else None,
             "clean_accuracy": report.clean_accuracy,
             "robust_accuracy": report.robust_accuracy,
             "clean_confidence": report.clean_confidence,
@@ -387,6 +395,8 @@ def _summarise(per_seed: dict[str, Any], config: StudyConfig) -> dict[str, Any]:
     for stage in STAGES:
         runs = [per_seed[s][stage] for s in per_seed]
         summary[stage] = {
+            "apgd_robust_accuracy": (_mean_std([r["apgd_robust_accuracy"] for r in runs])
+                                     if runs[0]["apgd_robust_accuracy"] is not None else None),
             "clean_accuracy": _mean_std([r["clean_accuracy"] for r in runs]),
             "robust_accuracy": [_mean_std([r["robust_accuracy"][k] for r in runs]) for k in grid],
             "adversarial_confidence": [_mean_std([r["adversarial_confidence"][k] for r in runs]) for k in grid],
@@ -429,13 +439,15 @@ def render_report(results: dict[str, Any], plots: Sequence[str] = ()) -> str:
         f"`{cfg['backbone']}`; {seeds} seed(s), mean ± standard deviation over seeds. Robust accuracy: L-inf "
         f"PGD-{cfg['eval_steps']}; adversarial pretraining and DM at eps {cfg['train_eps']}.",
         "",
-        "## Target task: accuracy (clean, then under PGD at each eps)",
+        "## Target task: accuracy (clean, then under PGD at each eps; APGD-CE at the largest)",
         "",
-        "| model | " + " | ".join(f"eps {e:.3f}" for e in eps) + " |",
-        "|---|" + "---:|" * len(eps),
+        "| model | " + " | ".join(f"eps {e:.3f}" for e in eps) + f" | APGD eps {max(eps):.3f} |",
+        "|---|" + "---:|" * (len(eps) + 1),
     ]
     for stage in TARGET_STAGES:
-        lines.append(f"| {stage} | " + " | ".join(_fmt(s) for s in summary[stage]["robust_accuracy"]) + " |")
+        apgd = summary[stage]["apgd_robust_accuracy"]
+        cells = [_fmt(s) for s in summary[stage]["robust_accuracy"]] + [_fmt(apgd) if apgd else "not run"]
+        lines.append(f"| {stage} | " + " | ".join(cells) + " |")
     lines += ["", "## Source task (the pretrained models on held-out source images)", "",
               "| model | " + " | ".join(f"eps {e:.3f}" for e in eps) + " |", "|---|" + "---:|" * len(eps)]
     for stage in SOURCE_STAGES:
@@ -535,7 +547,16 @@ def _findings(summary: dict[str, Any], eps: list[float]) -> list[str]:
         return (f"- {a} {what} {sa['mean']:.3f} is {verdict} {b}'s {sb['mean']:.3f} "
                 f"(spread {sa['std']:.3f} / {sb['std']:.3f}).")
 
-    return [
+    headline = []
+    if summary["finetuned"]["apgd_robust_accuracy"] is not None:
+        fa, sa = summary["finetuned"]["apgd_robust_accuracy"], summary["standard"]["apgd_robust_accuracy"]
+        if abs(fa["mean"] - sa["mean"]) <= max(fa["std"], sa["std"]):
+            verdict = "within the seed-to-seed spread of"
+        else:
+            verdict = "above" if fa["mean"] > sa["mean"] else "below"
+        headline.append(f"- Headline (APGD-CE at eps {eps[k]:.3f}): finetuned {fa['mean']:.3f} is {verdict} "
+                        f"standard's {sa['mean']:.3f} (spread {fa['std']:.3f} / {sa['std']:.3f}).")
+    return headline + [
         compare("finetuned", "standard", "clean_accuracy", None),
         compare("finetuned", "standard", "robust_accuracy", k),
         compare("robust_finetuned", "finetuned", "robust_accuracy", k),
