@@ -8,6 +8,7 @@ from typing import Union
 
 import torch
 
+from .._params import check_int
 from ._seeding import generator
 from .tensor_data import TensorData
 
@@ -64,14 +65,6 @@ def _class_list(value: object, name: str, num_classes: int) -> list[int]:
         dup = sorted({c for c in out if out.count(c) > 1})
         raise ValueError(f"{name} lists classes more than once: {dup}")
     return out
-
-
-def _check_count(value: object, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
 
 
 def _relabel(d: TensorData, index: torch.Tensor, classes: list[int]) -> TensorData:
@@ -149,7 +142,7 @@ def source_target_split(
     if overlap:
         raise ValueError(f"source_classes and target_classes must be disjoint, both contain {overlap}")
     if shots_per_class is not None:
-        _check_count(shots_per_class, "shots_per_class", 1)
+        check_int(shots_per_class, "shots_per_class", 1)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int, got {type(seed).__name__}")
     if val_per_class is None:
@@ -158,10 +151,10 @@ def source_target_split(
     elif isinstance(val_per_class, tuple):
         if len(val_per_class) != 2:
             raise ValueError(f"val_per_class as a pair must be (source, target), got {val_per_class!r}")
-        src_val = _check_count(val_per_class[0], "val_per_class[0]", 0)
-        tgt_val = _check_count(val_per_class[1], "val_per_class[1]", 0)
+        src_val = check_int(val_per_class[0], "val_per_class[0]", 0)
+        tgt_val = check_int(val_per_class[1], "val_per_class[1]", 0)
     else:
-        src_val = tgt_val = _check_count(val_per_class, "val_per_class", 0)
+        src_val = tgt_val = check_int(val_per_class, "val_per_class", 0)
 
     members = _class_members(train, src + tgt)
 
@@ -230,7 +223,7 @@ def few_shot(d: TensorData, shots_per_class: int, *, seed: int = 0) -> TensorDat
     """
     if not isinstance(d, TensorData):
         raise TypeError(f"d must be TensorData, got {type(d).__name__}")
-    _check_count(shots_per_class, "shots_per_class", 1)
+    check_int(shots_per_class, "shots_per_class", 1)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int, got {type(seed).__name__}")
     members = _class_members(d, list(range(d.num_classes)))
