@@ -255,18 +255,29 @@ def _smallest_class(d: nxdata.TensorData) -> int:
     return int(torch.bincount(d.y, minlength=d.num_classes).min())
 
 
-def _new_model(config: StudyConfig, split, seed: int) -> torch.nn.Module:
+def _normalisation(source_x: torch.Tensor) -> dict[str, Any]:
+    """Input normalisation every model of a seed shares: the source training images' channel statistics."""
+    return {"in_channels": source_x.shape[1], "mean": source_x.mean(dim=(0, 2, 3)).tolist(),
+            "std": source_x.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()}
+
+
+def _new_model(config: StudyConfig, normalisation: dict[str, Any], seed: int) -> torch.nn.Module:
     torch.manual_seed(seed)
-    x = split.source_train.x
-    mean = x.mean(dim=(0, 2, 3)).tolist()
-    std = x.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()
-    return models.create(config.backbone, num_classes=len(config.source_classes), in_channels=x.shape[1],
-                         mean=mean, std=std)
+    return models.create(config.backbone, num_classes=len(config.source_classes), **normalisation)
+
+
+def _subsample(d: nxdata.TensorData, n: int | None, seed: int) -> nxdata.TensorData:
+    """At most ``n`` samples of ``d``, drawn with ``seed``, in their original order."""
+    if n is None or len(d) <= n:
+        return d
+    keep = torch.randperm(len(d), generator=torch.Generator().manual_seed(seed))[:n]
+    return d.subset(keep.sort().values)
 
 
 def _train_all(config: StudyConfig, split, root: Path, seed: int, progress: bool) -> dict[str, torch.nn.Module]:
     device = torch.device(config.device)
     trained: dict[str, torch.nn.Module] = {}
+    normalisation = _normalisation(split.source_train.x)
     source_config = training.TrainConfig(epochs=config.source_epochs, batch_size=config.batch_size, lr=config.lr,
                                          seed=seed)
     objectives: dict[str, training.Objective] = {
@@ -278,7 +289,7 @@ def _train_all(config: StudyConfig, split, root: Path, seed: int, progress: bool
         "dm": training.DM(eps=config.train_eps, steps=config.train_steps, beta=config.dm_beta),
     }
     for stage in SOURCE_STAGES:
-        model = _new_model(config, split, seed)
+        model = _new_model(config, normalisation, seed)
         training.train(model, objectives[stage], split.source_train, config=source_config, out_dir=root / stage,
                        device=device, progress=progress, description=f"seed {seed} {stage}")
         models.save_weights(model, root / stage / "model.pt")
@@ -287,7 +298,7 @@ def _train_all(config: StudyConfig, split, root: Path, seed: int, progress: bool
                                          seed=seed)
     num_target = len(config.target_classes)
     for stage in TARGET_STAGES:
-        model = _new_model(config, split, seed + 1000)
+        model = _new_model(config, normalisation, seed + 1000)
         groups = None
         if stage in _FROM:
             models.load_weights(model, root / _FROM[stage] / "model.pt")
@@ -306,10 +317,8 @@ def _train_all(config: StudyConfig, split, root: Path, seed: int, progress: bool
 def _evaluate_all(config: StudyConfig, split, trained: dict[str, torch.nn.Module], seed: int) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for stage, model in trained.items():
-        test = split.source_test if stage in SOURCE_STAGES else split.target_test
-        if config.eval_samples is not None and len(test) > config.eval_samples:
-            keep = torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))[: config.eval_samples]
-            test = test.subset(keep.sort().values)
+        test = _subsample(split.source_test if stage in SOURCE_STAGES else split.target_test, config.eval_samples,
+                          seed)
         report = robust_accuracy(model, (test.x, test.y), eps=list(config.eval_eps), attack="pgd",
                                  steps=config.eval_steps, seed=seed, device=torch.device(config.device))
         if config.apgd_steps:
@@ -335,10 +344,7 @@ CKA_PAIRS = (("pretrained", "finetuned"), ("pretrained", "standard"),
 
 def _analyse(config: StudyConfig, split, trained: dict[str, torch.nn.Module], seed: int) -> dict[str, Any]:
     device = torch.device(config.device)
-    test = split.target_test
-    if len(test) > config.analysis_samples:
-        keep = torch.randperm(len(test), generator=torch.Generator().manual_seed(seed + 1))[: config.analysis_samples]
-        test = test.subset(keep.sort().values)
+    test = _subsample(split.target_test, config.analysis_samples, seed + 1)
     x, y = test.x, test.y
     eps = max(config.eval_eps)
     targets = {stage: trained[stage] for stage in TARGET_STAGES}
@@ -507,6 +513,13 @@ def _analysis_sections(a: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _versus(x: dict[str, float], y: dict[str, float]) -> str:
+    """How mean ± std ``x`` stands to ``y``: a gap no larger than the bigger std is not called a difference."""
+    if abs(x["mean"] - y["mean"]) <= max(x["std"], y["std"]):
+        return "within the seed-to-seed spread of"
+    return "above" if x["mean"] > y["mean"] else "below"
+
+
 def _analysis_findings(a: dict[str, Any]) -> list[str]:
     last = a["layers"][-1]
     ft, st = a["cka"]["pretrained~finetuned"][last], a["cka"]["pretrained~standard"][last]
@@ -514,18 +527,13 @@ def _analysis_findings(a: dict[str, Any]) -> list[str]:
     src_st = a["source_feature_attack_accuracy"]["pretrained"]["standard"]
     share_ft, share_st = a["robust_usefulness_share"]["finetuned"], a["robust_usefulness_share"]["standard"]
 
-    def side(x: dict[str, float], y: dict[str, float]) -> str:
-        if abs(x["mean"] - y["mean"]) <= max(x["std"], y["std"]):
-            return "within the seed-to-seed spread of"
-        return "above" if x["mean"] > y["mean"] else "below"
-
     return [
-        f"- At {last}, the fine-tuned model's CKA with the pretrained model, {ft['mean']:.3f}, is {side(ft, st)} "
+        f"- At {last}, the fine-tuned model's CKA with the pretrained model, {ft['mean']:.3f}, is {_versus(ft, st)} "
         f"the standard model's {st['mean']:.3f}.",
         f"- Under attacks on the pretrained model's features, the fine-tuned model keeps {src_ft['mean']:.3f} "
-        f"accuracy, {side(src_ft, src_st)} the standard model's {src_st['mean']:.3f}.",
+        f"accuracy, {_versus(src_ft, src_st)} the standard model's {src_st['mean']:.3f}.",
         f"- The share of feature usefulness surviving attack is {share_ft['mean']:.3f} for the fine-tuned model, "
-        f"{side(share_ft, share_st)} the standard model's {share_st['mean']:.3f}.",
+        f"{_versus(share_ft, share_st)} the standard model's {share_st['mean']:.3f}.",
     ]
 
 
@@ -537,12 +545,7 @@ def _findings(summary: dict[str, Any], eps: list[float]) -> list[str]:
     def compare(a: str, b: str, key: str, index: int | None) -> str:
         sa = summary[a][key] if index is None else summary[a][key][index]
         sb = summary[b][key] if index is None else summary[b][key][index]
-        gap = sa["mean"] - sb["mean"]
-        noise = max(sa["std"], sb["std"])
-        if abs(gap) <= noise:
-            verdict = "within the seed-to-seed spread of"
-        else:
-            verdict = "above" if gap > 0 else "below"
+        verdict = _versus(sa, sb)
         what = "clean accuracy" if index is None else f"robust accuracy at eps {eps[index]:.3f}"
         return (f"- {a} {what} {sa['mean']:.3f} is {verdict} {b}'s {sb['mean']:.3f} "
                 f"(spread {sa['std']:.3f} / {sb['std']:.3f}).")
@@ -550,11 +553,7 @@ def _findings(summary: dict[str, Any], eps: list[float]) -> list[str]:
     headline = []
     if summary["finetuned"]["apgd_robust_accuracy"] is not None:
         fa, sa = summary["finetuned"]["apgd_robust_accuracy"], summary["standard"]["apgd_robust_accuracy"]
-        if abs(fa["mean"] - sa["mean"]) <= max(fa["std"], sa["std"]):
-            verdict = "within the seed-to-seed spread of"
-        else:
-            verdict = "above" if fa["mean"] > sa["mean"] else "below"
-        headline.append(f"- Headline (APGD-CE at eps {eps[k]:.3f}): finetuned {fa['mean']:.3f} is {verdict} "
+        headline.append(f"- Headline (APGD-CE at eps {eps[k]:.3f}): finetuned {fa['mean']:.3f} is {_versus(fa, sa)} "
                         f"standard's {sa['mean']:.3f} (spread {fa['std']:.3f} / {sa['std']:.3f}).")
     return headline + [
         compare("finetuned", "standard", "clean_accuracy", None),
