@@ -293,7 +293,7 @@ def train(
         state = _load_checkpoint(out / CHECKPOINT, model, optimizer, config, objective, world)
         resumed_from = state.step
         if state.finished:
-            _finish(model, out, state, config)
+            _finish(model, state, config)
             return TrainResult(state.step, state.history, state.best, out, resumed_from)
     if out is not None and rank == 0:
         out.mkdir(parents=True, exist_ok=True)
@@ -305,6 +305,13 @@ def train(
     bar = _progress(total, state.step, description, enabled=progress and rank == 0)
     running = _Running()
     last_saved = state.step
+
+    def checkpoint() -> int:
+        """Log a metrics line (validating if asked) and write the checkpoint; returns the step saved."""
+        _checkpoint(model, optimizer, state, running, config, objective, out, val, val_attack,
+                    optimizer.param_groups[0]["lr"], world, device)
+        return state.step
+
     try:
         with _sigterm_as_interrupt():
             while state.step < total:
@@ -329,22 +336,17 @@ def train(
                     state.batch = index + 1
                     bar.update(1)
                     if config.checkpoint_every is not None and state.step % config.checkpoint_every == 0:
-                        _checkpoint(model, optimizer, state, running, config, objective, out, val, val_attack,
-                                    optimizer.param_groups[0]["lr"], world, device)
-                        last_saved = state.step
+                        last_saved = checkpoint()
                 else:
                     state.epoch += 1
                     state.batch = 0
                     if config.checkpoint_every is None and state.step > last_saved:
-                        _checkpoint(model, optimizer, state, running, config, objective, out, val, val_attack,
-                                    optimizer.param_groups[0]["lr"], world, device)
-                        last_saved = state.step
+                        last_saved = checkpoint()
                     continue
                 break  # total reached inside the epoch
             state.finished = True
             if state.step > last_saved or not state.history:
-                _checkpoint(model, optimizer, state, running, config, objective, out, val, val_attack,
-                            optimizer.param_groups[0]["lr"], world, device)
+                checkpoint()
             else:
                 _save(out, model, optimizer, state, config, objective, world)
     except KeyboardInterrupt:
@@ -353,7 +355,7 @@ def train(
         raise
     finally:
         bar.close()
-    _finish(model, out, state, config)
+    _finish(model, state, config)
     return TrainResult(state.step, state.history, state.best, out, resumed_from)
 
 
@@ -474,7 +476,7 @@ def _rewrite_metrics(out: Path, history: list[dict[str, Any]]) -> None:
     atomic_write(out / METRICS, lambda f: f.write("".join(json.dumps(line) + "\n" for line in history)), binary=False)
 
 
-def _finish(model, out: Path | None, state: _State, config: TrainConfig) -> None:
+def _finish(model, state: _State, config: TrainConfig) -> None:
     if config.select != "last" and state.best_weights is not None:
         model.load_state_dict(state.best_weights)
 
