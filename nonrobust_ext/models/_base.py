@@ -27,6 +27,14 @@ def check_positive_int(value: object, name: str) -> int:
     return int(value)
 
 
+def check_stage_spec(layers: Sequence[int], widths: Sequence[int]) -> tuple[list[int], list[int]]:
+    """Blocks and channels per stage of a ResNet-style network, checked: equally long, all positive."""
+    layers, widths = [int(n) for n in layers], [int(w) for w in widths]
+    if not layers or len(layers) != len(widths) or min(layers) < 1 or min(widths) < 1:
+        raise ValueError(f"layers and widths must be equally long lists of positive ints, got {layers} and {widths}")
+    return layers, widths
+
+
 def _as_stats(value: Stats, name: str) -> torch.Tensor | None:
     if value is None:
         return None

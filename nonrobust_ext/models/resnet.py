@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._base import ImageClassifier, Stats, check_positive_int, conv1x1, conv3x3, init_conv_bn
+from ._base import ImageClassifier, Stats, check_positive_int, check_stage_spec, conv1x1, conv3x3, init_conv_bn
 
 
 class BasicBlock(nn.Module):
@@ -119,11 +119,7 @@ class ResNet(ImageClassifier):
                  std: Stats = None) -> None:
         super().__init__(in_channels=in_channels, mean=mean, std=std)
         num_classes = check_positive_int(num_classes, "num_classes")
-        layers, widths = [int(n) for n in layers], [int(w) for w in widths]
-        if not layers or len(layers) != len(widths) or min(layers) < 1 or min(widths) < 1:
-            raise ValueError(
-                f"layers and widths must be equally long lists of positive ints, got {layers} and {widths}"
-            )
+        layers, widths = check_stage_spec(layers, widths)
         if stem == "imagenet":
             self.conv1 = nn.Conv2d(self.in_channels, widths[0], kernel_size=7, stride=2, padding=3, bias=False)
         elif stem == "small":

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._base import ImageClassifier, Stats, check_positive_int, conv1x1, conv3x3, init_conv_bn
+from ._base import ImageClassifier, Stats, check_positive_int, check_stage_spec, conv1x1, conv3x3, init_conv_bn
 from .resnet import BasicBlock, ResNet
 
 
@@ -65,11 +65,7 @@ class PreActResNet(ImageClassifier):
                  stem_width: int | None = None, dropout: float = 0.0, mean: Stats = None, std: Stats = None) -> None:
         super().__init__(in_channels=in_channels, mean=mean, std=std)
         num_classes = check_positive_int(num_classes, "num_classes")
-        layers, widths = [int(n) for n in layers], [int(w) for w in widths]
-        if not layers or len(layers) != len(widths) or min(layers) < 1 or min(widths) < 1:
-            raise ValueError(
-                f"layers and widths must be equally long lists of positive ints, got {layers} and {widths}"
-            )
+        layers, widths = check_stage_spec(layers, widths)
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}")
         inplanes = widths[0] if stem_width is None else check_positive_int(stem_width, "stem_width")
