@@ -298,13 +298,26 @@ def test_split_deterministic_per_seed_and_different_across_seeds():
         assert torch.equal(getattr(a, name).x, getattr(b, name).x)
 
 
+def test_a_split_without_source_classes_is_the_target_task_alone():
+    train, test = id_dataset(60, 6), id_dataset(30, 6)
+    alone = data.source_target_split(train, test, source_classes=[], target_classes=[4, 1], shots_per_class=3, seed=2)
+    paired = data.source_target_split(train, test, source_classes=[0], target_classes=[4, 1], shots_per_class=3,
+                                      seed=2)
+    for name in ("source_train", "source_val", "source_test"):
+        assert len(getattr(alone, name)) == 0 and getattr(alone, name).classes == []
+    for name in ("target_train", "target_val", "target_test"):  # the same draw as with a source side
+        assert torch.equal(getattr(alone, name).x, getattr(paired, name).x), name
+        assert torch.equal(getattr(alone, name).y, getattr(paired, name).y), name
+    assert len(alone.target_train) == 6 and alone.target_train.classes == [train.classes[4], train.classes[1]]
+
+
 def test_split_errors():
     train, test = id_dataset(60, 6), id_dataset(30, 6)
     split = data.source_target_split
     with pytest.raises(ValueError, match=r"disjoint, both contain \[2\]"):
         split(train, test, source_classes=[0, 1, 2], target_classes=[2, 3])
-    with pytest.raises(ValueError, match="source_classes must not be empty"):
-        split(train, test, source_classes=[], target_classes=[2, 3])
+    with pytest.raises(ValueError, match="target_classes must not be empty"):
+        split(train, test, source_classes=[2, 3], target_classes=[])
     with pytest.raises(ValueError, match=r"target_classes must hold class ids in 0\.\.5, got \[6\]"):
         split(train, test, source_classes=[0], target_classes=[6])
     with pytest.raises(ValueError, match=r"target_classes lists classes more than once: \[3\]"):

@@ -556,3 +556,55 @@ def test_save_weights_failure_keeps_the_old_file_and_no_temporary(tmp_path, monk
         models.save_weights(models.create("resnet8", num_classes=10), path)
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["w.pt"]
+
+
+def test_input_size_resizes_inside_the_model_and_grey_images_feed_rgb_weights():
+    torch.manual_seed(0)
+    model = _randomize_bn(models.create("resnet18", num_classes=4, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                                        input_size=64)).eval()
+    assert model.input_size == 64
+    grey = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    # What a user would otherwise do by hand: resize, repeat the grey channel, then the model.
+    by_hand = nn.functional.interpolate(grey, size=(64, 64), mode="bilinear", align_corners=False).expand(-1, 3, -1, -1)
+    model.input_size = None
+    with torch.no_grad():
+        expected = model(by_hand.contiguous())
+    model.input_size = 64
+    x = grey.clone().requires_grad_(True)
+    logits = model(x)
+    torch.testing.assert_close(logits.detach(), expected)
+    logits.sum().backward()
+    assert x.grad.shape == grey.shape and bool(x.grad.abs().sum() > 0)  # attacks stay in the 28x28x1 space
+    with pytest.raises(ValueError, match="input_size"):
+        models.create("resnet18", num_classes=4, input_size=0)
+
+
+def test_a_two_channel_input_to_an_rgb_model_is_still_an_error():
+    model = models.create("resnet18", num_classes=4, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    with pytest.raises(ValueError, match="3 channels"):
+        model(torch.rand(1, 2, 32, 32))
+
+
+def test_wrn50_is_an_alias_of_wide_resnet50_2():
+    model = models.create("wrn50", num_classes=3)
+    assert model.arch == "wide_resnet50_2" == models.canonical_name("wrn50")
+    assert list(model.state_dict()) == list(models.create("wide_resnet50_2", num_classes=3).state_dict())
+
+
+def test_find_torchvision_weights_looks_in_the_local_cache_only(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"resnet18-<hash>\.pth.*pass the weights file's path"):
+        models.find_torchvision_weights("resnet18")
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    src = _randomize_bn(models.create("resnet18", num_classes=1000))
+    torch.save(src.state_dict(), cache / "resnet18-0123abcd.pth")  # how torchvision stores them: a bare state dict
+    path = models.find_torchvision_weights("resnet18")
+    assert path == cache / "resnet18-0123abcd.pth"
+    dst = models.create("resnet18", num_classes=1000)
+    models.load_weights(dst, path)
+    assert all(torch.equal(a, b) for a, b in zip(src.state_dict().values(), dst.state_dict().values(), strict=True))
+    torch.save({}, cache / "wide_resnet50_2-1.pth")
+    torch.save({}, cache / "wide_resnet50_2-2.pth")
+    with pytest.raises(ValueError, match="several torchvision weights"):
+        models.find_torchvision_weights("wrn50")

@@ -48,7 +48,7 @@ class SourceTarget:
         return f"SourceTarget({sizes}, source_classes={self.source_classes}, target_classes={self.target_classes})"
 
 
-def _class_list(value: object, name: str, num_classes: int) -> list[int]:
+def _class_list(value: object, name: str, num_classes: int, *, allow_empty: bool = False) -> list[int]:
     if isinstance(value, torch.Tensor):
         value = value.reshape(-1).tolist()
     if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
@@ -56,7 +56,7 @@ def _class_list(value: object, name: str, num_classes: int) -> list[int]:
     out = list(value)
     if not all(isinstance(c, int) and not isinstance(c, bool) for c in out):
         raise TypeError(f"{name} must hold int class ids, got {out!r}")
-    if not out:
+    if not out and not allow_empty:
         raise ValueError(f"{name} must not be empty")
     bad = [c for c in out if not 0 <= c < num_classes]
     if bad:
@@ -71,7 +71,7 @@ def _relabel(d: TensorData, index: torch.Tensor, classes: list[int]) -> TensorDa
     """The samples at ``index`` (sorted, so the original order is kept), labels mapped to positions in ``classes``."""
     index = index.sort().values
     lut = torch.full((d.num_classes,), -1, dtype=torch.int64)
-    lut[torch.tensor(classes)] = torch.arange(len(classes))
+    lut[torch.tensor(classes, dtype=torch.int64)] = torch.arange(len(classes))
     sub = d.subset(index)
     y = lut.to(sub.y.device)[sub.y]
     return TensorData(sub.x, y, [d.classes[c] for c in classes])
@@ -113,7 +113,8 @@ def source_target_split(
     Args:
         train: the training set (source/target train and validation come from here).
         test: the test set, with the same class names as ``train``.
-        source_classes: original class ids of the source task, in new-label order.
+        source_classes: original class ids of the source task, in new-label order. May be empty: a
+            target-only split, for a source model pretrained elsewhere (the source sets are empty).
         target_classes: original class ids of the target task, in new-label order; disjoint from
             ``source_classes``.
         shots_per_class: target training samples per class; None: all that validation leaves.
@@ -136,7 +137,7 @@ def source_target_split(
             f"train and test must have the same classes, got {train.num_classes} and {test.num_classes} "
             f"names ({train.classes[:3]}... vs {test.classes[:3]}...)"
         )
-    src = _class_list(source_classes, "source_classes", train.num_classes)
+    src = _class_list(source_classes, "source_classes", train.num_classes, allow_empty=True)
     tgt = _class_list(target_classes, "target_classes", train.num_classes)
     overlap = sorted(set(src) & set(tgt))
     if overlap:
@@ -184,13 +185,13 @@ def source_target_split(
             order = idx[torch.randperm(n_c, generator=generator(seed, stream, c))]
             val_idx.append(order[:v])
             train_idx.append(order[v:] if shots is None else order[v : v + shots])
-        return torch.cat(train_idx), torch.cat(val_idx)
+        return _cat(train_idx), _cat(val_idx)
 
     s_train, s_val = carve(src, _SOURCE_STREAM, src_val, None, "source")
     t_train, t_val = carve(tgt, _TARGET_STREAM, tgt_val, shots_per_class, "target")
     test_members = _class_members(test, src + tgt)
-    s_test = torch.cat([test_members[c] for c in src])
-    t_test = torch.cat([test_members[c] for c in tgt])
+    s_test = _cat([test_members[c] for c in src])
+    t_test = _cat([test_members[c] for c in tgt])
     return SourceTarget(
         source_train=_relabel(train, s_train, src),
         source_val=_relabel(train, s_val, src),
@@ -201,6 +202,11 @@ def source_target_split(
         source_classes=src,
         target_classes=tgt,
     )
+
+
+def _cat(indices: list[torch.Tensor]) -> torch.Tensor:
+    """Index tensors joined; an empty int64 index for none (an empty source side)."""
+    return torch.cat(indices) if indices else torch.empty(0, dtype=torch.int64)
 
 
 def few_shot(d: TensorData, shots_per_class: int, *, seed: int = 0) -> TensorData:

@@ -143,6 +143,10 @@ class ImageClassifier(nn.Module):
         feature_dim: size of the penultimate embedding (``fc.in_features``).
         in_channels: number of input channels.
         arch: the name the model was created under (``models.create``), or the class name.
+        input_size: ``None`` (default): the backbone sees inputs at their own size. An int ``s``:
+            inputs are resized (bilinear) to ``s x s`` inside :meth:`prepare_input`, so a backbone
+            pretrained at 224 px runs on 28-32 px images while attacks and ``eps`` stay in the
+            images' own pixel space.
     """
 
     normalize: Normalize
@@ -150,6 +154,7 @@ class ImageClassifier(nn.Module):
     feature_dim: int
     in_channels: int
     arch: str
+    input_size: int | None = None
 
     def __init__(self, *, in_channels: int, mean: Stats = None, std: Stats = None) -> None:
         super().__init__()
@@ -170,14 +175,30 @@ class ImageClassifier(nn.Module):
         """Normalised input ``[B, C, H, W]`` -> the last feature map ``[B, feature_dim, h, w]``."""
         raise NotImplementedError
 
+    def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
+        """``[0, 1]`` images -> what the first backbone layer takes: resized to ``input_size`` (when
+        set), a one-channel (grey) image repeated over ``in_channels`` (as torchvision's
+        ``Grayscale(3)`` does, so RGB-pretrained weights take Fashion-MNIST), then normalised.
+
+        Both steps happen inside the model so the attacks' perturbations and ``eps`` stay in the
+        data's own pixel space (28x28x1 for Fashion-MNIST), whatever the backbone expects.
+        """
+        size = self.input_size
+        if size is not None and tuple(x.shape[-2:]) != (size, size):
+            x = nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+        if x.dim() == 4 and x.shape[1] == 1 and self.in_channels > 1:
+            x = x.expand(-1, self.in_channels, -1, -1)
+        return self.normalize(x)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The penultimate embedding: normalise, backbone, global average pooling, flatten.
+        """The penultimate embedding: :meth:`prepare_input`, backbone, global average pooling, flatten.
 
         Shape:
-            - x: ``[B, in_channels, H, W]`` in ``[0, 1]``.
+            - x: ``[B, in_channels, H, W]`` (or ``[B, 1, H, W]``) in ``[0, 1]``, any ``H, W`` when
+              ``input_size`` is set.
             - Returns: ``[B, feature_dim]``.
         """
-        h = self.forward_maps(self.normalize(x))
+        h = self.forward_maps(self.prepare_input(x))
         return torch.flatten(nn.functional.adaptive_avg_pool2d(h, 1), 1)
 
     def forward(self, x: torch.Tensor, return_features: bool = False):

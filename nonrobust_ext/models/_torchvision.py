@@ -84,7 +84,7 @@ class TorchvisionClassifier(ImageClassifier):
         return self
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        out = self._net(self.normalize(x))
+        out = self._net(self.prepare_input(x))
         if not isinstance(out, torch.Tensor):  # e.g. InceptionOutputs(logits, aux_logits) in training mode
             out = out.logits if hasattr(out, "logits") else out[0]
         return torch.flatten(out, 1)

@@ -26,14 +26,24 @@ _BUILDERS: dict[str, Callable[..., ImageClassifier]] = {
 
 TORCHVISION_PREFIX = "torchvision:"
 
+# Short names people type for the same architectures (the paper's "WRN-50"); ``arch`` records the
+# canonical name, so checkpoints say what they are.
+_ALIASES = {"wrn50": "wide_resnet50_2", "wrn50_2": "wide_resnet50_2"}
+
 
 def available() -> list[str]:
-    """The built-in architecture names, sorted (``"torchvision:<name>"`` is accepted too, see :func:`create`)."""
+    """The built-in architecture names, sorted (``"torchvision:<name>"`` and the aliases ``"wrn50"`` /
+    ``"wrn50_2"`` for ``"wide_resnet50_2"`` are accepted too, see :func:`create`)."""
     return sorted(_BUILDERS)
 
 
+def canonical_name(name: str) -> str:
+    """``name`` with an alias replaced by the architecture it stands for (``"wrn50"`` -> ``"wide_resnet50_2"``)."""
+    return _ALIASES.get(name, name)
+
+
 def create(name: str, *, num_classes: int, in_channels: int = 3, mean: Stats = None, std: Stats = None,
-           **kwargs: Any) -> ImageClassifier:
+           input_size: int | None = None, **kwargs: Any) -> ImageClassifier:
     """Builds a randomly initialised classifier by name.
 
     Args:
@@ -45,6 +55,9 @@ def create(name: str, *, num_classes: int, in_channels: int = 3, mean: Stats = N
         in_channels: input channels (>= 1; 3 for torchvision models).
         mean, std: per-channel input normalisation inside the model (one value or one per channel);
             ``None`` for both feeds ``[0, 1]`` pixels unchanged.
+        input_size: resize inputs to ``input_size x input_size`` inside the model (e.g. 224 for
+            ImageNet weights on 32 px images); ``None`` keeps their size. See
+            :meth:`ImageClassifier.prepare_input`.
         **kwargs: architecture options: ``zero_init_residual`` (ResNets), ``dropout`` (PreAct / WRN);
             for torchvision models, anything ``torchvision.models.get_model`` accepts.
 
@@ -61,10 +74,14 @@ def create(name: str, *, num_classes: int, in_channels: int = 3, mean: Stats = N
         raise ValueError(f"name must be a string, got {type(name).__name__}; available: {available()}")
     num_classes = check_positive_int(num_classes, "num_classes")
     in_channels = check_positive_int(in_channels, "in_channels")
+    if input_size is not None:
+        input_size = check_positive_int(input_size, "input_size")
     if name.startswith(TORCHVISION_PREFIX):
         model = create_torchvision(name[len(TORCHVISION_PREFIX):], num_classes=num_classes, in_channels=in_channels,
                                    mean=mean, std=std, **kwargs)
+        model.input_size = input_size
         return model
+    name = canonical_name(name)
     builder = _BUILDERS.get(name)
     if builder is None:
         raise ValueError(f"unknown model name {name!r}; available: {available()} (or 'torchvision:<name>')")
@@ -75,4 +92,5 @@ def create(name: str, *, num_classes: int, in_channels: int = 3, mean: Stats = N
         raise ValueError(f"{name} does not take {', '.join(map(repr, unknown))}; its options are {options}")
     model = builder(num_classes=num_classes, in_channels=in_channels, mean=mean, std=std, **kwargs)
     model.arch = name
+    model.input_size = input_size
     return model
