@@ -13,6 +13,7 @@ from typing import Any, Union
 
 import torch
 
+from .._progress import progress_bar
 from ..attacks._common import eval_mode
 
 #: How a layer's output becomes one row per input: ``"mean"`` (average over every dimension after the channel
@@ -175,15 +176,6 @@ def _check_batch_size(batch_size: int) -> None:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
 
 
-def _progress(it: Iterable[Any], progress: bool, desc: str) -> Iterable[Any]:
-    if not progress:
-        return it
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover - tqdm is a runtime dependency; stay quiet without it
-        return it
-    return tqdm(it, desc=desc, unit="batch", disable=None, dynamic_ncols=True)
-
 
 def collect_activations(
     model: torch.nn.Module,
@@ -239,7 +231,7 @@ def collect_activations(
     run_device = torch.device(device) if device is not None else _model_device(model, torch.device("cpu"))
     chunks: dict[str, list[torch.Tensor]] = {name: [] for name in recorder.modules}
     with recorder, eval_mode(model), torch.no_grad():
-        for xb in _progress(_batches(x_or_batches, batch_size), progress, "activations"):
+        for xb in progress_bar(_batches(x_or_batches, batch_size), enabled=progress, description="activations"):
             outputs = recorder.run(xb.to(run_device, non_blocking=True))
             for name, out in outputs.items():
                 chunks[name].append(out if out_device is None else out.to(out_device))

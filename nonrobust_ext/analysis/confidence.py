@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from .._progress import progress_bar
 from ..attacks._common import LogitsSelector, eval_mode
 from ..attacks.evaluate import true_label_probability
 from .features import (
@@ -24,7 +25,6 @@ from .features import (
     _check_number,
     _device_of,
     _logits,
-    _progress,
     _pyplot_figure,
     _resolve_attack,
 )
@@ -78,7 +78,7 @@ def confidence(
     correct = [0, 0]
     hists = [torch.zeros(bins, dtype=torch.long), torch.zeros(bins, dtype=torch.long)]
     with eval_mode(model):
-        for x, y in _progress(_batches(data, batch_size), progress, "confidence"):
+        for x, y in progress_bar(_batches(data, batch_size), enabled=progress, description="confidence"):
             x, y = x.to(dev), y.to(dev).long()
             if len(y) == 0:
                 continue

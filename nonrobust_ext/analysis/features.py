@@ -34,6 +34,7 @@ from typing import Any, Union
 import torch
 
 from .._params import check_int as _check_int
+from .._progress import progress_bar
 from ..attacks._common import LogitsSelector, eval_mode, select_logits
 from ..attacks.evaluate import ATTACKS
 from ..data import TensorData
@@ -120,15 +121,6 @@ def _materialise(data: Data, name: str = "data") -> TensorData:
     k = int(y.max()) + 1 if y.numel() else 0
     return TensorData(x, y, [f"class{i}" for i in range(k)])
 
-
-def _progress(iterable: Iterable[Any], enabled: bool, description: str, total: int | None = None) -> Iterable[Any]:
-    if not enabled:
-        return iterable
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return iterable
-    return tqdm(iterable, desc=description, total=total, unit="batch", disable=None, dynamic_ncols=True)
 
 
 def _resolve_attack(attack: str | AttackFn, logits: LogitsSelector, attack_kwargs: dict[str, Any]
@@ -411,7 +403,7 @@ def feature_usefulness(
     moments = _ClassMoments(num_classes or 0)
     total = 0
     with eval_mode(model):
-        for x, y in _progress(_batches(data, batch_size), progress, "feature usefulness"):
+        for x, y in progress_bar(_batches(data, batch_size), enabled=progress, description="feature usefulness"):
             x, y = x.to(dev), y.to(dev).long()
             if len(y) == 0:
                 continue

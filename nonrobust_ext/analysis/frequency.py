@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from .._progress import progress_bar
 from ..attacks._common import LogitsSelector, eval_mode, input_gradient, resolve_loss
 from .features import (
     AttackFn,
@@ -33,7 +34,6 @@ from .features import (
     _check_number,
     _device_of,
     _logits,
-    _progress,
     _pyplot_figure,
     _resolve_attack,
 )
@@ -140,7 +140,7 @@ def accuracy_by_frequency(
     low = [0] * len(radii_list)
     high = [0] * len(radii_list)
     with eval_mode(model):
-        for x, y in _progress(_batches(data, batch_size), progress, "accuracy by frequency"):
+        for x, y in progress_bar(_batches(data, batch_size), enabled=progress, description="accuracy by frequency"):
             x, y = x.to(dev), y.to(dev).long()
             n += len(y)
             clean += _accuracy_counts(model, x, y, logits)
@@ -233,7 +233,9 @@ def adversarial_spectrum(
     power: torch.Tensor | None = None
     count = 0
     with eval_mode(model):
-        for x, y in _progress(_batches(data, batch_size), progress, f"spectrum of {_attack_name(attack)}"):
+        batches = progress_bar(_batches(data, batch_size), enabled=progress,
+                               description=f"spectrum of {_attack_name(attack)}")
+        for x, y in batches:
             x, y = x.to(dev), y.to(dev).long()
             if len(y) == 0:
                 continue
@@ -418,7 +420,7 @@ def band_limited_robustness(
     dev = _device_of(model, device)
     n = robust = 0
     with eval_mode(model):
-        batches = _progress(_batches(data, batch_size), progress, f"{band}-band robustness")
+        batches = progress_bar(_batches(data, batch_size), enabled=progress, description=f"{band}-band robustness")
         for b, (x, y) in enumerate(batches):
             x, y = x.to(dev), y.to(dev).long()
             if len(y) == 0:

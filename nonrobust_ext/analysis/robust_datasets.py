@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from .._progress import progress_bar
 from ..attacks import pgd, robust_accuracy
 from ..attacks._common import LogitsSelector, eval_mode
 from ..data import TensorData
@@ -39,7 +40,6 @@ from .features import (
     _feature_fn,
     _logits,
     _materialise,
-    _progress,
 )
 
 
@@ -146,7 +146,7 @@ def robust_dataset(
     out = torch.empty_like(d.x)
     chunks = range(0, n, batch_size)
     with eval_mode(model):
-        for i in _progress(chunks, progress, "robust dataset", total=len(chunks)):
+        for i in progress_bar(chunks, enabled=progress, description="robust dataset", total=len(chunks)):
             idx = torch.arange(i, min(i + batch_size, n))
             x = d.x[idx.to(d.x.device)].to(dev)
             target = _embed(embed, x).detach()
@@ -257,7 +257,8 @@ def non_robust_dataset(
     chunks = range(0, n, batch_size)
     kwargs = {"random_start": False, **attack_kwargs}
     with eval_mode(model):
-        for b, i in enumerate(_progress(chunks, progress, "non-robust dataset", total=len(chunks))):
+        bar = progress_bar(chunks, enabled=progress, description="non-robust dataset", total=len(chunks))
+        for b, i in enumerate(bar):
             idx = torch.arange(i, min(i + batch_size, n))
             x = d.x[idx.to(d.x.device)].to(dev)
             t = t_all[idx].to(dev)

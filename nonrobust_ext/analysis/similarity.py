@@ -30,6 +30,7 @@ from typing import Any, Union
 import torch
 
 from .. import ops as _ops
+from .._progress import progress_bar
 from ..attacks._common import eval_mode
 from .activations import (
     Data,
@@ -38,7 +39,6 @@ from .activations import (
     _check_batch_size,
     _LayerRecorder,
     _model_device,
-    _progress,
     collect_activations,
 )
 
@@ -475,12 +475,12 @@ def minibatch_cka(
     dev_b = torch.device(device) if device is not None else _model_device(model_b, dev_a)
     with rec_a, eval_mode(model_a), torch.no_grad():
         if rec_b is None:
-            for xb in _progress(_batches(data, batch_size), progress, "minibatch CKA"):
+            for xb in progress_bar(_batches(data, batch_size), enabled=progress, description="minibatch CKA"):
                 out = rec_a.run(xb.to(dev_a))
                 acc.update(out, out)
         else:
             with rec_b, eval_mode(model_b):
-                for xb in _progress(_batches(data, batch_size), progress, "minibatch CKA"):
+                for xb in progress_bar(_batches(data, batch_size), enabled=progress, description="minibatch CKA"):
                     out_a = rec_a.run(xb.to(dev_a))
                     out_b = rec_b.run(xb.to(dev_b))
                     acc.update(out_a, {k: v.to(dev_a) for k, v in out_b.items()})

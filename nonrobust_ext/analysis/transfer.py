@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from .._progress import progress_bar
 from ..attacks._common import LogitsSelector, eval_mode
 from .features import (
     AttackFn,
@@ -25,7 +26,6 @@ from .features import (
     _check_number,
     _device_of,
     _logits,
-    _progress,
     _pyplot_figure,
     _resolve_attack,
 )
@@ -163,7 +163,7 @@ def transfer_matrix(
     with contextlib.ExitStack() as stack:
         for m in nets:
             stack.enter_context(eval_mode(m))
-        for x, y in _progress(_batches(data, batch_size), progress, "transfer matrix"):
+        for x, y in progress_bar(_batches(data, batch_size), enabled=progress, description="transfer matrix"):
             y = y.long()
             if len(y) == 0:
                 continue

@@ -34,6 +34,7 @@ import torch
 import torch.distributed as dist
 
 from .._io import atomic_torch_save, atomic_write, safe_torch_load
+from .._progress import progress_bar
 from ..attacks import robust_accuracy
 from ..data import TensorData, batches, num_batches
 from .finetune import train_mode
@@ -302,7 +303,8 @@ def train(
                 (out / name).unlink(missing_ok=True)
         _rewrite_metrics(out, state.history)
 
-    bar = _progress(total, state.step, description, enabled=progress and rank == 0)
+    bar = progress_bar(description=description, enabled=progress and rank == 0, total=total, initial=state.step,
+                       unit="step")
     running = _Running()
     last_saved = state.step
 
@@ -479,26 +481,6 @@ def _rewrite_metrics(out: Path, history: list[dict[str, Any]]) -> None:
 def _finish(model, state: _State, config: TrainConfig) -> None:
     if config.select != "last" and state.best_weights is not None:
         model.load_state_dict(state.best_weights)
-
-
-def _progress(total: int, done: int, description: str, *, enabled: bool):
-    if enabled:
-        try:
-            from tqdm.auto import tqdm
-
-            # disable=None: quiet when stderr is not a terminal (logs, CI).
-            return tqdm(total=total, initial=done, desc=description, unit="step", disable=None, dynamic_ncols=True)
-        except ImportError:
-            pass
-    return _NoBar()
-
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 __all__ = ["TrainConfig", "TrainResult", "evaluate", "learning_rate_factor", "train"]
