@@ -3,13 +3,17 @@ resume after an interruption, and a report whose every number comes from results
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import re
+import subprocess
+import sys
 
 import pytest
+import torch
 
-from nonrobust_ext import training
+from nonrobust_ext import models, training
 from nonrobust_ext.cli import main
 from nonrobust_ext.experiments import study
 from nonrobust_ext.experiments.study import StudyConfig, run_study
@@ -84,3 +88,157 @@ def test_study_cli_says_how_to_get_missing_data(tmp_path, monkeypatch, capsys):
     assert main(["study", "--quick", "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "apt-get install dataset-fashion-mnist" in err and "--dataset synthetic" in err
+
+
+def _config(*argv: str) -> StudyConfig:
+    from nonrobust_ext.cli import build_parser, study_config
+
+    return study_config(build_parser().parse_args(["study", *argv]))
+
+
+def test_every_study_option_sets_its_setting():
+    given = {
+        "--dataset": ("cifar10", "dataset", "cifar10"), "--data-root": ("/d", "data_root", "/d"),
+        "--source-classes": ("0,1", "source_classes", (0, 1)), "--target-classes": ("2,3", "target_classes", (2, 3)),
+        "--shots": ("7", "shots", 7), "--source-per-class": ("90", "source_per_class", 90),
+        "--backbone": ("wrn50", "backbone", "wrn50"), "--pretrained": ("w.pt", "pretrained", "w.pt"),
+        "--robust-pretrained": ("r.pt", "robust_pretrained", "r.pt"), "--image-size": ("64", "image_size", 64),
+        "--seeds": ("4,5", "seeds", (4, 5)), "--source-epochs": ("9", "source_epochs", 9),
+        "--target-steps": ("11", "target_steps", 11), "--batch-size": ("32", "batch_size", 32),
+        "--lr": ("0.3", "lr", 0.3), "--freeze-stages": ("2", "freeze_stages", 2), "--head-lr": ("0.2", "head_lr", 0.2),
+        "--backbone-lr": ("0.01", "backbone_lr", 0.01), "--train-eps": ("0.2", "train_eps", 0.2),
+        "--train-steps": ("4", "train_steps", 4), "--dm-beta": ("3", "dm_beta", 3.0),
+        "--attack": ("bim", "eval_attack", "bim"), "--eps": ("0,0.3", "eval_eps", (0.0, 0.3)),
+        "--steps": ("6", "eval_steps", 6), "--apgd-steps": ("0", "apgd_steps", 0),
+        "--samples": ("50", "eval_samples", 50), "--device": ("cuda", "device", "cuda"),
+    }
+    argv = [token for option, (value, _, _) in given.items() for token in (option, value)]
+    config = _config(*argv)
+    for option, (_, field, expected) in given.items():
+        assert getattr(config, field) == expected, option
+    # Without options: the built-in default; --quick: its smaller configuration, options still on top.
+    assert _config() == StudyConfig()
+    assert _config("--quick", "--shots", "3") == StudyConfig.quick(shots=3)
+
+
+def test_config_file_and_a_previous_results_json_rerun_the_same_study(tmp_path):
+    (tmp_path / "results.json").write_text(json.dumps({"config": StudyConfig(**TINY).as_dict(), "seeds": {}}))
+    assert _config("--config", str(tmp_path / "results.json")) == StudyConfig(**TINY)
+    assert _config("--config", str(tmp_path / "results.json"), "--shots", "2") == StudyConfig(**{**TINY, "shots": 2})
+    (tmp_path / "bad.json").write_text(json.dumps({"shotz": 3}))
+    with pytest.raises(ValueError, match=r"unknown study settings \['shotz'\]"):
+        _config("--config", str(tmp_path / "bad.json"))
+    with pytest.raises(ValueError, match="--quick and --config"):
+        _config("--quick", "--config", str(tmp_path / "results.json"))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--attack", "nope"], "eval_attack must be one of"),
+    (["--backbone", "resnet9000"], "unknown backbone 'resnet9000'"),
+    (["--robust-pretrained", "r.pt"], "robust_pretrained needs pretrained"),
+    (["--source-classes", "1,2", "--target-classes", "2,3"], "overlap"),
+    (["--eps", "-0.1"], "eval_eps must list radii >= 0"),
+    (["--image-size", "0"], "image_size must be a positive int"),
+    (["--seeds", "1,1"], "seeds lists a seed more than once"),
+    (["--pretrained", "/nowhere/w.pt", "--dataset", "synthetic"], "--pretrained: no weights file at /nowhere/w.pt"),
+])
+def test_bad_study_options_exit_2_with_a_message_naming_them(tmp_path, capsys, argv, message):
+    assert main(["study", "--out", str(tmp_path / "out"), *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_changing_training_settings_is_refused_changing_the_evaluation_reuses_the_models(tmp_path):
+    config = StudyConfig(**{**TINY, "seeds": (0,)})
+    run_study(config, tmp_path, progress=False, log=lambda _: None)
+    stamps = {s: (tmp_path / "seed0" / s / "checkpoint.pt").stat().st_mtime_ns for s in study.STAGES}
+    with pytest.raises(ValueError, match=r"shots: 8 then, 4 now.*--fresh"):
+        run_study(dataclasses.replace(config, shots=4), tmp_path, progress=False, log=lambda _: None)
+    other_eval = dataclasses.replace(config, eval_eps=(0.0, 0.05, 0.2), eval_attack="bim", apgd_steps=0)
+    results = run_study(other_eval, tmp_path, progress=False, log=lambda _: None)
+    assert {s: (tmp_path / "seed0" / s / "checkpoint.pt").stat().st_mtime_ns for s in study.STAGES} == stamps
+    assert len(results["seeds"]["0"]["finetuned"]["robust_accuracy"]) == 3
+    assert "L-inf BIM-2" in (tmp_path / "report.md").read_text()
+    run_study(dataclasses.replace(config, shots=4), tmp_path, fresh=True, progress=False, log=lambda _: None)
+    assert json.loads((tmp_path / "stages.json").read_text())["shots"] == 4
+
+
+def _imagenet_like_weights(path, seed: int) -> str:
+    """A 1000-class resnet18 checkpoint in torchvision's file format (a bare state dict), random weights."""
+    torch.manual_seed(seed)
+    torch.save(models.create("resnet18", num_classes=1000).state_dict(), path)
+    return str(path)
+
+
+IMAGENET_TINY = dict(TINY, seeds=(0,), backbone="resnet18", image_size=32, batch_size=16, eval_samples=24,
+                     analysis_samples=24, target_classes=(0, 1, 2, 3, 4, 5, 6, 7, 8, 9))
+
+
+def test_imagenet_weights_replace_the_source_stages(tmp_path):
+    config = StudyConfig(**IMAGENET_TINY, pretrained=_imagenet_like_weights(tmp_path / "std.pth", 0),
+                         robust_pretrained=_imagenet_like_weights(tmp_path / "robust.pth", 1))
+    assert config.stages == study.STAGES and config.input_size == 32
+    results = run_study(config, tmp_path / "out", progress=False, log=lambda _: None)
+    seed = results["seeds"]["0"]
+    # The ImageNet models are loaded, not trained, and have no test set here; the target models are.
+    assert set(seed) == {*study.TARGET_STAGES, "analyses"}
+    assert not any((tmp_path / "out" / "seed0" / s).exists() for s in study.SOURCE_STAGES)
+    assert set(seed["analyses"]["source_feature_attack_accuracy"]) == set(study.SOURCE_STAGES)
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "## Source task" not in report and "ImageNet weights" in report
+    # Fine-tuning started from the file (the standard model from scratch did not): the tuned backbone is
+    # near the file's weights, moved off them only by training.
+    key = "layer4.1.conv2.weight"
+    start = torch.load(tmp_path / "std.pth")[key]
+
+    def moved(stage: str) -> float:
+        weights = torch.load(tmp_path / "out" / "seed0" / stage / "checkpoint.pt")["model"][key]
+        return float((weights - start).norm() / start.norm())
+
+    assert 0 < moved("finetuned") < 0.5 < moved("standard")
+
+
+def test_torchvision_weights_without_robust_ones_leave_the_robust_models_out(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "home"))
+    (tmp_path / "home" / "hub" / "checkpoints").mkdir(parents=True)
+    _imagenet_like_weights(tmp_path / "home" / "hub" / "checkpoints" / "resnet18-00000000.pth", 0)
+    config = StudyConfig(**IMAGENET_TINY, pretrained="torchvision")
+    assert config.stages == ("pretrained", "finetuned", "standard")
+    results = run_study(config, tmp_path / "out", progress=False, log=lambda _: None)
+    assert set(results["summary"]) == {"finetuned", "standard", "analyses"}
+    assert set(results["summary"]["analyses"]["cka"]) == {"pretrained~finetuned", "pretrained~standard"}
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "| finetuned |" in report and "| dm |" not in report and "robust models are left out" in report
+    assert all(token in _numbers(results) for token in re.findall(r"\d+\.\d+", report))
+
+
+def test_the_study_under_torchrun_trains_on_every_rank_and_reports_once(tmp_path):
+    (tmp_path / "tiny.json").write_text(json.dumps(StudyConfig(**{**TINY, "seeds": (0,)}).as_dict()))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "nonrobust_ext", "study", "--config", "tiny.json", "--out", "out"]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["world_size"] == 2 and set(results["seeds"]["0"]) == {*study.STAGES, "analyses"}
+    for stage in study.STAGES:  # every stage was trained as one DDP run over both ranks
+        checkpoint = torch.load(tmp_path / "out" / "seed0" / stage / "checkpoint.pt", weights_only=True)
+        assert checkpoint["world_size"] == 2 and checkpoint["finished"], stage
+    assert done.stdout.count("seed 0: training") == 1 and done.stdout.count("wrote ") == 1
+    assert (tmp_path / "out" / "report.md").exists()
+
+
+def test_evaluation_and_analyses_show_progress(tmp_path, monkeypatch):
+    from nonrobust_ext import _progress
+
+    shown = []
+
+    def recording(*args, description, **kwargs):
+        shown.append(description)
+        return _progress.progress_bar(*args, description=description, **kwargs)
+
+    config = StudyConfig(**{**TINY, "seeds": (0,)})
+    run_study(config, tmp_path, progress=False, log=lambda _: None)  # train first: the bars below are the rest
+    monkeypatch.setattr(study, "progress_bar", recording)
+    run_study(config, tmp_path, progress=True, log=lambda _: None)
+    assert shown == ["seed 0 evaluation", "seed 0 analyses"]
+    disabled = _progress.progress_bar([1, 2], description="x", enabled=False)
+    assert disabled == [1, 2] and _progress.progress_bar(description="x", enabled=False).update(3) is None

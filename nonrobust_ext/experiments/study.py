@@ -13,19 +13,27 @@ half, relabelled and few-shot):
 6. ``dm``                 from 2, fine-tuned on the target with the DM loss
 
 Every stage is a :func:`nonrobust_ext.training.train` run with its own folder: a finished stage is
-reused, an interrupted one resumes from its last checkpoint, ``fresh=True`` retrains everything.
+reused, an interrupted one resumes from its last checkpoint, ``fresh=True`` retrains everything. The
+settings the models depend on are recorded in ``stages.json``; re-running with other training
+settings is refused (it would silently reuse models trained differently), while the evaluation
+settings (eps grid, attack, samples) can change freely and re-evaluate the cached models.
 
-Status: this is the first slice of the study command. It trains and evaluates the six models (clean
-and PGD robust accuracy over the eps grid, true-label confidence) over several seeds. The layer-wise
-CKA, transfer matrix, frequency and feature-robustness sections and the plots are still to be added
-(the analyses exist in :mod:`nonrobust_ext.analysis`).
+With ImageNet weights (``pretrained="torchvision"`` or a path), stages 1 and 2 are loaded instead of
+trained (``robust_pretrained``: a robust ImageNet checkpoint, e.g. the robustness library's; without
+one, stages 2, 5 and 6 are left out), the target task is ``target_classes`` of the dataset and the
+images are resized to 224 px inside the models (``image_size``). There is then no source test set.
+
+Under ``torchrun`` every rank trains (DDP, each on its shard of every batch); rank 0 alone evaluates,
+analyses and writes the report: the analyses (CKA, transfer, ...) are not additive over shards.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
+import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -33,17 +41,33 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 from .. import analysis, models, training
 from .. import data as nxdata
 from .._io import atomic_write
+from .._progress import progress_bar
 from ..attacks import feature_pgd, robust_accuracy
 from ..attacks._common import eval_mode
+from ..attacks.evaluate import ATTACKS
 
 SOURCE_STAGES = ("pretrained", "robust_pretrained")
 TARGET_STAGES = ("finetuned", "standard", "robust_finetuned", "dm")
 STAGES = SOURCE_STAGES + TARGET_STAGES
 _FROM = {"finetuned": "pretrained", "robust_finetuned": "robust_pretrained", "dm": "robust_pretrained"}
+_ROBUST_STAGES = ("robust_pretrained", "robust_finetuned", "dm")
+
+# ImageNet weights: their classes and the input statistics they were trained with.
+IMAGENET_CLASSES = 1000
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+IMAGENET_SIZE = 224
+
+# The settings the trained models depend on: a cached stage trained under other values is not reused.
+# (Seeds are not here: each seed has its own folder.) Everything else only changes the evaluation.
+TRAINING_FIELDS = ("dataset", "data_root", "source_classes", "target_classes", "source_per_class", "shots",
+                   "backbone", "source_epochs", "target_steps", "batch_size", "lr", "freeze_stages", "head_lr",
+                   "backbone_lr", "train_eps", "train_steps", "dm_beta", "pretrained", "robust_pretrained",
+                   "image_size")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +94,16 @@ class StudyConfig:
         eval_samples: test images per side evaluated (``None``: all).
         analysis_samples: target test images the analyses (CKA, transfer, frequency, features) use.
         frequency_radii: radii of the low-pass / high-pass split of the frequency analysis.
-        device: where to train and evaluate.
+        eval_attack: the attack of the eps grid, a name of :data:`nonrobust_ext.attacks.evaluate.ATTACKS`
+            (the analyses' attacks stay PGD).
+        pretrained: ``None``: stage 1 is trained on the source classes. ``"torchvision"``: torchvision's
+            ImageNet weights of ``backbone`` from the local cache (:func:`models.find_torchvision_weights`);
+            or a weights file's path (anything :func:`models.load_weights` reads).
+        robust_pretrained: with ``pretrained``, a robust ImageNet checkpoint's path for stage 2;
+            ``None`` leaves the robust stages out.
+        image_size: resize inputs to this size inside every model; ``None``: 224 with ImageNet weights,
+            the images' own size otherwise.
+        device: where to train and evaluate (``"cuda"`` under torchrun: each rank's ``LOCAL_RANK`` GPU).
     """
 
     dataset: str = "fashion_mnist"
@@ -97,17 +130,55 @@ class StudyConfig:
     eval_samples: int | None = 500
     analysis_samples: int = 300
     frequency_radii: tuple[float, ...] = (2.0, 4.0, 8.0)
+    eval_attack: str = "pgd"
+    pretrained: str | None = None
+    robust_pretrained: str | None = None
+    image_size: int | None = None
     device: str = "cpu"
 
     def __post_init__(self) -> None:
         if not self.seeds:
             raise ValueError("seeds must list at least one seed")
-        if set(self.source_classes) & set(self.target_classes):
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds lists a seed more than once: {self.seeds}")
+        if not self.target_classes:
+            raise ValueError("target_classes must list at least one class")
+        if self.pretrained is None and set(self.source_classes) & set(self.target_classes):
             raise ValueError(
                 f"source_classes and target_classes overlap: {self.source_classes} / {self.target_classes}"
             )
+        if self.pretrained is None and not self.source_classes:
+            raise ValueError("source_classes must list at least one class unless pretrained weights are given")
         if not self.eval_eps or any(not e >= 0 for e in self.eval_eps):
             raise ValueError(f"eval_eps must list radii >= 0, got {self.eval_eps}")
+        if self.eval_attack not in ATTACKS:
+            raise ValueError(f"eval_attack must be one of {sorted(ATTACKS)}, got {self.eval_attack!r}")
+        if self.robust_pretrained is not None and self.pretrained is None:
+            raise ValueError("robust_pretrained needs pretrained too: both source models come from ImageNet weights, "
+                             "or both are trained on the source classes")
+        if self.image_size is not None and (isinstance(self.image_size, bool) or not isinstance(self.image_size, int)
+                                            or self.image_size < 1):
+            raise ValueError(f"image_size must be a positive int or None, got {self.image_size!r}")
+        name = models.canonical_name(self.backbone)
+        if name not in models.available() and not name.startswith("torchvision:"):
+            raise ValueError(f"unknown backbone {self.backbone!r}; available: {models.available()} "
+                             "(or 'torchvision:<name>', or 'wrn50')")
+
+    @property
+    def imagenet_source(self) -> bool:
+        """Whether the source models are ImageNet weights (loaded) rather than trained on source classes."""
+        return self.pretrained is not None
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        """The stages this configuration trains or loads, in order."""
+        if self.imagenet_source and self.robust_pretrained is None:
+            return tuple(s for s in STAGES if s not in _ROBUST_STAGES)
+        return STAGES
+
+    @property
+    def input_size(self) -> int | None:
+        return self.image_size if self.image_size is not None else (IMAGENET_SIZE if self.imagenet_source else None)
 
     @classmethod
     def quick(cls, **overrides: Any) -> StudyConfig:
@@ -120,39 +191,188 @@ class StudyConfig:
     def as_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], **overrides: Any) -> StudyConfig:
+        """The configuration :meth:`as_dict` wrote (e.g. ``results.json``'s ``"config"``), with ``overrides``.
+
+        Raises:
+            ValueError: a key that is not a field (the message lists them).
+        """
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - fields)
+        if unknown:
+            raise ValueError(f"unknown study settings {unknown}; the settings are {sorted(fields)}")
+        merged = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        return cls(**{**merged, **overrides})
+
 
 def run_study(
     config: StudyConfig, out: str | Path, *, fresh: bool = False, progress: bool = True,
     log: Callable[[str], None] = print,
-) -> dict[str, Any]:
-    """Train (or reuse) the six models for every seed, evaluate them, write ``results.json`` and
-    ``report.md`` under ``out``, and return the results."""
+) -> dict[str, Any] | None:
+    """Train (or reuse) the models of every seed, evaluate them, write ``results.json``,
+    ``report.md`` and the plots under ``out``, and return the results.
+
+    Under ``torchrun`` (``torch.distributed`` initialised) every rank trains; rank 0 evaluates,
+    writes and returns the results, the other ranks return ``None`` once training is done.
+
+    Raises:
+        ValueError: ``out`` holds models trained with other training settings (see
+            :data:`TRAINING_FIELDS`) and ``fresh`` is False.
+        FileNotFoundError: the dataset or the pretrained weights are missing (the message says how
+            to get them).
+    """
     out = Path(out)
-    if fresh and out.exists():
-        for seed_dir in out.glob("seed*"):
-            shutil.rmtree(seed_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    rank, world = _distributed()
+    device = _device(config, world)
+    if rank != 0:
+        log = lambda _: None  # noqa: E731 - one rank speaks
+    if rank == 0:
+        if fresh and out.exists():
+            for seed_dir in out.glob("seed*"):
+                shutil.rmtree(seed_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        _check_cache(config, out)
+    _barrier(world)
     started = time.perf_counter()
     train_set, test_set = _load(config)
+    source_weights = _imagenet_weights(config)
+    splits, trained = {}, {}
+    # Every seed is trained before any is evaluated: under torchrun the other ranks then leave as
+    # soon as training is done instead of waiting (and timing out) on rank 0's evaluation.
+    for seed in config.seeds:
+        log(f"seed {seed}: training {len(config.stages)} models (cached stages are reused)")
+        splits[seed] = _split(config, train_set, test_set, seed)
+        trained[seed] = _train_all(config, splits[seed], out / f"seed{seed}", seed, progress, device, source_weights,
+                                   rank, world)
+    if rank != 0:
+        return None
     per_seed: dict[str, Any] = {}
     for seed in config.seeds:
-        log(f"seed {seed}: training the six models (cached stages are reused)")
-        split = _split(config, train_set, test_set, seed)
-        trained = _train_all(config, split, out / f"seed{seed}", seed, progress)
-        log(f"seed {seed}: evaluating")
-        per_seed[str(seed)] = _evaluate_all(config, split, trained, seed)
+        log(f"seed {seed}: evaluating ({config.eval_attack} over eps {list(config.eval_eps)})")
+        per_seed[str(seed)] = _evaluate_all(config, splits[seed], trained[seed], seed, device, progress)
         log(f"seed {seed}: analyses (CKA, transfer, frequency, features)")
-        per_seed[str(seed)]["analyses"] = _analyse(config, split, trained, seed)
+        per_seed[str(seed)]["analyses"] = _analyse(config, splits[seed], trained[seed], seed, device, progress)
+        del trained[seed]  # free the seed's models before the next seed's evaluation
     results = {
         "config": config.as_dict(),
+        "stages": list(config.stages),
         "seeds": per_seed,
         "summary": _summarise(per_seed, config),
         "seconds": time.perf_counter() - started,
+        "world_size": world,
     }
     atomic_write(out / "results.json", lambda f: json.dump(results, f, indent=2), binary=False)
     plots = write_plots(results, out)
     atomic_write(out / "report.md", lambda f: f.write(render_report(results, plots)), binary=False)
     return results
+
+
+def _distributed() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        dist.barrier()
+
+
+def _device(config: StudyConfig, world: int) -> torch.device:
+    """``config.device``; under torchrun a bare ``"cuda"`` is this rank's GPU (``LOCAL_RANK``)."""
+    device = torch.device(config.device)
+    if world > 1 and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
+
+
+STAGES_FILE = "stages.json"
+
+
+def _check_cache(config: StudyConfig, out: Path) -> None:
+    """Record the training settings in ``out/stages.json``, or refuse when cached models used others."""
+    settings = {k: v for k, v in config.as_dict().items() if k in TRAINING_FIELDS}
+    path = out / STAGES_FILE
+    if path.exists():
+        recorded = json.loads(path.read_text())
+        changed = {k: (recorded.get(k), v) for k, v in settings.items() if recorded.get(k) != v}
+        if changed and any(out.glob("seed*")):
+            details = "; ".join(f"{k}: {old!r} then, {new!r} now" for k, (old, new) in changed.items())
+            raise ValueError(
+                f"{out} holds models trained with other settings ({details}); pass --fresh (fresh=True) to "
+                "retrain them, or another --out"
+            )
+    atomic_write(path, lambda f: json.dump(settings, f, indent=2), binary=False)
+
+
+def _imagenet_weights(config: StudyConfig) -> dict[str, Path]:
+    """Stage -> the ImageNet weights file it loads (empty when the source models are trained)."""
+    if not config.imagenet_source:
+        return {}
+    assert config.pretrained is not None
+    files = {"pretrained": (models.find_torchvision_weights(config.backbone) if config.pretrained == "torchvision"
+                            else Path(config.pretrained))}
+    if config.robust_pretrained is not None:
+        files["robust_pretrained"] = Path(config.robust_pretrained)
+    for stage, path in files.items():
+        if not path.is_file():
+            option = "--pretrained" if stage == "pretrained" else "--robust-pretrained"
+            raise FileNotFoundError(f"{option}: no weights file at {path} (nothing is downloaded at run time)")
+    return files
+
+
+def _train_all(config: StudyConfig, split, root: Path, seed: int, progress: bool, device: torch.device,
+               imagenet: dict[str, Path], rank: int, world: int) -> dict[str, torch.nn.Module]:
+    trained: dict[str, torch.nn.Module] = {}
+    if config.imagenet_source:
+        normalisation: dict[str, Any] = {"in_channels": 3, "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+        source_classes = IMAGENET_CLASSES
+    else:
+        normalisation = _normalisation(split.source_train.x)
+        source_classes = len(config.source_classes)
+    objectives: dict[str, training.Objective] = {
+        "pretrained": training.Standard(),
+        "robust_pretrained": training.PGDAdversarial(eps=config.train_eps, steps=config.train_steps),
+        "finetuned": training.Standard(),
+        "standard": training.Standard(),
+        "robust_finetuned": training.Standard(),
+        "dm": training.DM(eps=config.train_eps, steps=config.train_steps, beta=config.dm_beta),
+    }
+    weights: dict[str, Path] = {}
+    source_config = training.TrainConfig(epochs=config.source_epochs, batch_size=config.batch_size, lr=config.lr,
+                                         seed=seed)
+    for stage in (s for s in SOURCE_STAGES if s in config.stages):
+        model = _new_model(config, normalisation, source_classes, seed)
+        if stage in imagenet:
+            models.load_weights(model, imagenet[stage])
+            weights[stage] = imagenet[stage]
+        else:
+            training.train(model, objectives[stage], split.source_train, config=source_config, out_dir=root / stage,
+                           device=device, progress=progress, description=f"seed {seed} {stage}")
+            weights[stage] = root / stage / "model.pt"
+            if rank == 0:
+                models.save_weights(model, weights[stage])
+            _barrier(world)  # the fine-tuning stages of every rank read it
+        trained[stage] = model.to(device)
+    target_config = training.TrainConfig(steps=config.target_steps, batch_size=config.batch_size, lr=config.lr,
+                                         seed=seed)
+    num_target = len(config.target_classes)
+    for stage in (s for s in TARGET_STAGES if s in config.stages):
+        model = _new_model(config, normalisation, source_classes, seed + 1000)
+        groups = None
+        if stage in _FROM:
+            models.load_weights(model, weights[_FROM[stage]])
+            mode = "freeze" if config.freeze_stages else "full"
+            groups = training.prepare_finetune(model, training.FinetuneConfig(
+                mode=mode, freeze_stages=config.freeze_stages, num_classes=num_target,
+                head_lr=config.head_lr, backbone_lr=config.backbone_lr))
+        else:
+            model.reset_head(num_target)
+        training.train(model, objectives[stage], split.target_train, config=target_config, out_dir=root / stage,
+                       param_groups=groups, device=device, progress=progress, description=f"seed {seed} {stage}")
+        trained[stage] = model
+    return trained
 
 
 PLOTS = {
@@ -172,6 +392,8 @@ def write_plots(results: dict[str, Any], out: Path) -> list[str]:
         return []
     summary, eps = results["summary"], results["config"]["eval_eps"]
     a = summary["analyses"]
+    targets = _present(TARGET_STAGES, summary)
+    attack = results["config"]["eval_attack"].upper()
 
     def save(fig: Figure, name: str) -> None:
         fig.tight_layout()
@@ -179,10 +401,10 @@ def write_plots(results: dict[str, Any], out: Path) -> list[str]:
 
     fig = Figure(figsize=(5.5, 3.6))
     ax = fig.subplots()
-    for stage in TARGET_STAGES:
+    for stage in targets:
         stats = summary[stage]["robust_accuracy"]
         ax.errorbar(eps, [s["mean"] for s in stats], yerr=[s["std"] for s in stats], marker="o", capsize=3, label=stage)
-    ax.set(xlabel="L-inf eps", ylabel="accuracy", title="Robust accuracy (PGD), mean ± std over seeds")
+    ax.set(xlabel="L-inf eps", ylabel="accuracy", title=f"Robust accuracy ({attack}), mean ± std over seeds")
     ax.legend(fontsize=8)
     save(fig, "robust_accuracy.png")
 
@@ -190,10 +412,10 @@ def write_plots(results: dict[str, Any], out: Path) -> list[str]:
     ax = fig.subplots()
     width = 0.38
     for k, (label, index) in enumerate((("clean", 0), (f"eps {eps[-1]:g}", len(eps) - 1))):
-        values = [summary[s]["adversarial_confidence"][index] for s in TARGET_STAGES]
-        ax.bar([i + (k - 0.5) * width for i in range(len(TARGET_STAGES))], [v["mean"] for v in values], width,
+        values = [summary[s]["adversarial_confidence"][index] for s in targets]
+        ax.bar([i + (k - 0.5) * width for i in range(len(targets))], [v["mean"] for v in values], width,
                yerr=[v["std"] for v in values], capsize=3, label=label)
-    ax.set_xticks(range(len(TARGET_STAGES)), TARGET_STAGES, fontsize=8)
+    ax.set_xticks(range(len(targets)), targets, fontsize=8)
     ax.set(ylabel="mean true-label probability", title="True-label confidence")
     ax.legend(fontsize=8)
     save(fig, "confidence.png")
@@ -232,6 +454,11 @@ def write_plots(results: dict[str, Any], out: Path) -> list[str]:
     return list(PLOTS)
 
 
+def _present(stages: Sequence[str], table: dict[str, Any]) -> list[str]:
+    """The ``stages`` that ``table`` (a summary, an analysis) has, in study order."""
+    return [s for s in stages if s in table]
+
+
 def _load(config: StudyConfig) -> tuple[nxdata.TensorData, nxdata.TensorData]:
     try:
         return (nxdata.load(config.dataset, root=config.data_root, train=True),
@@ -241,11 +468,13 @@ def _load(config: StudyConfig) -> tuple[nxdata.TensorData, nxdata.TensorData]:
 
 
 def _split(config: StudyConfig, train_set: nxdata.TensorData, test_set: nxdata.TensorData, seed: int):
+    # With ImageNet weights the source task is ImageNet: no source classes are drawn from the dataset.
+    source = [] if config.imagenet_source else list(config.source_classes)
     split = nxdata.source_target_split(
-        train_set, test_set, source_classes=list(config.source_classes), target_classes=list(config.target_classes),
+        train_set, test_set, source_classes=source, target_classes=list(config.target_classes),
         shots_per_class=config.shots, seed=seed,
     )
-    if config.source_per_class is not None:
+    if config.source_per_class is not None and source:
         split.source_train = nxdata.few_shot(split.source_train, min(config.source_per_class,
                                              _smallest_class(split.source_train)), seed=seed)
     return split
@@ -261,9 +490,9 @@ def _normalisation(source_x: torch.Tensor) -> dict[str, Any]:
             "std": source_x.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()}
 
 
-def _new_model(config: StudyConfig, normalisation: dict[str, Any], seed: int) -> torch.nn.Module:
+def _new_model(config: StudyConfig, normalisation: dict[str, Any], num_classes: int, seed: int) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return models.create(config.backbone, num_classes=len(config.source_classes), **normalisation)
+    return models.create(config.backbone, num_classes=num_classes, input_size=config.input_size, **normalisation)
 
 
 def _subsample(d: nxdata.TensorData, n: int | None, seed: int) -> nxdata.TensorData:
@@ -274,59 +503,31 @@ def _subsample(d: nxdata.TensorData, n: int | None, seed: int) -> nxdata.TensorD
     return d.subset(keep.sort().values)
 
 
-def _train_all(config: StudyConfig, split, root: Path, seed: int, progress: bool) -> dict[str, torch.nn.Module]:
-    device = torch.device(config.device)
-    trained: dict[str, torch.nn.Module] = {}
-    normalisation = _normalisation(split.source_train.x)
-    source_config = training.TrainConfig(epochs=config.source_epochs, batch_size=config.batch_size, lr=config.lr,
-                                         seed=seed)
-    objectives: dict[str, training.Objective] = {
-        "pretrained": training.Standard(),
-        "robust_pretrained": training.PGDAdversarial(eps=config.train_eps, steps=config.train_steps),
-        "finetuned": training.Standard(),
-        "standard": training.Standard(),
-        "robust_finetuned": training.Standard(),
-        "dm": training.DM(eps=config.train_eps, steps=config.train_steps, beta=config.dm_beta),
-    }
-    for stage in SOURCE_STAGES:
-        model = _new_model(config, normalisation, seed)
-        training.train(model, objectives[stage], split.source_train, config=source_config, out_dir=root / stage,
-                       device=device, progress=progress, description=f"seed {seed} {stage}")
-        models.save_weights(model, root / stage / "model.pt")
-        trained[stage] = model
-    target_config = training.TrainConfig(steps=config.target_steps, batch_size=config.batch_size, lr=config.lr,
-                                         seed=seed)
-    num_target = len(config.target_classes)
-    for stage in TARGET_STAGES:
-        model = _new_model(config, normalisation, seed + 1000)
-        groups = None
-        if stage in _FROM:
-            models.load_weights(model, root / _FROM[stage] / "model.pt")
-            mode = "freeze" if config.freeze_stages else "full"
-            groups = training.prepare_finetune(model, training.FinetuneConfig(
-                mode=mode, freeze_stages=config.freeze_stages, num_classes=num_target,
-                head_lr=config.head_lr, backbone_lr=config.backbone_lr))
-        else:
-            model.reset_head(num_target)
-        training.train(model, objectives[stage], split.target_train, config=target_config, out_dir=root / stage,
-                       param_groups=groups, device=device, progress=progress, description=f"seed {seed} {stage}")
-        trained[stage] = model
-    return trained
+def _attack_options(name: str, steps: int, seed: int) -> dict[str, Any]:
+    """``steps`` and ``seed`` for the attacks that take them (FGSM takes neither)."""
+    accepted = inspect.signature(ATTACKS[name]).parameters
+    return {k: v for k, v in (("steps", steps), ("seed", seed)) if k in accepted}
 
 
-def _evaluate_all(config: StudyConfig, split, trained: dict[str, torch.nn.Module], seed: int) -> dict[str, Any]:
+def _evaluate_all(config: StudyConfig, split, trained: dict[str, torch.nn.Module], seed: int, device: torch.device,
+                  progress: bool) -> dict[str, Any]:
+    """Clean and robust accuracy and true-label confidence of every model that has a test set (the
+    ImageNet source models have none here)."""
     results: dict[str, Any] = {}
-    for stage, model in trained.items():
+    stages = [s for s in trained if s in TARGET_STAGES or not config.imagenet_source]
+    for stage in progress_bar(stages, enabled=progress, description=f"seed {seed} evaluation", unit="model"):
+        model = trained[stage]
         test = _subsample(split.source_test if stage in SOURCE_STAGES else split.target_test, config.eval_samples,
                           seed)
-        report = robust_accuracy(model, (test.x, test.y), eps=list(config.eval_eps), attack="pgd",
-                                 steps=config.eval_steps, seed=seed, device=torch.device(config.device))
+        report = robust_accuracy(model, (test.x, test.y), eps=list(config.eval_eps), attack=config.eval_attack,
+                                 device=device, **_attack_options(config.eval_attack, config.eval_steps, seed))
+        apgd = None
         if config.apgd_steps:
             apgd = robust_accuracy(model, (test.x, test.y), eps=[max(config.eval_eps)], attack="apgd",
-                                   steps=config.apgd_steps, seed=seed, device=torch.device(config.device))
+                                   steps=config.apgd_steps, seed=seed, device=device).robust_accuracy[0]
         results[stage] = {
             "task": "source" if stage in SOURCE_STAGES else "target",
-            "apgd_robust_accuracy": apgd.robust_accuracy[0] if config.apgd_steps else None,
+            "apgd_robust_accuracy": apgd,
             "clean_accuracy": report.clean_accuracy,
             "robust_accuracy": report.robust_accuracy,
             "clean_confidence": report.clean_confidence,
@@ -342,34 +543,46 @@ CKA_PAIRS = (("pretrained", "finetuned"), ("pretrained", "standard"),
              ("robust_pretrained", "robust_finetuned"), ("robust_pretrained", "dm"))
 
 
-def _analyse(config: StudyConfig, split, trained: dict[str, torch.nn.Module], seed: int) -> dict[str, Any]:
-    device = torch.device(config.device)
+def _analyse(config: StudyConfig, split, trained: dict[str, torch.nn.Module], seed: int, device: torch.device,
+             progress: bool) -> dict[str, Any]:
     test = _subsample(split.target_test, config.analysis_samples, seed + 1)
     x, y = test.x, test.y
     eps = max(config.eval_eps)
-    targets = {stage: trained[stage] for stage in TARGET_STAGES}
+    targets = {stage: model for stage, model in trained.items() if stage in TARGET_STAGES}
+    sources = {stage: model for stage, model in trained.items() if stage in SOURCE_STAGES}
     layers = [name for name, _ in trained["pretrained"].named_children() if name.startswith("layer")]
+    pairs = [(a, b) for a, b in CKA_PAIRS if a in trained and b in trained]
+    steps = len(pairs) + len(sources) + 1 + 3 * len(targets)
+    bar = progress_bar(description=f"seed {seed} analyses", enabled=progress, total=steps, unit="step")
 
-    cka = {f"{a}~{b}": analysis.layer_similarity(trained[a], trained[b], x, layers, method="cka", device=device)
-           for a, b in CKA_PAIRS}
+    def advance(value: Any) -> Any:
+        bar.update(1)
+        return value
+
+    cka = {f"{a}~{b}": advance(analysis.layer_similarity(trained[a], trained[b], x, layers, method="cka",
+                                                         device=device))
+           for a, b in pairs}
     # Inherited non-robust features, measured directly: perturbations that move the *source* model's
     # embedding as far as possible (no labels needed: its head is for other classes) and how much
     # accuracy each target model loses on them.
     source_transfer: dict[str, dict[str, float]] = {}
-    for source in SOURCE_STAGES:
-        module = trained[source]
+    for source, module in sources.items():
         x_adv = feature_pgd(module.forward_features, x.to(device), eps=eps, steps=config.eval_steps, seed=seed,
                             module=module)
-        source_transfer[source] = {stage: _accuracy(model, x_adv, y.to(device)) for stage, model in targets.items()}
-    matrix = analysis.transfer_matrix(targets, (x, y), eps=eps, steps=config.eval_steps, seed=seed, device=device)
-    frequency = {stage: analysis.accuracy_by_frequency(model, (x, y), list(config.frequency_radii), device=device)
+        source_transfer[source] = advance({stage: _accuracy(model, x_adv, y.to(device))
+                                           for stage, model in targets.items()})
+    matrix = advance(analysis.transfer_matrix(targets, (x, y), eps=eps, steps=config.eval_steps, seed=seed,
+                                              device=device))
+    frequency = {stage: advance(analysis.accuracy_by_frequency(model, (x, y), list(config.frequency_radii),
+                                                               device=device))
                  for stage, model in targets.items()}
-    spectra = {stage: analysis.adversarial_spectrum(model, (x, y), eps=eps, steps=config.eval_steps, seed=seed,
-                                                    normalize=True, device=device).tolist()
+    spectra = {stage: advance(analysis.adversarial_spectrum(model, (x, y), eps=eps, steps=config.eval_steps,
+                                                            seed=seed, normalize=True, device=device).tolist())
                for stage, model in targets.items()}
-    features = {stage: analysis.feature_usefulness(model, (x, y), eps=eps, steps=config.eval_steps, seed=seed,
-                                                   device=device).robust_share
+    features = {stage: advance(analysis.feature_usefulness(model, (x, y), eps=eps, steps=config.eval_steps,
+                                                           seed=seed, device=device).robust_share)
                 for stage, model in targets.items()}
+    bar.close()
     return {
         "eps": eps,
         "layers": layers,
@@ -398,7 +611,8 @@ def _mean_std(values: Sequence[float]) -> dict[str, float]:
 def _summarise(per_seed: dict[str, Any], config: StudyConfig) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     grid = range(len(config.eval_eps))
-    for stage in STAGES:
+    evaluated = [stage for stage in STAGES if stage in next(iter(per_seed.values()))]
+    for stage in evaluated:
         runs = [per_seed[s][stage] for s in per_seed]
         summary[stage] = {
             "apgd_robust_accuracy": (_mean_std([r["apgd_robust_accuracy"] for r in runs])
@@ -437,30 +651,40 @@ def render_report(results: dict[str, Any], plots: Sequence[str] = ()) -> str:
     cfg, summary = results["config"], results["summary"]
     eps = cfg["eval_eps"]
     seeds = len(cfg["seeds"])
+    attack = cfg["eval_attack"].upper()
+    targets, sources = _present(TARGET_STAGES, summary), _present(SOURCE_STAGES, summary)
+    if cfg["pretrained"] is None:
+        source = f"source classes {cfg['source_classes']} (standing in for ImageNet)"
+    else:
+        robust = (f"robust ImageNet weights `{cfg['robust_pretrained']}`" if cfg["robust_pretrained"]
+                  else "no robust ImageNet weights, so the robust models are left out")
+        source = f"source: ImageNet weights `{cfg['pretrained']}` and {robust}"
     lines = [
         "# Does pretraining transfer non-robustness? (nonrobust_ext study)",
         "",
-        f"Dataset `{cfg['dataset']}`: source classes {cfg['source_classes']} (standing in for ImageNet), target "
-        f"classes {cfg['target_classes']} with {cfg['shots']} training images per class; backbone "
-        f"`{cfg['backbone']}`; {seeds} seed(s), mean ± standard deviation over seeds. Robust accuracy: L-inf "
-        f"PGD-{cfg['eval_steps']}; adversarial pretraining and DM at eps {cfg['train_eps']}.",
+        f"Dataset `{cfg['dataset']}`: {source}; target classes {cfg['target_classes']} with {cfg['shots']} "
+        f"training images per class; backbone `{cfg['backbone']}`; {seeds} seed(s), mean ± standard deviation over "
+        f"seeds. Robust accuracy: L-inf {attack}"
+        f"{'-' + str(cfg['eval_steps']) if cfg['eval_attack'] != 'fgsm' else ''}; adversarial pretraining and DM at "
+        f"eps {cfg['train_eps']}.",
         "",
-        "## Target task: accuracy (clean, then under PGD at each eps; APGD-CE at the largest)",
+        f"## Target task: accuracy (clean, then under {attack} at each eps; APGD-CE at the largest)",
         "",
         "| model | " + " | ".join(f"eps {e:.3f}" for e in eps) + f" | APGD eps {max(eps):.3f} |",
         "|---|" + "---:|" * (len(eps) + 1),
     ]
-    for stage in TARGET_STAGES:
+    for stage in targets:
         apgd = summary[stage]["apgd_robust_accuracy"]
         cells = [_fmt(s) for s in summary[stage]["robust_accuracy"]] + [_fmt(apgd) if apgd else "not run"]
         lines.append(f"| {stage} | " + " | ".join(cells) + " |")
-    lines += ["", "## Source task (the pretrained models on held-out source images)", "",
-              "| model | " + " | ".join(f"eps {e:.3f}" for e in eps) + " |", "|---|" + "---:|" * len(eps)]
-    for stage in SOURCE_STAGES:
-        lines.append(f"| {stage} | " + " | ".join(_fmt(s) for s in summary[stage]["robust_accuracy"]) + " |")
+    if sources:
+        lines += ["", "## Source task (the pretrained models on held-out source images)", "",
+                  "| model | " + " | ".join(f"eps {e:.3f}" for e in eps) + " |", "|---|" + "---:|" * len(eps)]
+        for stage in sources:
+            lines.append(f"| {stage} | " + " | ".join(_fmt(s) for s in summary[stage]["robust_accuracy"]) + " |")
     lines += ["", "## True-label confidence (softmax probability of the true label)", "",
               "| model | " + " | ".join(f"eps {e:.3f}" for e in eps) + " |", "|---|" + "---:|" * len(eps)]
-    for stage in TARGET_STAGES:
+    for stage in targets:
         lines.append(f"| {stage} | " + " | ".join(_fmt(s) for s in summary[stage]["adversarial_confidence"]) + " |")
     lines += _analysis_sections(summary["analyses"], cfg)
     findings = [*_findings(summary, eps), *_analysis_findings(summary["analyses"])]
@@ -556,11 +780,13 @@ def _findings(summary: dict[str, Any], eps: list[float]) -> list[str]:
         headline.append(f"- Headline (APGD-CE at eps {eps[k]:.3f}): finetuned {fa['mean']:.3f} is {_versus(fa, sa)} "
                         f"standard's {sa['mean']:.3f} (spread {fa['std']:.3f} / {sa['std']:.3f}).")
     return headline + [
-        compare("finetuned", "standard", "clean_accuracy", None),
-        compare("finetuned", "standard", "robust_accuracy", k),
-        compare("robust_finetuned", "finetuned", "robust_accuracy", k),
-        compare("dm", "robust_finetuned", "robust_accuracy", k),
-        compare("dm", "finetuned", "clean_accuracy", None),
+        compare(a, b, key, index)
+        for a, b, key, index in (("finetuned", "standard", "clean_accuracy", None),
+                                 ("finetuned", "standard", "robust_accuracy", k),
+                                 ("robust_finetuned", "finetuned", "robust_accuracy", k),
+                                 ("dm", "robust_finetuned", "robust_accuracy", k),
+                                 ("dm", "finetuned", "clean_accuracy", None))
+        if a in summary and b in summary
     ]
 
 
