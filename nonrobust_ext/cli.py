@@ -70,6 +70,7 @@ def _add_study_options(study: argparse.ArgumentParser) -> None:
     evaluation.add_argument("--steps", type=int, help="steps of the eps-grid attack")
     evaluation.add_argument("--apgd-steps", type=int, help="steps of the headline APGD-CE (0 skips it)")
     evaluation.add_argument("--samples", type=int, help="test images evaluated per model")
+    evaluation.add_argument("--analysis-samples", type=int, help="test images the analyses (CKA, transfer, ...) use")
     add("--device", help="cpu (default) or cuda; under torchrun, cuda is each rank's LOCAL_RANK GPU")
 
 

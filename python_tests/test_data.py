@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _helpers import fake_cifar10
 
 from nonrobust_ext import data
 
@@ -416,27 +417,6 @@ def test_batches_argument_errors():
 
 # ---------------------------------------------------------------------------------------------
 # CIFAR
-
-
-def fake_cifar10(root: Path, *, per_batch: int = 3, protocol: int = 2) -> torch.Tensor:
-    """cifar-10-batches-py with tiny batches, written like the official ones (bytes keys, uint8
-    [N, 3072] rows of R, G, B planes). Returns the images written, [N, 3, 32, 32] uint8, train then test."""
-    np = pytest.importorskip("numpy")
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    written = []
-    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-    for k, name in enumerate(names):
-        images = rng.integers(0, 256, size=(per_batch, 3, 32, 32), dtype=np.uint8)
-        batch = {b"batch_label": name.encode(), b"data": images.reshape(per_batch, -1),
-                 b"labels": [(k + i) % 10 for i in range(per_batch)], b"filenames": [b"x.png"] * per_batch}
-        (folder / name).write_bytes(pickle.dumps(batch, protocol=protocol))
-        written.append(torch.from_numpy(images.copy()))
-    meta = {b"label_names": [n.encode() for n in ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
-                                                    "horse", "ship", "truck")], b"num_vis": 3072}
-    (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=protocol))
-    return torch.cat(written)
 
 
 @pytest.mark.parametrize("protocol", [2, 4, 5])

@@ -110,7 +110,8 @@ def test_every_study_option_sets_its_setting():
         "--train-steps": ("4", "train_steps", 4), "--dm-beta": ("3", "dm_beta", 3.0),
         "--attack": ("bim", "eval_attack", "bim"), "--eps": ("0,0.3", "eval_eps", (0.0, 0.3)),
         "--steps": ("6", "eval_steps", 6), "--apgd-steps": ("0", "apgd_steps", 0),
-        "--samples": ("50", "eval_samples", 50), "--device": ("cuda", "device", "cuda"),
+        "--samples": ("50", "eval_samples", 50), "--analysis-samples": ("40", "analysis_samples", 40),
+        "--device": ("cuda", "device", "cuda"),
     }
     argv = [token for option, (value, _, _) in given.items() for token in (option, value)]
     config = _config(*argv)
@@ -242,3 +243,13 @@ def test_evaluation_and_analyses_show_progress(tmp_path, monkeypatch):
     assert shown == ["seed 0 evaluation", "seed 0 analyses"]
     disabled = _progress.progress_bar([1, 2], description="x", enabled=False)
     assert disabled == [1, 2] and _progress.progress_bar(description="x", enabled=False).update(3) is None
+
+
+def test_the_study_runs_unchanged_on_cifar10_files(tmp_path):
+    from _helpers import fake_cifar10
+
+    fake_cifar10(tmp_path / "data", per_batch=40)  # 20 training and 4 test images per class, 3x32x32
+    config = StudyConfig(**{**TINY, "seeds": (0,), "dataset": "cifar10", "data_root": str(tmp_path / "data")})
+    results = run_study(config, tmp_path / "out", progress=False, log=lambda _: None)
+    assert results["seeds"]["0"]["finetuned"]["num_samples"] == 20  # the 5 target classes' test images
+    assert "Dataset `cifar10`" in (tmp_path / "out" / "report.md").read_text()

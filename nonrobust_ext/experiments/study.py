@@ -1,6 +1,7 @@
 """The transfer study (Zhang et al., AAAI 2023) at a scale this machine carries: six models per seed,
-trained in cached stages, evaluated for clean and robust accuracy and true-label confidence, written to
-``results.json`` and a ``report.md`` generated from those numbers.
+trained in cached stages, evaluated (clean and robust accuracy, true-label confidence) and analysed
+(layer-wise CKA, attacks on the source features, transfer matrix, frequency, feature usefulness),
+written to ``results.json``, PNG plots and a ``report.md`` generated from those numbers.
 
 The models, per seed (source = one half of the classes, standing in for ImageNet; target = the other
 half, relabelled and few-shot):
