@@ -253,3 +253,12 @@ def test_the_study_runs_unchanged_on_cifar10_files(tmp_path):
     results = run_study(config, tmp_path / "out", progress=False, log=lambda _: None)
     assert results["seeds"]["0"]["finetuned"]["num_samples"] == 20  # the 5 target classes' test images
     assert "Dataset `cifar10`" in (tmp_path / "out" / "report.md").read_text()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_study_runs_on_cuda(tmp_path):
+    results = run_study(StudyConfig(**{**TINY, "seeds": (0,), "device": "cuda"}), tmp_path, progress=False,
+                        log=lambda _: None)
+    assert set(results["seeds"]["0"]) == {*study.STAGES, "analyses"}
+    checkpoint = torch.load(tmp_path / "seed0" / "dm" / "checkpoint.pt", weights_only=True)
+    assert checkpoint["finished"]
