@@ -64,6 +64,9 @@ def _add_study_options(study: argparse.ArgumentParser) -> None:
     model.add_argument("--train-eps", type=float, help="L-inf eps of adversarial pretraining and of DM")
     model.add_argument("--train-steps", type=int, help="PGD steps of adversarial pretraining and of DM")
     model.add_argument("--dm-beta", type=float, help="weight of DM's feature-discrepancy term")
+    model.add_argument("--select", choices=("last", "val_accuracy"),
+                       help="weights each trained model ends with: its last step (default) or its best accuracy on "
+                            "the validation split (never the test set)")
     evaluation = study.add_argument_group("evaluation (changing these re-evaluates cached models)")
     evaluation.add_argument("--attack", help="attack of the eps grid: pgd (default), apgd, fgsm, bim, mifgsm, difgsm")
     evaluation.add_argument("--eps", type=_parse_eps, help="comma-separated L-inf radii to evaluate")

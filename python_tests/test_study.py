@@ -3,6 +3,7 @@ resume after an interruption, and a report whose every number comes from results
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib.util
 import json
@@ -33,8 +34,15 @@ def _numbers(obj) -> set[str]:
     return set()
 
 
-def test_quick_study_writes_results_and_a_report_made_of_its_numbers(tmp_path):
-    results = run_study(StudyConfig(**TINY), tmp_path, progress=False, log=lambda _: None)
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory):
+    """One tiny study (two seeds) that several tests read: its folder and returned results."""
+    out = tmp_path_factory.mktemp("tiny_study")
+    return out, run_study(StudyConfig(**TINY), out, progress=False, log=lambda _: None)
+
+
+def test_quick_study_writes_results_and_a_report_made_of_its_numbers(tiny_study):
+    tmp_path, results = tiny_study
     saved = json.loads((tmp_path / "results.json").read_text())
     assert set(saved["seeds"]) == {"0", "1"}
     for seed in saved["seeds"].values():
@@ -43,6 +51,17 @@ def test_quick_study_writes_results_and_a_report_made_of_its_numbers(tmp_path):
         for stage in study.STAGES:
             model = seed[stage]
             assert 0 <= model["robust_accuracy"][1] <= model["robust_accuracy"][0] == model["clean_accuracy"]
+            # every trained stage logged validation accuracy; the best is at least the last
+            record = model["training"]
+            assert 0 <= record["val_accuracy_last"] <= record["val_accuracy_best"] <= 1
+            assert 0 < record["best_step_fraction"] <= 1
+        a = seed["analyses"]
+        for stage in study.TARGET_STAGES:
+            ranking = a["feature_ranking"][stage]
+            assert ranking["num_useful"] > 0
+            assert all(0 <= f <= 1 for f in ranking["robust_fraction_top"])
+            assert 0 <= a["perturbation_high_frequency_share"][stage] <= 1
+        assert a["chance_accuracy"] == pytest.approx(1 / len(StudyConfig(**TINY).target_classes))
     assert saved["summary"] == results["summary"]
     report = (tmp_path / "report.md").read_text()
     allowed = _numbers(saved)
@@ -50,12 +69,53 @@ def test_quick_study_writes_results_and_a_report_made_of_its_numbers(tmp_path):
         assert token in allowed, f"report.md shows {token}, which is not a number of results.json"
     for stage in study.TARGET_STAGES:
         assert f"| {stage} |" in report
+    for section in ("## Summary", "## Training: validation accuracy", "## Feature-robustness ranking",
+                    "## Where the PGD perturbations put their power", "## Accuracy on the low- and high-frequency"):
+        assert section in report
     if importlib.util.find_spec("matplotlib") is None:
         assert "No plots: matplotlib is not installed" in report
         return
     for name in study.PLOTS:
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
         assert f"]({name})" in report
+
+
+def _stat(mean: float, std: float = 0.01) -> dict[str, float]:
+    return {"mean": mean, "std": std}
+
+
+def test_the_reports_verdicts_follow_the_numbers(tiny_study):
+    """The sentences are chosen from the numbers: the same results with the paper's pattern written in,
+    then reversed, then within the spread, give the three verdicts."""
+    _, results = tiny_study
+    results = copy.deepcopy(results)
+    summary = results["summary"]
+
+    def set_models(ft_clean, st_clean, ft_attacked, st_attacked, std=0.01):
+        summary["finetuned"]["clean_accuracy"] = _stat(ft_clean, std)
+        summary["standard"]["clean_accuracy"] = _stat(st_clean, std)
+        summary["finetuned"]["robust_accuracy"][1] = _stat(ft_attacked, std)
+        summary["standard"]["robust_accuracy"][1] = _stat(st_attacked, std)
+
+    def verdicts() -> tuple[str, str]:
+        report = study.render_report(results)
+        accurate = re.search(r"more accurate model\* \(fine-tuned vs standard, clean\): ([^(]+) \(", report)
+        robust = re.search(r"less robust one\* \(fine-tuned below standard under attack\): (.+)\.$", report, re.M)
+        assert accurate and robust, report
+        return accurate.group(1).strip(), robust.group(1)
+
+    set_models(0.9, 0.5, 0.1, 0.4)
+    assert verdicts() == ("holds", "holds at every eps")
+    assert "Accuracy at eps 0.100: finetuned 0.100 is below standard's 0.400." in study.render_report(results)
+    set_models(0.5, 0.9, 0.4, 0.1)
+    assert verdicts() == ("is reversed", "is reversed at eps 0.100")
+    set_models(0.6, 0.5, 0.1, 0.2, std=0.2)
+    assert verdicts() == ("is within the seed-to-seed spread", "is within the seed-to-seed spread at every eps")
+    # a model whose validation accuracy ended below its best is named
+    summary["dm"]["training"] = {"val_accuracy_last": _stat(0.2), "val_accuracy_best": _stat(0.6),
+                                 "best_step_fraction": _stat(0.3)}
+    assert re.search(r"Ended below its best validation accuracy by more than the spread: [a-z_, ]*\bdm\b",
+                     study.render_report(results))
 
 
 def test_an_interrupted_study_resumes_and_reuses_finished_stages(tmp_path, monkeypatch):
@@ -108,6 +168,7 @@ def test_every_study_option_sets_its_setting():
         "--lr": ("0.3", "lr", 0.3), "--freeze-stages": ("2", "freeze_stages", 2), "--head-lr": ("0.2", "head_lr", 0.2),
         "--backbone-lr": ("0.01", "backbone_lr", 0.01), "--train-eps": ("0.2", "train_eps", 0.2),
         "--train-steps": ("4", "train_steps", 4), "--dm-beta": ("3", "dm_beta", 3.0),
+        "--select": ("val_accuracy", "select", "val_accuracy"),
         "--attack": ("bim", "eval_attack", "bim"), "--eps": ("0,0.3", "eval_eps", (0.0, 0.3)),
         "--steps": ("6", "eval_steps", 6), "--apgd-steps": ("0", "apgd_steps", 0),
         "--samples": ("50", "eval_samples", 50), "--analysis-samples": ("40", "analysis_samples", 40),
@@ -154,6 +215,10 @@ def test_changing_training_settings_is_refused_changing_the_evaluation_reuses_th
     stamps = {s: (tmp_path / "seed0" / s / "checkpoint.pt").stat().st_mtime_ns for s in study.STAGES}
     with pytest.raises(ValueError, match=r"shots: 8 then, 4 now.*--fresh"):
         run_study(dataclasses.replace(config, shots=4), tmp_path, progress=False, log=lambda _: None)
+    # A cache from before a setting existed recorded no value for it: it had the default then.
+    recorded = json.loads((tmp_path / "stages.json").read_text())
+    del recorded["select"]
+    (tmp_path / "stages.json").write_text(json.dumps(recorded))
     other_eval = dataclasses.replace(config, eval_eps=(0.0, 0.05, 0.2), eval_attack="bim", apgd_steps=0)
     results = run_study(other_eval, tmp_path, progress=False, log=lambda _: None)
     assert {s: (tmp_path / "seed0" / s / "checkpoint.pt").stat().st_mtime_ns for s in study.STAGES} == stamps
@@ -161,6 +226,33 @@ def test_changing_training_settings_is_refused_changing_the_evaluation_reuses_th
     assert "L-inf BIM-2" in (tmp_path / "report.md").read_text()
     run_study(dataclasses.replace(config, shots=4), tmp_path, fresh=True, progress=False, log=lambda _: None)
     assert json.loads((tmp_path / "stages.json").read_text())["shots"] == 4
+
+
+def test_select_val_accuracy_ends_every_model_at_its_best_validation_checkpoint(tmp_path):
+    config = StudyConfig(**{**TINY, "seeds": (0,), "select": "val_accuracy"})
+    results = run_study(config, tmp_path, progress=False, log=lambda _: None)
+    for stage in study.STAGES:
+        checkpoint = torch.load(tmp_path / "seed0" / stage / "checkpoint.pt", weights_only=True)
+        assert checkpoint["best"]["metric"] == "val_accuracy", stage
+        record = results["seeds"]["0"][stage]["training"]
+        assert record["val_accuracy_best"] == checkpoint["best"]["value"]
+        assert record["best_step_fraction"] == checkpoint["best"]["step"] / checkpoint["step"]
+        assert record["val_accuracy_best"] >= record["val_accuracy_last"]
+    # The models the study evaluated are the best checkpoints: rebuilt from best.pt, each scores the
+    # clean test accuracy the study reported for it.
+    split = study._split(config, *study._load(config), 0)
+    test = study._subsample(split.target_test, config.eval_samples, 0)
+    normalisation = study._normalisation(split.source_train.x)
+    for stage in study.TARGET_STAGES:
+        model = study._new_model(config, normalisation, 5, 0)
+        model.load_state_dict(torch.load(tmp_path / "seed0" / stage / "best.pt", weights_only=True)["model"])
+        model.eval()
+        with torch.no_grad():
+            accuracy = float((model(test.x).argmax(1) == test.y).float().mean())
+        assert accuracy == pytest.approx(results["seeds"]["0"][stage]["clean_accuracy"]), stage
+    assert "as it was at its best validation accuracy" in (tmp_path / "report.md").read_text()
+    with pytest.raises(ValueError, match="select must be one of"):
+        StudyConfig(select="val_loss")
 
 
 def _imagenet_like_weights(path, seed: int) -> str:

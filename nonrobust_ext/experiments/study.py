@@ -67,8 +67,13 @@ IMAGENET_SIZE = 224
 # (Seeds are not here: each seed has its own folder.) Everything else only changes the evaluation.
 TRAINING_FIELDS = ("dataset", "data_root", "source_classes", "target_classes", "source_per_class", "shots",
                    "backbone", "source_epochs", "target_steps", "batch_size", "lr", "freeze_stages", "head_lr",
-                   "backbone_lr", "train_eps", "train_steps", "dm_beta", "pretrained", "robust_pretrained",
+                   "backbone_lr", "train_eps", "train_steps", "dm_beta", "select", "pretrained", "robust_pretrained",
                    "image_size")
+
+# How each trained stage's weights are chosen: its last step, or its best validation accuracy.
+SELECT_RULES = ("last", "val_accuracy")
+# Checkpoints (each with a validation pass) of a target-task run.
+VALIDATIONS = 15
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +94,11 @@ class StudyConfig:
         head_lr, backbone_lr: fine-tuning learning rates of the head and the backbone (``None``: ``lr``).
         train_eps, train_steps: the L-inf attack of adversarial pretraining and of DM's inner maximisation.
         dm_beta: weight of DM's feature-discrepancy term.
+        select: which weights every trained stage ends with: ``"last"`` (the fixed budget's last step,
+            the same rule for every model) or ``"val_accuracy"`` (its best clean accuracy on the
+            validation split carved from the training data; never the test set). Either way the
+            validation accuracy is logged at every checkpoint and reported, to show whether the budget
+            reached a plateau.
         eval_eps, eval_steps: the L-inf PGD evaluation grid and its steps.
         apgd_steps: steps of the APGD-CE evaluation at the largest eps (the headline robust accuracy;
             0 skips it).
@@ -125,6 +135,7 @@ class StudyConfig:
     train_eps: float = 0.1
     train_steps: int = 5
     dm_beta: float = 1.0
+    select: str = "last"
     eval_eps: tuple[float, ...] = (0.0, 0.02, 0.05, 0.1)
     eval_steps: int = 10
     apgd_steps: int = 20
@@ -152,6 +163,8 @@ class StudyConfig:
             raise ValueError("source_classes must list at least one class unless pretrained weights are given")
         if not self.eval_eps or any(not e >= 0 for e in self.eval_eps):
             raise ValueError(f"eval_eps must list radii >= 0, got {self.eval_eps}")
+        if self.select not in SELECT_RULES:
+            raise ValueError(f"select must be one of {list(SELECT_RULES)}, got {self.select!r}")
         if self.eval_attack not in ATTACKS:
             raise ValueError(f"eval_attack must be one of {sorted(ATTACKS)}, got {self.eval_attack!r}")
         if self.robust_pretrained is not None and self.pretrained is None:
@@ -238,20 +251,22 @@ def run_study(
     started = time.perf_counter()
     train_set, test_set = _load(config)
     source_weights = _imagenet_weights(config)
-    splits, trained = {}, {}
+    splits, trained, records = {}, {}, {}
     # Every seed is trained before any is evaluated: under torchrun the other ranks then leave as
     # soon as training is done instead of waiting (and timing out) on rank 0's evaluation.
     for seed in config.seeds:
         log(f"seed {seed}: training {len(config.stages)} models (cached stages are reused)")
         splits[seed] = _split(config, train_set, test_set, seed)
-        trained[seed] = _train_all(config, splits[seed], out / f"seed{seed}", seed, progress, device, source_weights,
-                                   rank, world)
+        trained[seed], records[seed] = _train_all(config, splits[seed], out / f"seed{seed}", seed, progress, device,
+                                                  source_weights, rank, world)
     if rank != 0:
         return None
     per_seed: dict[str, Any] = {}
     for seed in config.seeds:
         log(f"seed {seed}: evaluating ({config.eval_attack} over eps {list(config.eval_eps)})")
         per_seed[str(seed)] = _evaluate_all(config, splits[seed], trained[seed], seed, device, progress)
+        for stage, record in records[seed].items():
+            per_seed[str(seed)][stage]["training"] = record
         log(f"seed {seed}: analyses (CKA, transfer, frequency, features)")
         per_seed[str(seed)]["analyses"] = _analyse(config, splits[seed], trained[seed], seed, device, progress)
         del trained[seed]  # free the seed's models before the next seed's evaluation
@@ -296,7 +311,8 @@ def _check_cache(config: StudyConfig, out: Path) -> None:
     settings = {k: v for k, v in config.as_dict().items() if k in TRAINING_FIELDS}
     path = out / STAGES_FILE
     if path.exists():
-        recorded = json.loads(path.read_text())
+        # A setting that a cache from an older version did not record had its default value then.
+        recorded = {**StudyConfig().as_dict(), **json.loads(path.read_text())}
         changed = {k: (recorded.get(k), v) for k, v in settings.items() if recorded.get(k) != v}
         if changed and any(out.glob("seed*")):
             details = "; ".join(f"{k}: {old!r} then, {new!r} now" for k, (old, new) in changed.items())
@@ -324,8 +340,12 @@ def _imagenet_weights(config: StudyConfig) -> dict[str, Path]:
 
 
 def _train_all(config: StudyConfig, split, root: Path, seed: int, progress: bool, device: torch.device,
-               imagenet: dict[str, Path], rank: int, world: int) -> dict[str, torch.nn.Module]:
+               imagenet: dict[str, Path], rank: int,
+               world: int) -> tuple[dict[str, torch.nn.Module], dict[str, dict[str, float] | None]]:
+    """Train (or reuse, or load) every stage of one seed; returns the models and, per trained stage,
+    :func:`_validation_record` of its run."""
     trained: dict[str, torch.nn.Module] = {}
+    records: dict[str, dict[str, float] | None] = {}
     if config.imagenet_source:
         normalisation: dict[str, Any] = {"in_channels": 3, "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
         source_classes = IMAGENET_CLASSES
@@ -342,22 +362,27 @@ def _train_all(config: StudyConfig, split, root: Path, seed: int, progress: bool
     }
     weights: dict[str, Path] = {}
     source_config = training.TrainConfig(epochs=config.source_epochs, batch_size=config.batch_size, lr=config.lr,
-                                         seed=seed)
+                                         seed=seed, select=config.select)
     for stage in (s for s in SOURCE_STAGES if s in config.stages):
         model = _new_model(config, normalisation, source_classes, seed)
         if stage in imagenet:
             models.load_weights(model, imagenet[stage])
             weights[stage] = imagenet[stage]
         else:
-            training.train(model, objectives[stage], split.source_train, config=source_config, out_dir=root / stage,
-                           device=device, progress=progress, description=f"seed {seed} {stage}")
+            run = training.train(model, objectives[stage], split.source_train, config=source_config,
+                                 out_dir=root / stage, val_data=split.source_val, device=device, progress=progress,
+                                 description=f"seed {seed} {stage}")
+            records[stage] = _validation_record(run)
             weights[stage] = root / stage / "model.pt"
             if rank == 0:
                 models.save_weights(model, weights[stage])
             _barrier(world)  # the fine-tuning stages of every rank read it
         trained[stage] = model.to(device)
+    # A few-shot target set is one batch an epoch: checkpoint (and validate) VALIDATIONS times a run
+    # rather than at every step, which would cost more than the training itself.
     target_config = training.TrainConfig(steps=config.target_steps, batch_size=config.batch_size, lr=config.lr,
-                                         seed=seed)
+                                         seed=seed, select=config.select,
+                                         checkpoint_every=max(1, math.ceil(config.target_steps / VALIDATIONS)))
     num_target = len(config.target_classes)
     for stage in (s for s in TARGET_STAGES if s in config.stages):
         model = _new_model(config, normalisation, source_classes, seed + 1000)
@@ -370,10 +395,25 @@ def _train_all(config: StudyConfig, split, root: Path, seed: int, progress: bool
                 head_lr=config.head_lr, backbone_lr=config.backbone_lr))
         else:
             model.reset_head(num_target)
-        training.train(model, objectives[stage], split.target_train, config=target_config, out_dir=root / stage,
-                       param_groups=groups, device=device, progress=progress, description=f"seed {seed} {stage}")
+        run = training.train(model, objectives[stage], split.target_train, config=target_config,
+                             out_dir=root / stage, param_groups=groups, val_data=split.target_val, device=device,
+                             progress=progress, description=f"seed {seed} {stage}")
+        records[stage] = _validation_record(run)
         trained[stage] = model
-    return trained
+    return trained, records
+
+
+def _validation_record(run: training.TrainResult) -> dict[str, float] | None:
+    """Clean validation accuracy at the last checkpoint and at the best one, and where in the run the
+    best one was (a fraction of its steps): whether the fixed budget reached a plateau (best late and
+    close to last) or overshot it. ``None`` for a run without validation lines (a cache from before
+    validation was logged)."""
+    lines = [line for line in run.history if "val_accuracy" in line]
+    if not lines or run.steps == 0:
+        return None
+    best = max(lines, key=lambda line: line["val_accuracy"])  # the first of equals: the earliest best
+    return {"val_accuracy_last": lines[-1]["val_accuracy"], "val_accuracy_best": best["val_accuracy"],
+            "best_step_fraction": best["step"] / run.steps}
 
 
 PLOTS = {
@@ -382,6 +422,7 @@ PLOTS = {
     "cka.png": "Layer-wise CKA with the source models",
     "transfer.png": "Transfer between the target models",
     "spectra.png": "Radial power spectrum of each model's PGD perturbations",
+    "feature_ranking.png": "Robust fraction of the most useful features",
 }
 
 
@@ -452,6 +493,19 @@ def write_plots(results: dict[str, Any], out: Path) -> list[str]:
            title="Spectrum of PGD perturbations")
     ax.legend(fontsize=8)
     save(fig, "spectra.png")
+
+    fig = Figure(figsize=(5.5, 3.6))
+    ax = fig.subplots()
+    shares = [100 * q for q in RANK_SHARES]
+    for stage, record in a["feature_ranking"].items():
+        if record["robust_fraction_top"] is not None:
+            ax.errorbar(shares, [f["mean"] for f in record["robust_fraction_top"]],
+                        yerr=[f["std"] for f in record["robust_fraction_top"]], marker="o", capsize=3, label=stage)
+    ax.set(xlabel="most useful features (% of the useful (class, feature) pairs)", ylabel="fraction robust",
+           xscale="log", title=f"Features still useful under PGD (eps {a['eps']['mean']:g})")
+    ax.set_xticks(shares, [f"{q:.0%}" for q in RANK_SHARES])
+    ax.legend(fontsize=8)
+    save(fig, "feature_ranking.png")
     return list(PLOTS)
 
 
@@ -581,9 +635,10 @@ def _analyse(config: StudyConfig, split, trained: dict[str, torch.nn.Module], se
                                                             seed=seed, normalize=True, device=device).tolist())
                for stage, model in targets.items()}
     features = {stage: advance(analysis.feature_usefulness(model, (x, y), eps=eps, steps=config.eval_steps,
-                                                           seed=seed, device=device).robust_share)
+                                                           seed=seed, device=device))
                 for stage, model in targets.items()}
     bar.close()
+    split_radius = len(next(iter(spectra.values()))) // 2
     return {
         "eps": eps,
         "layers": layers,
@@ -593,9 +648,32 @@ def _analyse(config: StudyConfig, split, trained: dict[str, torch.nn.Module], se
                               for src, row in zip(matrix.names, matrix.accuracy, strict=True)},
         "frequency": {stage: {"low_accuracy": r["low_accuracy"], "high_accuracy": r["high_accuracy"]}
                       for stage, r in frequency.items()},
-        "robust_usefulness_share": features,
+        "chance_accuracy": 1.0 / len(config.target_classes),
+        "robust_usefulness_share": {stage: None if math.isnan(result.robust_share) else result.robust_share
+                                    for stage, result in features.items()},
+        "feature_ranking": {stage: _ranking_record(result) for stage, result in features.items()},
         "perturbation_spectrum": spectra,
+        "spectrum_split_radius": split_radius,
+        "perturbation_high_frequency_share": {stage: sum(spectrum[split_radius:])
+                                              for stage, spectrum in spectra.items()},
     }
+
+
+# The feature-robustness ranking is summarised by the share of robust pairs among the most useful
+# RANK_SHARES of the useful (class, feature) pairs, most useful (on clean data) first.
+RANK_SHARES = (0.1, 0.25, 0.5, 1.0)
+
+
+def _ranking_record(result: analysis.FeatureUsefulness) -> dict[str, Any]:
+    """How many (class, feature) pairs are useful, and which fraction of the most useful ones stays
+    useful under attack (``None`` when no pair is useful)."""
+    ranking, n = result.ranking, len(result.ranking)
+
+    def robust_fraction(share: float) -> float | None:
+        top = ranking[:max(1, math.ceil(share * n))]
+        return sum(r["robust"] for r in top) / len(top) if n else None
+
+    return {"num_useful": n, "robust_fraction_top": [robust_fraction(q) for q in RANK_SHARES]}
 
 
 def _accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -621,34 +699,35 @@ def _summarise(per_seed: dict[str, Any], config: StudyConfig) -> dict[str, Any]:
             "clean_accuracy": _mean_std([r["clean_accuracy"] for r in runs]),
             "robust_accuracy": [_mean_std([r["robust_accuracy"][k] for r in runs]) for k in grid],
             "adversarial_confidence": [_mean_std([r["adversarial_confidence"][k] for r in runs]) for k in grid],
+            "training": _over_seeds([r.get("training") for r in runs]),
         }
-    summary["analyses"] = _summarise_analyses([per_seed[s]["analyses"] for s in per_seed])
+    summary["analyses"] = _over_seeds([per_seed[s]["analyses"] for s in per_seed])
     return summary
 
 
-def _summarise_analyses(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean ± std over seeds of every number of the per-seed analyses (same nested keys)."""
+def _over_seeds(values: list[Any]) -> Any:
+    """Mean ± std over seeds of every number of per-seed records with the same nested keys; strings
+    are kept; a number that is missing (``None``) in any seed stays ``None``."""
+    first = values[0]
+    if any(v is None for v in values):
+        return None
+    if isinstance(first, str):
+        return first
+    if isinstance(first, dict):
+        return {k: _over_seeds([v[k] for v in values]) for k in first}
+    if isinstance(first, list):
+        return [_over_seeds([v[i] for v in values]) for i in range(len(first))]
+    return _mean_std([float(v) for v in values])
 
-    def merge(values: list[Any]) -> Any:
-        first = values[0]
-        if isinstance(first, str):
-            return first
-        if isinstance(first, dict):
-            return {k: merge([v[k] for v in values]) for k in first}
-        if isinstance(first, list):
-            return [merge([v[i] for v in values]) for i in range(len(first))]
-        return _mean_std([float(v) for v in values])
 
-    return merge(runs)
-
-
-def _fmt(stat: dict[str, float]) -> str:
-    return f"{stat['mean']:.3f} ± {stat['std']:.3f}"
+def _fmt(stat: dict[str, float] | None) -> str:
+    return "n/a" if stat is None else f"{stat['mean']:.3f} ± {stat['std']:.3f}"
 
 
 def render_report(results: dict[str, Any], plots: Sequence[str] = ()) -> str:
     """``report.md`` from ``results`` alone: every number in it is a value of ``results`` rounded to 3
-    places. ``plots`` are the PNG files written next to it."""
+    places, and every sentence under a table is chosen by comparing those values (a gap no larger than
+    the seed-to-seed spread is called that). ``plots`` are the PNG files written next to it."""
     cfg, summary = results["config"], results["summary"]
     eps = cfg["eval_eps"]
     seeds = len(cfg["seeds"])
@@ -667,7 +746,12 @@ def render_report(results: dict[str, Any], plots: Sequence[str] = ()) -> str:
         f"training images per class; backbone `{cfg['backbone']}`; {seeds} seed(s), mean ± standard deviation over "
         f"seeds. Robust accuracy: L-inf {attack}"
         f"{'-' + str(cfg['eval_steps']) if cfg['eval_attack'] != 'fgsm' else ''}; adversarial pretraining and DM at "
-        f"eps {cfg['train_eps']}.",
+        f"eps {cfg['train_eps']}. A difference no larger than the larger of the two standard deviations is "
+        "called *within the seed-to-seed spread*: this study cannot tell such models apart.",
+        "",
+        "## Summary",
+        "",
+        *_summary_findings(summary, eps),
         "",
         f"## Target task: accuracy (clean, then under {attack} at each eps; APGD-CE at the largest)",
         "",
@@ -678,29 +762,170 @@ def render_report(results: dict[str, Any], plots: Sequence[str] = ()) -> str:
         apgd = summary[stage]["apgd_robust_accuracy"]
         cells = [_fmt(s) for s in summary[stage]["robust_accuracy"]] + [_fmt(apgd) if apgd else "not run"]
         lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+    lines += ["", _paragraph(_accuracy_findings(summary, eps))]
     if sources:
         lines += ["", "## Source task (the pretrained models on held-out source images)", "",
                   "| model | " + " | ".join(f"eps {e:.3f}" for e in eps) + " |", "|---|" + "---:|" * len(eps)]
         for stage in sources:
             lines.append(f"| {stage} | " + " | ".join(_fmt(s) for s in summary[stage]["robust_accuracy"]) + " |")
+        lines += ["", _paragraph(_source_findings(summary, eps))]
     lines += ["", "## True-label confidence (softmax probability of the true label)", "",
               "| model | " + " | ".join(f"eps {e:.3f}" for e in eps) + " |", "|---|" + "---:|" * len(eps)]
     for stage in targets:
         lines.append(f"| {stage} | " + " | ".join(_fmt(s) for s in summary[stage]["adversarial_confidence"]) + " |")
+    lines += ["", _paragraph(_pairwise(summary, "finetuned", "standard", "adversarial_confidence", eps,
+                                       "mean true-label probability"))]
+    lines += _training_section(summary, cfg)
     lines += _analysis_sections(summary["analyses"], cfg)
-    findings = [*_findings(summary, eps), *_analysis_findings(summary["analyses"])]
-    lines += ["", "## What the numbers show", "", *findings, ""]
     if plots:
-        lines += ["## Plots", ""] + [f"![{PLOTS[name]}]({name})" for name in plots] + [""]
+        lines += ["", "## Plots", ""] + [f"![{PLOTS[name]}]({name})" for name in plots] + [""]
     else:
-        lines += ["(No plots: matplotlib is not installed; `pip install 'nonrobust_ext[plot]'`.)", ""]
+        lines += ["", "(No plots: matplotlib is not installed; `pip install 'nonrobust_ext[plot]'`.)", ""]
     return "\n".join(lines)
 
 
-def _table(title: str, note: str, columns: list[str], rows: dict[str, list[dict[str, float]]]) -> list[str]:
+def _paragraph(sentences: Sequence[str]) -> str:
+    return " ".join(sentences) if sentences else "(Not enough models for this comparison.)"
+
+
+def _table(title: str, note: str, columns: list[str], rows: dict[str, list[dict[str, float] | None]],
+           findings: Sequence[str] = ()) -> list[str]:
     out = ["", f"## {title}", "", note, "", "| | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
     out += [f"| {name} | " + " | ".join(_fmt(v) for v in values) + " |" for name, values in rows.items()]
+    return out + ["", _paragraph(findings)]
+
+
+def _versus(x: dict[str, float], y: dict[str, float]) -> str:
+    """How mean ± std ``x`` stands to ``y``: a gap no larger than the bigger std is not called a difference."""
+    if abs(x["mean"] - y["mean"]) <= max(x["std"], y["std"]):
+        return "within the seed-to-seed spread of"
+    return "above" if x["mean"] > y["mean"] else "below"
+
+
+def _compare(what: str, a: str, sa: dict[str, float], b: str, sb: dict[str, float]) -> str:
+    """One sentence: ``a``'s ``what`` against ``b``'s, the verdict from :func:`_versus`."""
+    return f"{what}: {a} {sa['mean']:.3f} is {_versus(sa, sb)} {b}'s {sb['mean']:.3f}."
+
+
+def _pairwise(summary: dict[str, Any], a: str, b: str, key: str, eps: list[float], what: str) -> list[str]:
+    """``a`` against ``b`` on ``summary[...][key]`` at every eps of the grid."""
+    if a not in summary or b not in summary:
+        return []
+    return [_compare(f"{what[0].upper()}{what[1:]} at eps {e:.3f}", a, summary[a][key][k], b, summary[b][key][k])
+            for k, e in enumerate(eps)]
+
+
+def _verdict(verdicts: dict[str, str], wanted: str, eps: list[float]) -> str:
+    """Where over the eps grid (``verdicts``: eps label -> :func:`_versus` word) a claim that ``a`` is
+    ``wanted`` ("below"/"above") relative to ``b`` holds, is reversed, or cannot be told apart."""
+    held = [e for e, v in verdicts.items() if v == wanted]
+    reversed_ = [e for e, v in verdicts.items() if v not in (wanted, "within the seed-to-seed spread of")]
+    if held and not reversed_:
+        return f"holds at eps {', '.join(held)} (within the spread elsewhere)" if len(held) < len(verdicts) \
+            else "holds at every eps"
+    if reversed_ and not held:
+        return f"is reversed at eps {', '.join(reversed_)}"
+    if held:
+        return f"is mixed: holds at eps {', '.join(held)}, reversed at eps {', '.join(reversed_)}"
+    return "is within the seed-to-seed spread at every eps"
+
+
+def _summary_findings(summary: dict[str, Any], eps: list[float]) -> list[str]:
+    """The paper's claims, each with what this run's numbers say about it."""
+    out = []
+    if "finetuned" in summary and "standard" in summary:
+        ft, st = summary["finetuned"], summary["standard"]
+        clean = _versus(ft["clean_accuracy"], st["clean_accuracy"])
+        clean_word = {"above": "holds", "below": "is reversed"}.get(clean, "is within the seed-to-seed spread")
+        attacked = {f"{e:.3f}": _versus(ft["robust_accuracy"][k], st["robust_accuracy"][k])
+                    for k, e in enumerate(eps) if e > 0}
+        out.append(f"- *Fine-tuning from pretrained weights gives a more accurate model* (fine-tuned vs standard, "
+                   f"clean): {clean_word} ({ft['clean_accuracy']['mean']:.3f} vs {st['clean_accuracy']['mean']:.3f}).")
+        if attacked:
+            out.append(f"- *... but a less robust one* (fine-tuned below standard under attack): "
+                       f"{_verdict(attacked, 'below', eps)}.")
+        analyses = summary["analyses"]
+        inherited = analyses["source_feature_attack_accuracy"].get("pretrained")
+        if inherited and "finetuned" in inherited and "standard" in inherited:
+            verdict = _versus(inherited["finetuned"], inherited["standard"])
+            word = {"below": "holds", "above": "is reversed"}.get(verdict, "is within the seed-to-seed spread")
+            out.append(f"- *The non-robustness is inherited from the pretrained features* (perturbations of the "
+                       f"pretrained model's features hurt the fine-tuned model more than the standard one): {word} "
+                       f"({inherited['finetuned']['mean']:.3f} vs {inherited['standard']['mean']:.3f} accuracy kept).")
+    if "dm" in summary and "robust_finetuned" in summary and "finetuned" in summary:
+        dm, rf, ft = summary["dm"], summary["robust_finetuned"], summary["finetuned"]
+        attacked = {f"{e:.3f}": _versus(dm["robust_accuracy"][k], rf["robust_accuracy"][k])
+                    for k, e in enumerate(eps) if e > 0}
+        clean = _versus(dm["clean_accuracy"], ft["clean_accuracy"])
+        if attacked:
+            out.append(f"- *Robust pretraining plus DM fine-tuning repairs it* (DM above robust fine-tuning under "
+                       f"attack): {_verdict(attacked, 'above', eps)}; its clean accuracy "
+                       f"{dm['clean_accuracy']['mean']:.3f} is {clean} the fine-tuned model's "
+                       f"{ft['clean_accuracy']['mean']:.3f}.")
+    return out or ["- (The comparisons need the fine-tuned and the standard model.)"]
+
+
+def _accuracy_findings(summary: dict[str, Any], eps: list[float]) -> list[str]:
+    out = _pairwise(summary, "finetuned", "standard", "robust_accuracy", eps, "accuracy")
+    if "finetuned" in summary and "standard" in summary and summary["finetuned"]["apgd_robust_accuracy"]:
+        out.append(_compare(f"APGD-CE at eps {max(eps):.3f}", "finetuned", summary["finetuned"]["apgd_robust_accuracy"],
+                            "standard", summary["standard"]["apgd_robust_accuracy"]))
+    k = len(eps) - 1
+    for a, b in (("robust_finetuned", "finetuned"), ("dm", "robust_finetuned")):
+        if a in summary and b in summary:
+            out.append(_compare(f"At eps {eps[k]:.3f}", a, summary[a]["robust_accuracy"][k], b,
+                                summary[b]["robust_accuracy"][k]))
+    if "dm" in summary and "finetuned" in summary:
+        out.append(_compare("Clean", "dm", summary["dm"]["clean_accuracy"], "finetuned",
+                            summary["finetuned"]["clean_accuracy"]))
     return out
+
+
+def _source_findings(summary: dict[str, Any], eps: list[float]) -> list[str]:
+    if "pretrained" not in summary or "robust_pretrained" not in summary:
+        return []
+    k = len(eps) - 1
+    rob, std = summary["robust_pretrained"]["robust_accuracy"], summary["pretrained"]["robust_accuracy"]
+    return [_compare("Clean source accuracy", "robust_pretrained", rob[0], "pretrained", std[0]),
+            _compare(f"At eps {eps[k]:.3f}", "robust_pretrained", rob[k], "pretrained", std[k]),
+            "Adversarial training on the source trades clean accuracy for robustness where the first is below and "
+            "the second above." if _versus(rob[0], std[0]) == "below" and _versus(rob[k], std[k]) == "above" else
+            "The robust source model does not show the usual trade (less clean accuracy, more robustness) here."]
+
+
+# A run's best validation accuracy in its last LATE_BEST share of steps may not have levelled off yet.
+LATE_BEST = 0.2
+
+
+def _training_section(summary: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
+    records = {s: summary[s]["training"] for s in STAGES if s in summary and summary[s].get("training")}
+    if not records:
+        return []
+    rule = ("its last step (the same fixed budget for every model)" if cfg.get("select", "last") == "last"
+            else "its best validation accuracy")
+    ended_below = [s for s, r in records.items() if _versus(r["val_accuracy_last"], r["val_accuracy_best"]) == "below"]
+    late = [s for s, r in records.items() if r["best_step_fraction"]["mean"] > 1 - LATE_BEST]
+    findings = [
+        f"Each model is used as it was at {rule}. Validation images are carved from the training images of "
+        "each task; the test images never choose anything.",
+        f"Ended below its best validation accuracy by more than the spread: {', '.join(ended_below) or 'none'}.",
+        "Best validation accuracy in the last fifth of the run, so possibly still improving: "
+        f"{', '.join(late) or 'none'}.",
+    ]
+    return _table("Training: validation accuracy", "Clean accuracy on the validation split at the last checkpoint, "
+                  "at the best one, and where in the run (share of its steps) the best one was.",
+                  ["last", "best", "best at"],
+                  {s: [r["val_accuracy_last"], r["val_accuracy_best"], r["best_step_fraction"]]
+                   for s, r in records.items()}, findings)
+
+
+def _get(table: dict[str, Any], *keys: str) -> Any:
+    """``table[k0][k1]...`` or ``None`` where a key is missing (a model that was left out)."""
+    for key in keys:
+        if not isinstance(table, dict) or key not in table:
+            return None
+        table = table[key]
+    return table
 
 
 def _analysis_sections(a: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
@@ -712,83 +937,124 @@ def _analysis_sections(a: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
         "Layer-wise linear CKA with the source models",
         "On target test images; 1 = the same representation up to rotation and scale.",
         layers, {pair: [v[layer] for layer in layers] for pair, v in a["cka"].items()},
+        _cka_findings(a),
     )
     lines += _table(
         f"Accuracy under attacks on the source models' features (eps {eps:.3f})",
         "Rows: the source model whose embedding the perturbation pushes away (feature PGD, no labels); "
         "columns: the target model evaluated on it.",
         targets, {src: [v[t] for t in targets] for src, v in a["source_feature_attack_accuracy"].items()},
+        _source_feature_findings(a),
     )
     lines += _table(
         f"Transfer between the target models (PGD at eps {eps:.3f})",
         "Rows: the model the attack is crafted on; columns: the model evaluated; the diagonal is white-box.",
         targets, {src: [v[t] for t in targets] for src, v in a["transfer_accuracy"].items()},
+        _transfer_findings(a),
     )
     lines += _table(
         "Accuracy on the low- and high-frequency parts of the test images",
         "Radial FFT split at each radius r: low keeps frequencies below r, high the rest.",
         [f"low r={r}" for r in radii] + [f"high r={r}" for r in radii],
         {m: v["low_accuracy"] + v["high_accuracy"] for m, v in a["frequency"].items()},
+        _frequency_findings(a, radii),
     )
+    split = int(a["spectrum_split_radius"]["mean"])
     lines += _table(
-        "Share of feature usefulness that survives attack (Ilyas et al.)",
-        "Usefulness of the penultimate features for the labels under PGD over that on clean inputs.",
-        ["robust share"], {m: [v] for m, v in a["robust_usefulness_share"].items()},
+        "Where the PGD perturbations put their power",
+        f"Share of each model's normalised radial perturbation spectrum at radii {split} and above (the upper "
+        "half of the radii; the whole spectrum is in `spectra.png`).",
+        ["high-frequency share"], {m: [v] for m, v in a["perturbation_high_frequency_share"].items()},
+        _pair_findings(a["perturbation_high_frequency_share"], "High-frequency share of the perturbations"),
+    )
+    ranking = a["feature_ranking"]
+    lines += _table(
+        "Feature-robustness ranking (Ilyas et al.)",
+        "The (class, penultimate feature) pairs useful on clean inputs, ranked by clean usefulness: how many "
+        "there are, the fraction still useful under PGD among the most useful "
+        + ", ".join(f"{q:.0%}" for q in RANK_SHARES) + " of them, and the share of the total usefulness "
+        "that survives the attack.",
+        ["useful pairs"] + [f"robust in top {q:.0%}" for q in RANK_SHARES] + ["robust share"],
+        {m: [r["num_useful"], *(r["robust_fraction_top"] or [None] * len(RANK_SHARES)),
+             a["robust_usefulness_share"][m]] for m, r in ranking.items()},
+        _ranking_findings(a),
     )
     return lines
 
 
-def _versus(x: dict[str, float], y: dict[str, float]) -> str:
-    """How mean ± std ``x`` stands to ``y``: a gap no larger than the bigger std is not called a difference."""
-    if abs(x["mean"] - y["mean"]) <= max(x["std"], y["std"]):
-        return "within the seed-to-seed spread of"
-    return "above" if x["mean"] > y["mean"] else "below"
+def _pair_findings(values: dict[str, Any], what: str, a: str = "finetuned", b: str = "standard") -> list[str]:
+    if values.get(a) is None or values.get(b) is None:
+        return []
+    return [_compare(what, a, values[a], b, values[b])]
 
 
-def _analysis_findings(a: dict[str, Any]) -> list[str]:
-    last = a["layers"][-1]
-    ft, st = a["cka"]["pretrained~finetuned"][last], a["cka"]["pretrained~standard"][last]
-    src_ft = a["source_feature_attack_accuracy"]["pretrained"]["finetuned"]
-    src_st = a["source_feature_attack_accuracy"]["pretrained"]["standard"]
-    share_ft, share_st = a["robust_usefulness_share"]["finetuned"], a["robust_usefulness_share"]["standard"]
-
-    return [
-        f"- At {last}, the fine-tuned model's CKA with the pretrained model, {ft['mean']:.3f}, is {_versus(ft, st)} "
-        f"the standard model's {st['mean']:.3f}.",
-        f"- Under attacks on the pretrained model's features, the fine-tuned model keeps {src_ft['mean']:.3f} "
-        f"accuracy, {_versus(src_ft, src_st)} the standard model's {src_st['mean']:.3f}.",
-        f"- The share of feature usefulness surviving attack is {share_ft['mean']:.3f} for the fine-tuned model, "
-        f"{_versus(share_ft, share_st)} the standard model's {share_st['mean']:.3f}.",
-    ]
+def _cka_findings(a: dict[str, Any]) -> list[str]:
+    first, last = a["layers"][0], a["layers"][-1]
+    out = []
+    for layer in (first, last) if first != last else (last,):
+        ft, st = _get(a["cka"], "pretrained~finetuned", layer), _get(a["cka"], "pretrained~standard", layer)
+        if ft and st:
+            out.append(_compare(f"CKA with the pretrained model at {layer}", "finetuned", ft, "standard", st))
+    dm, rf = _get(a["cka"], "robust_pretrained~dm", last), _get(a["cka"], "robust_pretrained~robust_finetuned", last)
+    if dm and rf:
+        out.append(_compare(f"CKA with the robust pretrained model at {last}", "dm", dm, "robust_finetuned", rf))
+    if out:
+        out.append("Higher CKA with the source model means more of its representation is kept.")
+    return out
 
 
-def _findings(summary: dict[str, Any], eps: list[float]) -> list[str]:
-    """One sentence per comparison the paper makes, with the direction taken from the numbers and a
-    difference within one standard deviation called what it is: not distinguishable here."""
-    k = len(eps) - 1  # the largest radius
+def _source_feature_findings(a: dict[str, Any]) -> list[str]:
+    table = a["source_feature_attack_accuracy"]
+    out = _pair_findings(table.get("pretrained", {}), "Accuracy kept under attacks on the pretrained model's features")
+    out += _pair_findings(table.get("robust_pretrained", {}),
+                          "Accuracy kept under attacks on the robust pretrained model's features",
+                          "dm", "robust_finetuned")
+    if out:
+        out.append("A model that keeps less accuracy relies more on the features the source model is sensitive to.")
+    return out
 
-    def compare(a: str, b: str, key: str, index: int | None) -> str:
-        sa = summary[a][key] if index is None else summary[a][key][index]
-        sb = summary[b][key] if index is None else summary[b][key][index]
-        verdict = _versus(sa, sb)
-        what = "clean accuracy" if index is None else f"robust accuracy at eps {eps[index]:.3f}"
-        return (f"- {a} {what} {sa['mean']:.3f} is {verdict} {b}'s {sb['mean']:.3f} "
-                f"(spread {sa['std']:.3f} / {sb['std']:.3f}).")
 
-    headline = []
-    if summary["finetuned"]["apgd_robust_accuracy"] is not None:
-        fa, sa = summary["finetuned"]["apgd_robust_accuracy"], summary["standard"]["apgd_robust_accuracy"]
-        headline.append(f"- Headline (APGD-CE at eps {eps[k]:.3f}): finetuned {fa['mean']:.3f} is {_versus(fa, sa)} "
-                        f"standard's {sa['mean']:.3f} (spread {fa['std']:.3f} / {sa['std']:.3f}).")
-    return headline + [
-        compare(a, b, key, index)
-        for a, b, key, index in (("finetuned", "standard", "clean_accuracy", None),
-                                 ("finetuned", "standard", "robust_accuracy", k),
-                                 ("robust_finetuned", "finetuned", "robust_accuracy", k),
-                                 ("dm", "robust_finetuned", "robust_accuracy", k),
-                                 ("dm", "finetuned", "clean_accuracy", None))
-        if a in summary and b in summary
-    ]
+def _transfer_findings(a: dict[str, Any]) -> list[str]:
+    table = a["transfer_accuracy"]
+    out = []
+    ft_on_st, st_on_ft = _get(table, "finetuned", "standard"), _get(table, "standard", "finetuned")
+    if ft_on_st and st_on_ft:
+        out.append(f"Attacks crafted on the standard model leave the fine-tuned model {st_on_ft['mean']:.3f} accuracy, "
+                   f"{_versus(st_on_ft, ft_on_st)} the {ft_on_st['mean']:.3f} that attacks crafted on the fine-tuned "
+                   "model leave the standard one.")
+    for target in ("dm", "robust_finetuned"):
+        column = {src: row[target] for src, row in table.items() if src != target and target in row}
+        if column:
+            weakest = min(column, key=lambda s: column[s]["mean"])
+            out.append(f"The {target} model keeps at least {column[weakest]['mean']:.3f} under any transferred attack "
+                       f"(the strongest crafted on {weakest}).")
+    return out
+
+
+def _frequency_findings(a: dict[str, Any], radii: list[float]) -> list[str]:
+    low, high = radii[0], radii[-1]
+    freq = a["frequency"]
+    out = []
+    if "finetuned" in freq and "standard" in freq:
+        out.append(_compare(f"Low-pass accuracy (r={low})", "finetuned", freq["finetuned"]["low_accuracy"][0],
+                            "standard", freq["standard"]["low_accuracy"][0]))
+        out.append(_compare(f"High-pass accuracy (r={high})", "finetuned", freq["finetuned"]["high_accuracy"][-1],
+                            "standard", freq["standard"]["high_accuracy"][-1]))
+    chance = a["chance_accuracy"]["mean"]
+    above = [m for m, v in freq.items() if v["high_accuracy"][-1]["mean"] - v["high_accuracy"][-1]["std"] > chance]
+    out.append(f"Chance is {chance:.3f}. Above chance on the high-pass images (r={high}) by more than the spread, "
+               f"i.e. able to classify from high frequencies alone: {', '.join(above) or 'none'}.")
+    return out
+
+
+def _ranking_findings(a: dict[str, Any]) -> list[str]:
+    ranking = a["feature_ranking"]
+    out = []
+    for k, q in enumerate(RANK_SHARES):
+        top = {m: r["robust_fraction_top"][k] if r["robust_fraction_top"] else None for m, r in ranking.items()}
+        out += _pair_findings(top, f"Robust fraction of the top {q:.0%} most useful pairs")
+    out += _pair_findings(a["robust_usefulness_share"], "Share of the usefulness that survives attack")
+    return out
 
 
 __all__ = ["STAGES", "StudyConfig", "render_report", "run_study"]
