@@ -13,7 +13,7 @@ import torch
 from _helpers import DEVICES, pattern_task
 
 from nonrobust_ext import analysis as A
-from nonrobust_ext import robust_accuracy
+from nonrobust_ext import pgd, robust_accuracy
 from nonrobust_ext.data import TensorData
 from nonrobust_ext.training import TrainConfig
 
@@ -274,6 +274,24 @@ def test_feature_usefulness_of_a_standard_model(task):
         A.feature_usefulness(seq, test, eps=0.1)
     via_callable = A.feature_usefulness(seq, test, eps=0.0, features=seq[0])
     torch.testing.assert_close(via_callable.clean, clean_only.clean)
+
+
+def test_feature_usefulness_of_adversarial_inputs_crafted_before(task):
+    """Adversarial inputs crafted once (for several analyses) give what attacking inside gives, batch
+    for batch, and no attack runs."""
+    model, test = task["a"], task["test"]
+    attacked = A.feature_usefulness(model, test, eps=0.15, steps=5, seed=0, batch_size=64)
+    crafted = torch.cat([pgd(model, test.x[i:i + 64], test.y[i:i + 64], eps=0.15, steps=5, seed=0)
+                         for i in range(0, len(test), 64)])
+
+    def no_attack(*args, **kwargs):
+        raise AssertionError("the attack ran although the adversarial inputs were given")
+
+    given = A.feature_usefulness(model, test, eps=0.15, batch_size=64, attack=no_attack, adversarial=crafted)
+    torch.testing.assert_close(given.adversarial, attacked.adversarial)
+    assert given.ranking == attacked.ranking
+    with pytest.raises(ValueError, match="adversarial must be a tensor shaped like the inputs"):
+        A.feature_usefulness(model, test, eps=0.15, adversarial=crafted[:-1])
 
 
 # --------------------------------------------------------------------------------------------------

@@ -348,6 +348,7 @@ def feature_usefulness(
     device: torch.device | str | None = None,
     logits: LogitsSelector = None,
     progress: bool = False,
+    adversarial: torch.Tensor | None = None,
     **attack_kwargs: Any,
 ) -> FeatureUsefulness:
     r"""Usefulness of every embedding feature for every class, on clean and on adversarial inputs.
@@ -381,6 +382,9 @@ def feature_usefulness(
         device: where to evaluate (default: the model's device); batches are moved there.
         logits: where the logits are in the model's output (passed to named attacks).
         progress: show a progress bar (tqdm).
+        adversarial: the adversarial inputs, already crafted (e.g. once for several analyses), one per
+            sample of ``data`` (a pair or ``TensorData``); no attack runs then, and ``eps`` only labels
+            the result.
         attack_kwargs: passed to the attack (e.g. ``steps=10, seed=0``).
 
     Returns:
@@ -400,15 +404,25 @@ def feature_usefulness(
     embed = _feature_fn(model, features)
     attack_fn, kwargs = _resolve_attack(attack, logits, attack_kwargs)
     dev = _device_of(model, device)
+    batches = _batches(data, batch_size)
+    if adversarial is not None:
+        x_all = data.x if isinstance(data, TensorData) else data[0] if isinstance(data, tuple) else None
+        if not isinstance(adversarial, torch.Tensor) or x_all is None or adversarial.shape != x_all.shape:
+            raise ValueError("adversarial must be a tensor shaped like the inputs of data, which must be a pair "
+                             f"(x, y) or a TensorData; got {type(adversarial).__name__} "
+                             f"{tuple(getattr(adversarial, 'shape', ()))} for data of type {type(data).__name__}")
+        crafted = (a for a, _ in _batches((adversarial, torch.zeros(len(adversarial))), batch_size))
     moments = _ClassMoments(num_classes or 0)
     total = 0
     with eval_mode(model):
-        for x, y in progress_bar(_batches(data, batch_size), enabled=progress, description="feature usefulness"):
+        for x, y in progress_bar(batches, enabled=progress, description="feature usefulness"):
             x, y = x.to(dev), y.to(dev).long()
+            x_adv = next(crafted).to(dev) if adversarial is not None else None
             if len(y) == 0:
                 continue
             clean = _embed(embed, x).float()
-            x_adv = attack_fn(model, x, y, eps=eps, **kwargs) if eps > 0 else x
+            if x_adv is None:
+                x_adv = attack_fn(model, x, y, eps=eps, **kwargs) if eps > 0 else x
             adv = _embed(embed, x_adv.detach()).float()
             moments.add(y, clean=clean, sq=clean.square(), adv=adv)
             total += len(y)
