@@ -558,6 +558,17 @@ def test_save_weights_failure_keeps_the_old_file_and_no_temporary(tmp_path, monk
     assert os.listdir(tmp_path) == ["w.pt"]
 
 
+def test_atomically_written_files_get_the_usual_permissions_not_the_temporary_files(tmp_path):
+    """A results file or checkpoint is readable by whoever could read a file written with open()."""
+    old = os.umask(0o022)
+    try:
+        models.save_weights(models.create("resnet8", num_classes=10), tmp_path / "w.pt")
+        (tmp_path / "plain").write_bytes(b"")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "w.pt").stat().st_mode & 0o777 == (tmp_path / "plain").stat().st_mode & 0o777 == 0o644
+
+
 def test_input_size_resizes_inside_the_model_and_grey_images_feed_rgb_weights():
     torch.manual_seed(0)
     model = _randomize_bn(models.create("resnet18", num_classes=4, mean=IMAGENET_MEAN, std=IMAGENET_STD,
