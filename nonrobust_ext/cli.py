@@ -32,7 +32,7 @@ _STUDY_FIELD = {"eps": "eval_eps", "attack": "eval_attack", "steps": "eval_steps
 def _add_study_options(study: argparse.ArgumentParser) -> None:
     add = study.add_argument
     add("--out", type=Path, default=Path("out/study"), help="where models, results.json, report.md go")
-    add("--quick", action="store_true", help="a small configuration (a minute or two on 2 cores)")
+    add("--quick", action="store_true", help="a small configuration (under 3 minutes on 2 cores)")
     add("--config", type=Path, default=None,
         help="a JSON file of study settings (a previous results.json works: its 'config' is read); "
              "options given here override it")

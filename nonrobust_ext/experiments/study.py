@@ -197,7 +197,7 @@ class StudyConfig:
 
     @classmethod
     def quick(cls, **overrides: Any) -> StudyConfig:
-        """A small configuration that runs end to end in about a minute or two on a 2-core CPU."""
+        """A small configuration that runs end to end in under 3 minutes on a 2-core CPU."""
         small = dict(source_per_class=200, shots=10, seeds=(0, 1), source_epochs=2, target_steps=30,
                      train_steps=3, eval_steps=5, apgd_steps=10, eval_samples=200, eval_eps=(0.0, 0.05, 0.1),
                      analysis_samples=150)
