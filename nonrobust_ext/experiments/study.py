@@ -275,7 +275,7 @@ def run_study(
         "config": config.as_dict(),
         "stages": list(config.stages),
         "seeds": per_seed,
-        "summary": _summarise(per_seed, config),
+        "summary": _summarise(per_seed),
         "seconds": time.perf_counter() - started,
         "world_size": world,
     }
@@ -697,22 +697,18 @@ def _mean_std(values: Sequence[float]) -> dict[str, float]:
     return {"mean": mean, "std": std}
 
 
-def _summarise(per_seed: dict[str, Any], config: StudyConfig) -> dict[str, Any]:
+# The per-model results that are summarised over seeds (mean ± std).
+SUMMARISED = ("apgd_robust_accuracy", "clean_accuracy", "robust_accuracy", "adversarial_confidence", "training")
+
+
+def _summarise(per_seed: dict[str, Any]) -> dict[str, Any]:
     summary: dict[str, Any] = {}
-    grid = range(len(config.eval_eps))
     evaluated = [stage for stage in STAGES if stage in next(iter(per_seed.values()))]
     for stage in evaluated:
-        runs = [per_seed[s][stage] for s in per_seed]
-        summary[stage] = {
-            "apgd_robust_accuracy": (_mean_std([r["apgd_robust_accuracy"] for r in runs])
-                                     if runs[0]["apgd_robust_accuracy"] is not None else None),
-            "clean_accuracy": _mean_std([r["clean_accuracy"] for r in runs]),
-            "robust_accuracy": [_mean_std([r["robust_accuracy"][k] for r in runs]) for k in grid],
-            "adversarial_confidence": [_mean_std([r["adversarial_confidence"][k] for r in runs]) for k in grid],
-            "training": _over_seeds([r.get("training") for r in runs]),
-        }
+        summary[stage] = _over_seeds([{key: per_seed[s][stage].get(key) for key in SUMMARISED} for s in per_seed])
     summary["analyses"] = _over_seeds([per_seed[s]["analyses"] for s in per_seed])
     return summary
+
 
 
 def _over_seeds(values: list[Any]) -> Any:
@@ -840,6 +836,12 @@ def _verdict(verdicts: dict[str, str], wanted: str, eps: list[float]) -> str:
     return "is within the seed-to-seed spread at every eps"
 
 
+def _attacked_verdicts(summary: dict[str, Any], a: str, b: str, eps: list[float]) -> dict[str, str]:
+    """:func:`_versus` of ``a``'s robust accuracy against ``b``'s at every eps > 0, keyed by the eps."""
+    return {f"{e:.3f}": _versus(summary[a]["robust_accuracy"][k], summary[b]["robust_accuracy"][k])
+            for k, e in enumerate(eps) if e > 0}
+
+
 def _summary_findings(summary: dict[str, Any], eps: list[float]) -> list[str]:
     """The paper's claims, each with what this run's numbers say about it."""
     out = []
@@ -847,8 +849,7 @@ def _summary_findings(summary: dict[str, Any], eps: list[float]) -> list[str]:
         ft, st = summary["finetuned"], summary["standard"]
         clean = _versus(ft["clean_accuracy"], st["clean_accuracy"])
         clean_word = {"above": "holds", "below": "is reversed"}.get(clean, "is within the seed-to-seed spread")
-        attacked = {f"{e:.3f}": _versus(ft["robust_accuracy"][k], st["robust_accuracy"][k])
-                    for k, e in enumerate(eps) if e > 0}
+        attacked = _attacked_verdicts(summary, "finetuned", "standard", eps)
         out.append(f"- *Fine-tuning from pretrained weights gives a more accurate model* (fine-tuned vs standard, "
                    f"clean): {clean_word} ({ft['clean_accuracy']['mean']:.3f} vs {st['clean_accuracy']['mean']:.3f}).")
         if attacked:
@@ -863,9 +864,8 @@ def _summary_findings(summary: dict[str, Any], eps: list[float]) -> list[str]:
                        f"pretrained model's features hurt the fine-tuned model more than the standard one): {word} "
                        f"({inherited['finetuned']['mean']:.3f} vs {inherited['standard']['mean']:.3f} accuracy kept).")
     if "dm" in summary and "robust_finetuned" in summary and "finetuned" in summary:
-        dm, rf, ft = summary["dm"], summary["robust_finetuned"], summary["finetuned"]
-        attacked = {f"{e:.3f}": _versus(dm["robust_accuracy"][k], rf["robust_accuracy"][k])
-                    for k, e in enumerate(eps) if e > 0}
+        dm, ft = summary["dm"], summary["finetuned"]
+        attacked = _attacked_verdicts(summary, "dm", "robust_finetuned", eps)
         clean = _versus(dm["clean_accuracy"], ft["clean_accuracy"])
         if attacked:
             out.append(f"- *Robust pretraining plus DM fine-tuning repairs it* (DM above robust fine-tuning under "
