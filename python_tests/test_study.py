@@ -111,6 +111,9 @@ def test_the_reports_verdicts_follow_the_numbers(tiny_study):
     assert verdicts() == ("is reversed", "is reversed at eps 0.100")
     set_models(0.6, 0.5, 0.1, 0.2, std=0.2)
     assert verdicts() == ("is within the seed-to-seed spread", "is within the seed-to-seed spread at every eps")
+    # the source paragraph compares clean accuracy itself, not the first radius of the grid
+    summary["robust_pretrained"]["clean_accuracy"] = _stat(0.321)
+    assert "Clean source accuracy: robust_pretrained 0.321 is" in study.render_report(results)
     # a model whose validation accuracy ended below its best is named
     summary["dm"]["training"] = {"val_accuracy_last": _stat(0.2), "val_accuracy_best": _stat(0.6),
                                  "best_step_fraction": _stat(0.3)}

@@ -454,7 +454,8 @@ def write_plots(results: dict[str, Any], out: Path) -> list[str]:
     fig = Figure(figsize=(5.5, 3.6))
     ax = fig.subplots()
     width = 0.38
-    for k, (label, index) in enumerate((("clean", 0), (f"eps {eps[-1]:g}", len(eps) - 1))):
+    first = "clean" if eps[0] == 0 else f"eps {eps[0]:g}"
+    for k, (label, index) in enumerate(((first, 0), (f"eps {eps[-1]:g}", len(eps) - 1))):
         values = [summary[s]["adversarial_confidence"][index] for s in targets]
         ax.bar([i + (k - 0.5) * width for i in range(len(targets))], [v["mean"] for v in values], width,
                yerr=[v["std"] for v in values], capsize=3, label=label)
@@ -821,7 +822,7 @@ def _pairwise(summary: dict[str, Any], a: str, b: str, key: str, eps: list[float
             for k, e in enumerate(eps)]
 
 
-def _verdict(verdicts: dict[str, str], wanted: str, eps: list[float]) -> str:
+def _verdict(verdicts: dict[str, str], wanted: str) -> str:
     """Where over the eps grid (``verdicts``: eps label -> :func:`_versus` word) a claim that ``a`` is
     ``wanted`` ("below"/"above") relative to ``b`` holds, is reversed, or cannot be told apart."""
     held = [e for e, v in verdicts.items() if v == wanted]
@@ -836,6 +837,13 @@ def _verdict(verdicts: dict[str, str], wanted: str, eps: list[float]) -> str:
     return "is within the seed-to-seed spread at every eps"
 
 
+def _claim(verdict: str, wanted: str) -> str:
+    """A claim that one model is ``wanted`` ("above"/"below") the other, given :func:`_versus`'s word."""
+    if verdict == wanted:
+        return "holds"
+    return "is within the seed-to-seed spread" if verdict.startswith("within") else "is reversed"
+
+
 def _attacked_verdicts(summary: dict[str, Any], a: str, b: str, eps: list[float]) -> dict[str, str]:
     """:func:`_versus` of ``a``'s robust accuracy against ``b``'s at every eps > 0, keyed by the eps."""
     return {f"{e:.3f}": _versus(summary[a]["robust_accuracy"][k], summary[b]["robust_accuracy"][k])
@@ -847,19 +855,17 @@ def _summary_findings(summary: dict[str, Any], eps: list[float]) -> list[str]:
     out = []
     if "finetuned" in summary and "standard" in summary:
         ft, st = summary["finetuned"], summary["standard"]
-        clean = _versus(ft["clean_accuracy"], st["clean_accuracy"])
-        clean_word = {"above": "holds", "below": "is reversed"}.get(clean, "is within the seed-to-seed spread")
+        clean_word = _claim(_versus(ft["clean_accuracy"], st["clean_accuracy"]), "above")
         attacked = _attacked_verdicts(summary, "finetuned", "standard", eps)
         out.append(f"- *Fine-tuning from pretrained weights gives a more accurate model* (fine-tuned vs standard, "
                    f"clean): {clean_word} ({ft['clean_accuracy']['mean']:.3f} vs {st['clean_accuracy']['mean']:.3f}).")
         if attacked:
             out.append(f"- *... but a less robust one* (fine-tuned below standard under attack): "
-                       f"{_verdict(attacked, 'below', eps)}.")
+                       f"{_verdict(attacked, 'below')}.")
         analyses = summary["analyses"]
         inherited = analyses["source_feature_attack_accuracy"].get("pretrained")
         if inherited and "finetuned" in inherited and "standard" in inherited:
-            verdict = _versus(inherited["finetuned"], inherited["standard"])
-            word = {"below": "holds", "above": "is reversed"}.get(verdict, "is within the seed-to-seed spread")
+            word = _claim(_versus(inherited["finetuned"], inherited["standard"]), "below")
             out.append(f"- *The non-robustness is inherited from the pretrained features* (perturbations of the "
                        f"pretrained model's features hurt the fine-tuned model more than the standard one): {word} "
                        f"({inherited['finetuned']['mean']:.3f} vs {inherited['standard']['mean']:.3f} accuracy kept).")
@@ -869,7 +875,7 @@ def _summary_findings(summary: dict[str, Any], eps: list[float]) -> list[str]:
         clean = _versus(dm["clean_accuracy"], ft["clean_accuracy"])
         if attacked:
             out.append(f"- *Robust pretraining plus DM fine-tuning repairs it* (DM above robust fine-tuning under "
-                       f"attack): {_verdict(attacked, 'above', eps)}; its clean accuracy "
+                       f"attack): {_verdict(attacked, 'above')}; its clean accuracy "
                        f"{dm['clean_accuracy']['mean']:.3f} is {clean} the fine-tuned model's "
                        f"{ft['clean_accuracy']['mean']:.3f}.")
     return out or ["- (The comparisons need the fine-tuned and the standard model.)"]
@@ -895,11 +901,13 @@ def _source_findings(summary: dict[str, Any], eps: list[float]) -> list[str]:
     if "pretrained" not in summary or "robust_pretrained" not in summary:
         return []
     k = len(eps) - 1
-    rob, std = summary["robust_pretrained"]["robust_accuracy"], summary["pretrained"]["robust_accuracy"]
-    return [_compare("Clean source accuracy", "robust_pretrained", rob[0], "pretrained", std[0]),
-            _compare(f"At eps {eps[k]:.3f}", "robust_pretrained", rob[k], "pretrained", std[k]),
+    robust, plain = summary["robust_pretrained"], summary["pretrained"]
+    clean = (robust["clean_accuracy"], plain["clean_accuracy"])
+    attacked = (robust["robust_accuracy"][k], plain["robust_accuracy"][k])
+    return [_compare("Clean source accuracy", "robust_pretrained", clean[0], "pretrained", clean[1]),
+            _compare(f"At eps {eps[k]:.3f}", "robust_pretrained", attacked[0], "pretrained", attacked[1]),
             "Adversarial training on the source trades clean accuracy for robustness where the first is below and "
-            "the second above." if _versus(rob[0], std[0]) == "below" and _versus(rob[k], std[k]) == "above" else
+            "the second above." if _versus(*clean) == "below" and _versus(*attacked) == "above" else
             "The robust source model does not show the usual trade (less clean accuracy, more robustness) here."]
 
 
@@ -919,7 +927,7 @@ def _training_section(summary: dict[str, Any], cfg: dict[str, Any]) -> list[str]
         f"Each model is used as it was at {rule}. Validation images are carved from the training images of "
         "each task; the test images never choose anything.",
         f"Ended below its best validation accuracy by more than the spread: {', '.join(ended_below) or 'none'}.",
-        "Best validation accuracy in the last fifth of the run, so possibly still improving: "
+        f"Best validation accuracy in the last {LATE_BEST:.0%} of the run, so possibly still improving: "
         f"{', '.join(late) or 'none'}.",
     ]
     return _table("Training: validation accuracy", "Clean accuracy on the validation split at the last checkpoint, "
