@@ -5,7 +5,9 @@
 #   make demo        train a small model on synthetic data and attack it (seconds)
 #   make study       the transfer study on Fashion-MNIST (first slice: six models x seeds, accuracy and
 #                    robustness report); installs Debian's dataset-fashion-mnist when it is missing
-#   make test        the test suite
+#   make test        the test suite (all of it, as CI runs it)
+#   make test-fast   the test suite without the tests marked slow (about a minute)
+#   make lint        ruff over the package, tests, benchmarks and tools
 #   make bench       the CPU benchmarks of the attack side, ops and attacks (benchmarks/results/), < 10 min
 #   make bench-all   all CPU benchmarks: also PGD-AT training and the feature statistics (~ 20 min)
 #   make cuda-check  compile-check the CUDA sources with nvcc (CPU-only torch: compile, not link)
@@ -17,7 +19,7 @@ PIP := $(BIN)/python -m pip
 CONSTRAINTS := tools/constraints.txt
 SOURCES := $(shell find csrc nonrobust_ext tools/build -type f -not -name '*.pyc') CMakeLists.txt pyproject.toml
 
-.PHONY: install test demo study bench bench-all cuda-check clean
+.PHONY: install test test-fast lint demo study bench bench-all cuda-check clean
 
 $(BIN)/.tools: $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +28,7 @@ $(BIN)/.tools: $(CONSTRAINTS)
 
 # --no-build-isolation builds against the venv's torch and keeps an incremental build in build/.
 $(BIN)/.installed: $(BIN)/.tools $(SOURCES)
-	$(PIP) install -q --no-build-isolation -c $(CONSTRAINTS) ".[test,bench]"
+	$(PIP) install -q --no-build-isolation -c $(CONSTRAINTS) ".[test,bench,lint]"
 	touch $@
 
 install: $(BIN)/.installed
@@ -34,6 +36,12 @@ install: $(BIN)/.installed
 # Run from the source tree: pytest's importlib mode keeps the tests on the installed package.
 test: install
 	$(BIN)/pytest
+
+test-fast: install
+	$(BIN)/pytest -m "not slow"
+
+lint: install
+	$(BIN)/ruff check .
 
 demo: install
 	$(BIN)/nonrobust-ext demo --out out/demo

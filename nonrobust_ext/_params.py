@@ -7,16 +7,9 @@ from typing import Union
 
 import torch
 
+from ._validate import check_int  # noqa: F401  (re-exported: the ops and the data modules import it from here)
+
 Param = Union[float, int, Sequence[float], torch.Tensor]
-
-
-def check_int(value: object, name: str, minimum: int) -> int:
-    """An int hyper-parameter (not a bool), checked >= ``minimum``; the error names the argument."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
 
 
 def opmath_dtype(dtype: torch.dtype) -> torch.dtype:

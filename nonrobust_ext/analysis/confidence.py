@@ -56,7 +56,7 @@ def confidence(
     Args:
         model: the classifier; eval mode, modes restored.
         data: a ``TensorData``, a pair ``(x, y)`` or an iterable of batches.
-        attack: a name of :data:`nonrobust_ext.attacks.evaluate.ATTACKS` or a callable
+        attack: a name of :data:`nonrobust_ext.attacks.registry.ATTACKS` or a callable
             ``attack(model, x, y, eps=..., **attack_kwargs)``.
         eps: the radius (>= 0; 0 gives the clean confidence twice).
         bins: histogram bins over ``[0, 1]`` (equal widths).

@@ -36,7 +36,7 @@ import torch
 from .._params import check_int as _check_int
 from .._progress import progress_bar
 from ..attacks._common import LogitsSelector, eval_mode, select_logits
-from ..attacks.evaluate import ATTACKS
+from ..attacks.registry import ATTACKS
 from ..data import TensorData
 
 AttackFn = Callable[..., torch.Tensor]
@@ -369,7 +369,7 @@ def feature_usefulness(
     Args:
         model: the classifier the attack runs on (evaluated in eval mode, its modes restored).
         data: a :class:`~nonrobust_ext.data.TensorData`, a pair ``(x, y)`` or an iterable of batches.
-        attack: a name of :data:`nonrobust_ext.attacks.evaluate.ATTACKS` (``"pgd"``, ...) or a callable
+        attack: a name of :data:`nonrobust_ext.attacks.registry.ATTACKS` (``"pgd"``, ...) or a callable
             ``attack(model, x, y, eps=..., **attack_kwargs)`` returning the adversarial batch.
         eps: the attack radius (>= 0; 0 scores the clean inputs twice).
         features: ``callable(x) -> [B, D]`` (further dimensions are flattened); default

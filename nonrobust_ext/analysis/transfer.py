@@ -134,7 +134,7 @@ def transfer_matrix(
     Args:
         models: ``{name: model}``; each is evaluated in eval mode, its modes restored, on its own device.
         data: a ``TensorData``, a pair ``(x, y)`` or an iterable of batches.
-        attack: a name of :data:`nonrobust_ext.attacks.evaluate.ATTACKS` or a callable
+        attack: a name of :data:`nonrobust_ext.attacks.registry.ATTACKS` or a callable
             ``attack(model, x, y, eps=..., **attack_kwargs)``.
         eps: the radius (>= 0).
         batch_size: batch size when ``data`` is a set or a pair of tensors.

@@ -16,7 +16,8 @@ from typing import Any, Union
 import torch
 import torch.nn.functional as F
 
-from .._params import Param, check_int, opmath_dtype  # noqa: F401  (check_int: re-exported for the attacks)
+from .._params import Param, opmath_dtype
+from .._validate import check_int, check_real  # noqa: F401  (re-exported for the attacks)
 
 LogitsSelector = Union[None, int, str, Callable[[Any], torch.Tensor]]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -86,25 +87,6 @@ def resolve_generator(seed: int | None, generator: torch.Generator | None) -> to
     if seed is not None:
         return torch.Generator().manual_seed(int(seed))
     return generator
-
-
-def check_real(
-    value: object, name: str, *, low: float, high: float = math.inf, low_inclusive: bool = True
-) -> float:
-    """A real-valued hyper-parameter, checked finite and inside [low, high] (or (low, high])."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    above_low = value >= low if low_inclusive else value > low
-    if not (above_low and value <= high):
-        if math.isinf(high):
-            wanted = f"{'>=' if low_inclusive else '>'} {low:g}"
-        else:
-            wanted = f"in {'[' if low_inclusive else '('}{low:g}, {high:g}]"
-        raise ValueError(f"{name} must be {wanted}, got {value:g}")
-    return value
 
 
 def parse_bounds(bounds: Bounds, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

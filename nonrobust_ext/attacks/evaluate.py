@@ -8,23 +8,15 @@ of each batch only, which saves work in proportion to the error rate.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Union
 
 import torch
 
 from ._common import LogitsSelector, eval_mode, select_logits
-from .apgd import apgd
-from .pgd import fgsm, pgd
-from .transfer import bim, difgsm, mifgsm
+from .registry import ATTACKS, AttackFn  # noqa: F401  (AttackFn: re-exported)
 
-AttackFn = Callable[..., torch.Tensor]
 Data = Union[Iterable[Any], tuple[torch.Tensor, torch.Tensor]]
-
-#: Attacks ``robust_accuracy`` knows by name; each is called as ``fn(model, x, y, eps=eps, **kwargs)``.
-ATTACKS: dict[str, AttackFn] = {
-    "pgd": pgd, "apgd": apgd, "fgsm": fgsm, "bim": bim, "mifgsm": mifgsm, "difgsm": difgsm,
-}
 
 
 @dataclasses.dataclass

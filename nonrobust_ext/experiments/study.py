@@ -50,7 +50,7 @@ from .._io import atomic_write
 from .._progress import progress_bar
 from ..attacks import feature_pgd, pgd, robust_accuracy
 from ..attacks._common import eval_mode
-from ..attacks.evaluate import ATTACKS
+from ..attacks.registry import ATTACKS
 
 SOURCE_STAGES = ("pretrained", "robust_pretrained")
 TARGET_STAGES = ("finetuned", "standard", "robust_finetuned", "dm")
@@ -106,7 +106,7 @@ class StudyConfig:
         eval_samples: test images per side evaluated (``None``: all).
         analysis_samples: target test images the analyses (CKA, transfer, frequency, features) use.
         frequency_radii: radii of the low-pass / high-pass split of the frequency analysis.
-        eval_attack: the attack of the eps grid, a name of :data:`nonrobust_ext.attacks.evaluate.ATTACKS`
+        eval_attack: the attack of the eps grid, a name of :data:`nonrobust_ext.attacks.registry.ATTACKS`
             (the analyses' attacks stay PGD).
         pretrained: ``None``: stage 1 is trained on the source classes. ``"torchvision"``: torchvision's
             ImageNet weights of ``backbone`` from the local cache (:func:`models.find_torchvision_weights`);
