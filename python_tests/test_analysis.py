@@ -407,7 +407,8 @@ def test_models_run_in_eval_mode_and_are_restored(cnn):
         (lambda m, d: A.band_limited_robustness(m, d, eps=-1, radius=1, band="low"), ValueError, "eps"),
         (lambda m, d: A.band_limited_robustness(m, d, eps=0.1, radius=1, band="low", norm="l1"), ValueError,
          "norm"),
-        (lambda m, d: A.transfer_matrix({}, d, eps=0.1), TypeError, "models"),
+        (lambda m, d: A.transfer_matrix({}, d, eps=0.1), ValueError, "models"),  # empty: a wrong value
+        (lambda m, d: A.transfer_matrix([m], d, eps=0.1), TypeError, "models"),
         (lambda m, d: A.transfer_matrix({"a": m}, d, eps=0.1, attack="nope"), ValueError, "attack"),
         (lambda m, d: A.confidence(m, d, eps=0.1, bins=0), ValueError, "bins"),
         (lambda m, d: A.confidence(m, d, eps=0.1, batch_size=0), ValueError, "batch_size"),
