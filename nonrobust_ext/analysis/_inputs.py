@@ -121,7 +121,7 @@ def check_labels(y: object, name: str, n: int | None = None) -> torch.Tensor:
 def check_labels_below(y: torch.Tensor, num_classes: int, name: str, what: str) -> None:
     """Every label is a class of ``what`` (``[0, num_classes)``)."""
     if y.numel() and int(y.max()) >= num_classes:
-        raise ValueError(f"{name} has label {int(y.max())} but {what} has {num_classes} classes "
+        raise ValueError(f"{name} has label {int(y.max())}, outside the {num_classes} classes of {what} "
                          f"(labels must be in [0, {num_classes}))")
 
 

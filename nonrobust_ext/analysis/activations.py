@@ -204,13 +204,34 @@ def collect_activations(
         ValueError: unknown layer name (with close matches), a layer that did not run or ran twice per forward,
             an unknown ``pool``, no data.
     """
+    return _collect(model, x_or_batches, layers, pool=pool, batch_size=batch_size, device=device,
+                    out_device=out_device, progress=progress)
+
+
+def _collect(
+    model: torch.nn.Module,
+    data: InputData,
+    layers: Sequence[str],
+    *,
+    pool: Pool,
+    batch_size: int,
+    device: torch.device | str | None,
+    out_device: torch.device | str | None,
+    progress: bool,
+    data_name: str = "x_or_batches",
+    model_name: str = "model",
+    layers_name: str = "layers",
+) -> dict[str, torch.Tensor]:
+    """:func:`collect_activations`, with the names its caller gave the data, the model and the layers (so that
+    an error raised for :func:`~nonrobust_ext.analysis.layer_similarity` names *its* arguments)."""
+    check_module(model, model_name)
     batch_size = check_batch_size(batch_size)
     check_bool(progress, "progress")
-    recorder = _LayerRecorder(model, layers, pool)
+    recorder = _LayerRecorder(model, layers, pool, layers_name)
     run_device = resolve_device(model, device)
     gather_device = None if out_device is None else check_device(out_device, "out_device")
     chunks: dict[str, list[torch.Tensor]] = {name: [] for name in recorder.modules}
-    batches = input_batches(x_or_batches, batch_size, "x_or_batches")  # raises when it holds no data
+    batches = input_batches(data, batch_size, data_name)  # raises when it holds no data
     with recorder, eval_mode(model), torch.no_grad():
         for xb in progress_bar(batches, enabled=progress, description="activations"):
             outputs = recorder.run(xb.to(run_device, non_blocking=True))

@@ -22,7 +22,7 @@ from .._progress import progress_bar
 from .._validate import check_bool, check_choice, check_real
 from ..attacks._common import eval_mode
 from ._inputs import InputData, check_batch_size, check_module, input_batches, resolve_device
-from .activations import Pool, _layer_list, _LayerRecorder, collect_activations
+from .activations import Pool, _collect, _layer_list, _LayerRecorder
 from .cca import _check_keep, cca, pwcca, svcca
 from .cka import CKAMatrix, MinibatchCKA, linear_cka
 
@@ -164,12 +164,14 @@ def layer_similarity(
             "it is read once per model"
         )
 
-    kw: dict[str, Any] = {"pool": pool, "batch_size": batch_size, "device": device, "progress": progress}
+    kw: dict[str, Any] = {"pool": pool, "batch_size": batch_size, "device": device, "out_device": "cpu",
+                          "progress": progress, "data_name": "data"}
     if model_b is model_a:
-        acts_a = acts_b = collect_activations(model_a, data, list(dict.fromkeys([*layers, *layers_b])), **kw)
+        acts_a = acts_b = _collect(model_a, data, list(dict.fromkeys([*layers, *layers_b])), model_name="model_a",
+                                   layers_name="layers/layers_b", **kw)
     else:
-        acts_a = collect_activations(model_a, data, layers, **kw)
-        acts_b = collect_activations(model_b, data, layers_b, **kw)
+        acts_a = _collect(model_a, data, layers, model_name="model_a", layers_name="layers", **kw)
+        acts_b = _collect(model_b, data, layers_b, model_name="model_b", layers_name="layers_b", **kw)
     result: dict[str, float] = {}
     for name_a, name_b in zip(layers, layers_b, strict=True):
         xa, xb = acts_a[name_a], acts_b[name_b]
