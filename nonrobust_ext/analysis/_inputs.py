@@ -228,13 +228,14 @@ def _counted_inputs(batches: Iterable[Any], name: str) -> Iterator[torch.Tensor]
 def materialise(data: Data, name: str = "data") -> TensorData:
     """The whole of ``data`` as one in-memory :class:`TensorData` (its own classes kept, or ``class<k>``),
     checked as :func:`labelled_batches` checks it."""
+    if isinstance(data, TensorData):
+        for _ in labelled_batches(data, 1 << 30, name):  # one pass of the checks; the set is kept as it is
+            pass
+        return data
     xs, ys = [], []
-    source = (data.x, data.y) if isinstance(data, TensorData) else data
-    for x, y in labelled_batches(source, 1 << 30, name):
+    for x, y in labelled_batches(data, 1 << 30, name):
         xs.append(x.detach())
         ys.append(y.to(x.device))
-    if isinstance(data, TensorData):
-        return data
     x, y = torch.cat(xs), torch.cat(ys)
     return TensorData(x, y, [f"class{i}" for i in range(int(y.max()) + 1)])
 

@@ -24,8 +24,6 @@ from ._inputs import InputData, check_batch_size, check_device, check_module, in
 Pool = Union[str, Callable[[Any], torch.Tensor]]
 
 _POOLS = ("mean", "flatten", "none")
-#: Kept for code that imported it from here: the inputs of :func:`collect_activations`.
-Data = InputData
 
 
 def _check_pool(pool: object) -> None:

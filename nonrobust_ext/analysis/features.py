@@ -22,6 +22,12 @@ The worst case of Ilyas et al.'s definition (an infimum over perturbations *per 
 attack per feature and class; here the perturbation is the one an attack on the *model* finds (PGD on
 its classification loss by default) -- the perturbation that matters for the model's robustness, and
 the same one for every feature.
+
+Computation: per batch, the clean and adversarial features go through the compiled class-statistics op
+(:func:`nonrobust_ext.stats.class_stats`, one pass, float64) and the per-class counts, means and sums of
+squared deviations are merged across batches (:func:`nonrobust_ext.stats.merge_class_stats`); the balanced
+statistics are assembled from those class moments around the pooled mean, so a feature with a large
+offset keeps its digits (raw second moments ``E[f^2] - E[f]^2`` would cancel them).
 """
 
 from __future__ import annotations
