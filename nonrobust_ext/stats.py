@@ -10,8 +10,10 @@ across batches and DDP ranks.
     total = all_reduce_class_stats(total)                              # the same on every DDP rank
     total.variance                                                     # [K, D], unbiased
 
-Representation similarity (linear CKA, biased, debiased and minibatch) is in
-:mod:`nonrobust_ext.analysis.similarity`, on top of the compiled ``linear_hsic``.
+Every entry point checks what enters (:mod:`nonrobust_ext._validate`): features finite, labels integers in
+``[0, num_classes)`` one per row, at least one row; a :class:`ClassStats` holds consistent shapes and finite
+moments. Representation similarity (linear CKA, biased, debiased and minibatch) is in
+:mod:`nonrobust_ext.analysis.cka`, on top of the compiled ``linear_hsic``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from . import ops
-from ._params import check_int
+from ._validate import check_bool, check_finite, check_int, check_nonempty, check_same_device, check_tensor
 
 __all__ = ["ClassStats", "all_reduce_class_stats", "class_stats", "merge_class_stats"]
 
@@ -42,6 +44,28 @@ class ClassStats:
     mean: torch.Tensor
     m2: torch.Tensor
 
+    def __post_init__(self) -> None:
+        for name in ("count", "mean", "m2"):
+            check_tensor(getattr(self, name), name)
+        if self.count.dim() != 1:
+            raise ValueError(f"count must be a 1-D tensor [K], got shape {tuple(self.count.shape)}")
+        k = self.count.shape[0]
+        if self.mean.dim() != 2 or self.mean.shape[0] != k:
+            raise ValueError(f"mean must have shape [K, D] with K = {k} (one row per class of count), "
+                             f"got {tuple(self.mean.shape)}")
+        d = self.mean.shape[1]
+        if tuple(self.m2.shape) not in ((k, d), (k, d, d)):
+            raise ValueError(f"m2 must have shape [K, D] = [{k}, {d}] or [K, D, D] = [{k}, {d}, {d}], "
+                             f"got {tuple(self.m2.shape)}")
+        for name in ("count", "mean", "m2"):
+            t = getattr(self, name)
+            if not t.is_floating_point():
+                raise TypeError(f"{name} must be a floating-point tensor, got {t.dtype}")
+            check_finite(t, name)
+        check_same_device([("count", self.count), ("mean", self.mean), ("m2", self.m2)])
+        if self.count.device.type != "meta" and k and bool((self.count < 0).any()):
+            raise ValueError("count must hold row counts >= 0")
+
     @classmethod
     def zeros(
         cls,
@@ -55,6 +79,9 @@ class ClassStats:
         """The statistics of no rows: the identity of :func:`merge_class_stats`."""
         check_int(num_classes, "num_classes", 1)
         check_int(dim, "dim", 0)
+        check_bool(covariance, "covariance")
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
         shape = (num_classes, dim, dim) if covariance else (num_classes, dim)
         return cls(
             torch.zeros(num_classes, dtype=torch.float64, device=device),
@@ -77,12 +104,14 @@ class ClassStats:
     def var(self, correction: int = 1) -> torch.Tensor:
         """Per-class variances ``m2 / (count - correction)``, ``[K, D]``; NaN where
         ``count <= correction`` (as ``torch.var``)."""
+        check_int(correction, "correction", 0)
         m2 = torch.diagonal(self.m2, dim1=1, dim2=2) if self.has_covariance else self.m2
         return m2 / self._denominator(correction).unsqueeze(1)
 
     def cov(self, correction: int = 1) -> torch.Tensor:
         """Per-class covariance matrices ``m2 / (count - correction)``, ``[K, D, D]``; needs statistics
         computed with ``covariance=True``."""
+        check_int(correction, "correction", 0)
         if not self.has_covariance:
             raise ValueError("these statistics have no covariance: compute them with covariance=True")
         return self.m2 / self._denominator(correction).view(-1, 1, 1)
@@ -102,9 +131,14 @@ class ClassStats:
         return torch.where(d > 0, d, torch.full_like(d, math.nan))
 
     def total(self) -> ClassStats:
-        """All classes pooled into one (``K = 1``): the statistics of every row regardless of label."""
+        """All classes pooled into one (``K = 1``): the statistics of every row regardless of label.
+
+        Raises:
+            ValueError: the statistics hold no row (pooled moments of nothing are not defined).
+        """
         n = self.count.double()
-        mean = (n.unsqueeze(1) * self.mean.double()).sum(0) / n.sum().clamp(min=1)
+        check_nonempty(int(n.sum()), "these statistics", "rows")
+        mean = (n.unsqueeze(1) * self.mean.double()).sum(0) / n.sum()
         delta = self.mean.double() - mean  # each class's offset from the pooled mean
         if self.has_covariance:
             spread = (n.view(-1, 1, 1) * delta.unsqueeze(2) * delta.unsqueeze(1)).sum(0)
@@ -135,11 +169,17 @@ def class_stats(
 
     Returns:
         :class:`ClassStats`, with mean and m2 in float32 (float64 for float64 features).
+
+    Raises:
+        TypeError: a non-tensor, non-floating features, non-integer labels, a bad ``num_classes``/``covariance``.
+        ValueError: features not ``[N, D]``, NaN/Inf features, no rows (``N = 0``: use :meth:`ClassStats.zeros`
+            for the statistics of nothing), labels not one per row or outside ``[0, num_classes)``, features and
+            labels on different devices.
     """
-    if not isinstance(features, torch.Tensor):
-        raise TypeError(f"features must be a tensor, got {type(features).__name__}")
-    if not isinstance(labels, torch.Tensor):
-        raise TypeError(f"labels must be a tensor, got {type(labels).__name__}")
+    check_tensor(features, "features")
+    check_tensor(labels, "labels")
+    num_classes = check_int(num_classes, "num_classes", 1)
+    covariance = check_bool(covariance, "covariance")
     if features.dim() != 2:
         raise ValueError(f"features must be a 2-D [N, D] tensor, got shape {tuple(features.shape)}")
     if not features.is_floating_point():
@@ -150,6 +190,13 @@ def class_stats(
         raise ValueError(
             f"labels must have shape [{features.shape[0]}] (one per row of features), got {tuple(labels.shape)}"
         )
+    check_nonempty(features.shape[0], "features", "rows")
+    check_same_device([("features", features), ("labels", labels)])
+    check_finite(features, "features")
+    if labels.device.type != "meta":
+        lo, hi = int(labels.min()), int(labels.max())
+        if lo < 0 or hi >= num_classes:
+            raise ValueError(f"labels must be in [0, num_classes) = [0, {num_classes}), got values in [{lo}, {hi}]")
     if features.dtype not in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
         features = features.float()
     count, mean, m2 = ops.class_feature_stats(
@@ -159,6 +206,10 @@ def class_stats(
 
 
 def _check_compatible(a: ClassStats, b: ClassStats) -> None:
+    for name, s in (("a", a), ("b", b)):
+        if not isinstance(s, ClassStats):
+            raise TypeError(f"{name} must be a ClassStats, got {type(s).__name__}")
+    check_same_device([("a", a.mean), ("b", b.mean)])
     if a.num_classes != b.num_classes or a.dim != b.dim:
         raise ValueError(f"b has {b.num_classes} classes x {b.dim} features but a has {a.num_classes} x {a.dim}")
     if a.has_covariance != b.has_covariance:
@@ -206,6 +257,8 @@ def all_reduce_class_stats(stats: ClassStats, group=None) -> ClassStats:
     """
     import torch.distributed as dist
 
+    if not isinstance(stats, ClassStats):
+        raise TypeError(f"stats must be a ClassStats, got {type(stats).__name__}")
     if not (dist.is_available() and dist.is_initialized()):
         raise RuntimeError("all_reduce_class_stats needs an initialised torch.distributed process group")
     count = stats.count.double()

@@ -294,6 +294,150 @@ def test_feature_usefulness_of_adversarial_inputs_crafted_before(task):
         A.feature_usefulness(model, test, eps=0.15, adversarial=crafted[:-1])
 
 
+# The oracle: feature usefulness as the library computed it before it ran on the compiled class-statistics op
+# (per-class float64 sums of the float32 features, of their squares and of the adversarial features, grown as
+# larger labels appear, then the balanced one-vs-rest formula on those raw moments), written out here verbatim.
+
+
+def _old_usefulness_from_moments(count, sum_clean, sumsq_clean, sum_other):
+    n = count[:, None]
+    total_n = count.sum()
+    n_neg = total_n - n
+    ok = (n > 0) & (n_neg > 0)
+    safe_n, safe_neg = n.clamp_min(1), n_neg.clamp_min(1)
+    mu_pos = sum_clean / safe_n
+    mu_neg = (sum_clean.sum(0, keepdim=True) - sum_clean) / safe_neg
+    sq_pos = sumsq_clean / safe_n
+    sq_neg = (sumsq_clean.sum(0, keepdim=True) - sumsq_clean) / safe_neg
+    mean_bal = 0.5 * (mu_pos + mu_neg)
+    var_bal = (0.5 * (sq_pos + sq_neg) - mean_bal.square()).clamp_min(0)
+    sigma = var_bal.sqrt()
+    tiny = 1e-12 * (0.5 * (sq_pos + sq_neg)).sqrt().clamp_min(1e-30)
+    valid = ok & (sigma > tiny)
+    denom = torch.where(valid, 2 * sigma, torch.ones_like(sigma))
+    clean = torch.where(valid, (mu_pos - mu_neg) / denom, torch.zeros_like(sigma))
+    a_pos = sum_other / safe_n
+    a_neg = (sum_other.sum(0, keepdim=True) - sum_other) / safe_neg
+    other = torch.where(valid, (a_pos - a_neg) / denom, torch.zeros_like(sigma))
+    return clean, other
+
+
+def _old_feature_usefulness(batches, num_classes=0):
+    """``batches``: ``(clean features, adversarial features, labels)`` per batch, as the old loop saw them."""
+    k, count, sums = num_classes, None, {}
+    for clean, adv, y in batches:
+        clean, adv = clean.float(), adv.float()
+        values = {"clean": clean, "sq": clean.square(), "adv": adv}
+        k = max(k, int(y.max()) + 1)
+        d = clean.shape[1]
+        if count is None:
+            count = torch.zeros(k, dtype=torch.float64)
+            sums = {name: torch.zeros(k, d, dtype=torch.float64) for name in values}
+        elif k > count.shape[0]:
+            grow = k - count.shape[0]
+            count = torch.cat([count, torch.zeros(grow, dtype=torch.float64)])
+            sums = {n: torch.cat([t, torch.zeros(grow, d, dtype=torch.float64)]) for n, t in sums.items()}
+        count.index_add_(0, y, torch.ones(len(y), dtype=torch.float64))
+        for name, v in values.items():
+            sums[name].index_add_(0, y, v.double())
+    clean_u, adv_u = _old_usefulness_from_moments(count, sums["clean"], sums["sq"], sums["adv"])
+    return clean_u.float(), adv_u.float(), count
+
+
+def _direct_usefulness(f, y, num_classes):
+    """The definition, two-pass in float64: per class, the balanced mixture of its rows and all other rows."""
+    f = f.double()
+    out = torch.zeros(num_classes, f.shape[1], dtype=torch.float64)
+    for c in range(num_classes):
+        pos, neg = f[y == c], f[y != c]
+        if len(pos) == 0 or len(neg) == 0:
+            continue
+        mu_pos, mu_neg = pos.mean(0), neg.mean(0)
+        var = 0.5 * (pos.var(0, correction=0) + neg.var(0, correction=0)) + 0.25 * (mu_pos - mu_neg).square()
+        out[c] = torch.where(var > 0, (mu_pos - mu_neg) / (2 * var.sqrt()).clamp_min(1e-300), 0.0)
+    return out
+
+
+def _rows(f):
+    """A 'model' input that is the feature row itself: features=_rows reads it back."""
+    return f.reshape(f.shape[0], -1)
+
+
+def test_feature_usefulness_equals_the_old_computation_on_a_trained_model(task):
+    """On the classification model's own embedding, clean and under PGD, in batches: the compiled-op path gives
+    the numbers of the old per-class raw-moment computation to float32 round-off."""
+    model, test = task["a"], task["test"]
+    crafted = torch.cat([pgd(model, test.x[i:i + 64], test.y[i:i + 64], eps=0.15, steps=3, seed=0)
+                         for i in range(0, len(test), 64)])
+    got = A.feature_usefulness(model, test, eps=0.15, adversarial=crafted, batch_size=64, threshold=0.05)
+    with torch.no_grad():
+        batches = [(model.forward_features(test.x[i:i + 64]), model.forward_features(crafted[i:i + 64]),
+                    test.y[i:i + 64]) for i in range(0, len(test), 64)]
+    clean, adv, count = _old_feature_usefulness(batches, num_classes=4)
+    torch.testing.assert_close(got.clean, clean, rtol=0, atol=2e-6)
+    torch.testing.assert_close(got.adversarial, adv, rtol=0, atol=2e-6)
+    assert got.class_counts == [int(c) for c in count]
+    assert float(clean.abs().max()) > 0.5 and float((clean - adv).abs().max()) > 0.1  # not a trivial comparison
+    # and the library's own raw-moment entry point gives them too
+    f = torch.cat([b[0] for b in batches]).double()
+    a = torch.cat([b[1] for b in batches]).double()
+    onehot = torch.nn.functional.one_hot(test.y, 4).double()
+    mine = A.usefulness_from_moments(onehot.sum(0), onehot.T @ f, onehot.T @ f.square(), onehot.T @ a)
+    torch.testing.assert_close(mine[0].float(), clean, rtol=0, atol=2e-6)
+    torch.testing.assert_close(mine[1].float(), adv, rtol=0, atol=2e-6)
+
+
+def test_feature_usefulness_equals_the_old_computation_on_awkward_features():
+    """Imbalanced classes, a class without samples, dead (constant) units, features of very different scales and
+    offsets, a labels range that grows over an iterable of batches of uneven sizes."""
+    g = torch.Generator().manual_seed(7)
+    n, d = 700, 9
+    y = torch.cat([torch.zeros(400, dtype=torch.long), torch.randint(1, 4, (300,), generator=g)])  # no class 4
+    y = y[torch.randperm(n, generator=g)]
+    scale = torch.tensor([1e-3, 1.0, 30.0, 1.0, 1.0, 1.0, 0.0, 5.0, 1.0])  # unit 6 is dead
+    offset = torch.tensor([0.0, 100.0, -3.0, 0.0, 7.0, 0.0, 2.5, 0.0, -50.0])
+    signal = torch.nn.functional.one_hot(y, 5).float() @ torch.randn(5, d, generator=g)
+    f = (offset + scale * (signal + torch.randn(n, d, generator=g))).float()
+
+    def shift(model, x, y, *, eps):  # the 'attack': a fixed, feature-dependent move of every row
+        return x + 0.3 * scale * torch.sin(37.0 * x)
+
+    f_adv = shift(None, f, None, eps=1.0)
+
+    cuts = [0, 50, 51, 300, 512, 700]  # labels 0..3 appear gradually; one batch of a single row
+    order = torch.argsort(y, stable=True)  # the first batches see only the low labels
+    batches = [(f[order[a:b]].reshape(-1, 1, 1, d), y[order[a:b]]) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+    got = A.feature_usefulness(torch.nn.Identity(), batches, attack=shift, eps=1.0, features=_rows)
+    want_clean, want_adv, count = _old_feature_usefulness(
+        [(f[order[a:b]], f_adv[order[a:b]], y[order[a:b]]) for a, b in zip(cuts[:-1], cuts[1:], strict=True)])
+    assert got.clean.shape == (4, d) and got.class_counts == [int(c) for c in count]
+    torch.testing.assert_close(got.clean, want_clean, rtol=0, atol=2e-6)
+    torch.testing.assert_close(got.adversarial, want_adv, rtol=0, atol=2e-6)
+    assert bool((got.clean[:, 6] == 0).all())  # the dead unit is useless
+    # With num_classes=5 the empty class has a zero row; the other rows are unchanged.
+    five = A.feature_usefulness(torch.nn.Identity(), batches, attack=shift, eps=1.0, features=_rows, num_classes=5)
+    assert bool((five.clean[4] == 0).all()) and five.class_counts[4] == 0
+    torch.testing.assert_close(five.clean[:4], got.clean, rtol=0, atol=0)
+    # Both agree with the definition, computed directly in float64.
+    torch.testing.assert_close(got.clean.double(), _direct_usefulness(f, y, 4), rtol=0, atol=2e-6)
+
+
+def test_feature_usefulness_keeps_its_digits_with_a_large_offset():
+    """A feature of spread 1e-3 around 1e4 (float64): the class-statistics op centres its sums, so the result is
+    the definition's to round-off, where the old raw moments (E[f^2] - E[f]^2) cancel most of their digits."""
+    g = torch.Generator().manual_seed(8)
+    n = 4000
+    y = torch.randint(0, 3, (n,), generator=g)
+    f = 1e4 + 1e-3 * (torch.nn.functional.one_hot(y, 3).double() + torch.randn(n, 3, generator=g,
+                                                                                 dtype=torch.float64))
+    exact = _direct_usefulness(f, y, 3)
+    got = A.feature_usefulness(torch.nn.Identity(), (f.reshape(n, 1, 1, 3), y), eps=0.0, features=_rows)
+    torch.testing.assert_close(got.clean.double(), exact, rtol=0, atol=1e-6)
+    onehot = torch.nn.functional.one_hot(y, 3).double()
+    old, _ = _old_usefulness_from_moments(onehot.sum(0), onehot.T @ f, onehot.T @ f.square(), onehot.T @ f)
+    assert float((old - exact).abs().max()) > 1e-3  # the test can fail: the old formula is off here
+
+
 # --------------------------------------------------------------------------------------------------
 # Robust and non-robust datasets.
 # --------------------------------------------------------------------------------------------------
@@ -407,7 +551,8 @@ def test_models_run_in_eval_mode_and_are_restored(cnn):
         (lambda m, d: A.band_limited_robustness(m, d, eps=-1, radius=1, band="low"), ValueError, "eps"),
         (lambda m, d: A.band_limited_robustness(m, d, eps=0.1, radius=1, band="low", norm="l1"), ValueError,
          "norm"),
-        (lambda m, d: A.transfer_matrix({}, d, eps=0.1), TypeError, "models"),
+        (lambda m, d: A.transfer_matrix({}, d, eps=0.1), ValueError, "models"),  # empty: a wrong value
+        (lambda m, d: A.transfer_matrix([m], d, eps=0.1), TypeError, "models"),
         (lambda m, d: A.transfer_matrix({"a": m}, d, eps=0.1, attack="nope"), ValueError, "attack"),
         (lambda m, d: A.confidence(m, d, eps=0.1, bins=0), ValueError, "bins"),
         (lambda m, d: A.confidence(m, d, eps=0.1, batch_size=0), ValueError, "batch_size"),

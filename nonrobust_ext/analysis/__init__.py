@@ -1,12 +1,13 @@
 """Analyses of why a fine-tuned model inherits its pretrained source's non-robustness.
 
-Representation similarity (nonrobust_ext.analysis.similarity, .activations):
-    collect_activations      layer outputs of a model on a data set, [N, D] per layer (forward hooks)
-    linear_cka               linear CKA, biased or debiased
-    MinibatchCKA, minibatch_cka, CKAMatrix   minibatch (debiased) CKA between all layers of two models
-    cca, CCAResult, svcca, pwcca            canonical correlations and their SVCCA / PWCCA summaries
-    layer_similarity         per-layer similarity of two models (e.g. pretrained vs fine-tuned)
-    plot_layer_similarity    its plot (needs matplotlib)
+Representation similarity (nonrobust_ext.analysis.similarity re-exports .cka, .cca, .layer_comparison):
+    collect_activations      layer outputs of a model on a data set, [N, D] per layer (forward hooks; .activations)
+    linear_cka               linear CKA, biased or debiased (.cka)
+    MinibatchCKA, CKAMatrix  minibatch (debiased) CKA accumulated over batches, and its layer-by-layer result (.cka)
+    cca, CCAResult, svcca, pwcca            canonical correlations and their SVCCA / PWCCA summaries (.cca)
+    layer_similarity         per-layer similarity of two models (e.g. pretrained vs fine-tuned; .layer_comparison)
+    minibatch_cka            minibatch CKA between all layers of two models (.layer_comparison)
+    plot_layer_similarity    their plots (needs matplotlib)
 
 Non-robust features (nonrobust_ext.analysis.features, .robust_datasets, .frequency, .transfer, .confidence):
     feature_usefulness, FeatureUsefulness     per-feature usefulness E[y f(x)] clean vs under attack (Ilyas et al.)
@@ -18,6 +19,10 @@ Non-robust features (nonrobust_ext.analysis.features, .robust_datasets, .frequen
     confidence                                true-label softmax probability, clean vs adversarial
     plot_feature_usefulness, plot_accuracy_by_frequency, plot_perturbation_spectra, plot_confidence
                                               plots (need matplotlib; TransferMatrix.plot too)
+
+Every entry point reads its inputs through the private ``_inputs`` module, so bad input is refused the same
+way everywhere: a TypeError or ValueError naming the argument, NaN/Inf images or features refused, x and y of
+different lengths refused, and no statistic computed over zero samples.
 """
 
 from __future__ import annotations

@@ -8,13 +8,15 @@ compute at chosen layers on the same inputs; this module gets those layer output
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Union
 
 import torch
 
 from .._progress import progress_bar
+from .._validate import check_bool, check_choice
 from ..attacks._common import eval_mode
+from ._inputs import InputData, check_batch_size, check_device, check_module, input_batches, resolve_device
 
 #: How a layer's output becomes one row per input: ``"mean"`` (average over every dimension after the channel
 #: dimension 1, e.g. H and W of a ``[B, C, H, W]`` map), ``"flatten"`` (``[B, C*H*W]``), ``"none"`` (kept as is),
@@ -22,14 +24,23 @@ from ..attacks._common import eval_mode
 Pool = Union[str, Callable[[Any], torch.Tensor]]
 
 _POOLS = ("mean", "flatten", "none")
-Data = Union[torch.Tensor, Iterable[Any]]
 
 
-def _check_pool(pool: Pool) -> None:
+def _check_pool(pool: object) -> None:
     if callable(pool):
         return
-    if not isinstance(pool, str) or pool not in _POOLS:
-        raise ValueError(f"pool must be one of {_POOLS} or a callable, got {pool!r}")
+    if not isinstance(pool, str):
+        raise TypeError(f"pool must be one of {_POOLS} or a callable, got {type(pool).__name__} {pool!r}")
+    check_choice(pool, "pool", _POOLS)
+
+
+def _layer_list(layers: object, arg: str) -> list[str]:
+    """One submodule name or a list of them, as a list (the names themselves are checked against the model)."""
+    if isinstance(layers, str):
+        return [layers]
+    if isinstance(layers, (bytes, Mapping)) or not isinstance(layers, Sequence):
+        raise TypeError(f"{arg} must be a submodule name or a list of them, got {type(layers).__name__}")
+    return list(layers)
 
 
 def _apply_pool(name: str, output: Any, pool: Pool) -> torch.Tensor:
@@ -56,11 +67,8 @@ def _apply_pool(name: str, output: Any, pool: Pool) -> torch.Tensor:
 
 def _check_layers(model: torch.nn.Module, layers: Sequence[str], arg: str = "layers") -> dict[str, torch.nn.Module]:
     """The named submodules, with a clear error (and close matches) for unknown names."""
-    if isinstance(layers, str):
-        layers = [layers]
-    if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    layers = list(layers)
+    check_module(model)
+    layers = _layer_list(layers, arg)
     if not layers:
         raise ValueError(f"{arg} is empty: name at least one submodule (see model.named_modules())")
     dupes = sorted({n for n in layers if layers.count(n) > 1})
@@ -147,39 +155,9 @@ class _LayerRecorder:
         return outputs
 
 
-def _model_device(model: torch.nn.Module, fallback: torch.device) -> torch.device:
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
-    return fallback
-
-
-def _batches(data: Data, batch_size: int) -> Iterator[torch.Tensor]:
-    """The input batches of a tensor (split) or of an iterable of ``x`` or ``(x, y, ...)`` items."""
-    if isinstance(data, torch.Tensor):
-        if data.ndim == 0:
-            raise ValueError("data must be a batch [N, ...], got a scalar tensor")
-        yield from data.split(batch_size)
-        return
-    if not isinstance(data, Iterable):
-        raise TypeError(f"data must be a tensor or an iterable of (x, y) batches, got {type(data).__name__}")
-    for item in data:
-        xb = item[0] if isinstance(item, (tuple, list)) else item
-        if not isinstance(xb, torch.Tensor):
-            raise TypeError(f"data must yield tensors or (x, y) tuples, got an item of type {type(item).__name__}")
-        yield xb
-
-
-def _check_batch_size(batch_size: int) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-
-
-
 def collect_activations(
     model: torch.nn.Module,
-    x_or_batches: Data,
+    x_or_batches: InputData,
     layers: Sequence[str],
     *,
     pool: Pool = "mean",
@@ -224,17 +202,37 @@ def collect_activations(
         ValueError: unknown layer name (with close matches), a layer that did not run or ran twice per forward,
             an unknown ``pool``, no data.
     """
-    _check_batch_size(batch_size)
-    if isinstance(layers, str):
-        layers = [layers]
-    recorder = _LayerRecorder(model, layers, pool)
-    run_device = torch.device(device) if device is not None else _model_device(model, torch.device("cpu"))
+    return _collect(model, x_or_batches, layers, pool=pool, batch_size=batch_size, device=device,
+                    out_device=out_device, progress=progress)
+
+
+def _collect(
+    model: torch.nn.Module,
+    data: InputData,
+    layers: Sequence[str],
+    *,
+    pool: Pool,
+    batch_size: int,
+    device: torch.device | str | None,
+    out_device: torch.device | str | None,
+    progress: bool,
+    data_name: str = "x_or_batches",
+    model_name: str = "model",
+    layers_name: str = "layers",
+) -> dict[str, torch.Tensor]:
+    """:func:`collect_activations`, with the names its caller gave the data, the model and the layers (so that
+    an error raised for :func:`~nonrobust_ext.analysis.layer_similarity` names *its* arguments)."""
+    check_module(model, model_name)
+    batch_size = check_batch_size(batch_size)
+    check_bool(progress, "progress")
+    recorder = _LayerRecorder(model, layers, pool, layers_name)
+    run_device = resolve_device(model, device)
+    gather_device = None if out_device is None else check_device(out_device, "out_device")
     chunks: dict[str, list[torch.Tensor]] = {name: [] for name in recorder.modules}
+    batches = input_batches(data, batch_size, data_name)  # raises when it holds no data
     with recorder, eval_mode(model), torch.no_grad():
-        for xb in progress_bar(_batches(x_or_batches, batch_size), enabled=progress, description="activations"):
+        for xb in progress_bar(batches, enabled=progress, description="activations"):
             outputs = recorder.run(xb.to(run_device, non_blocking=True))
             for name, out in outputs.items():
-                chunks[name].append(out if out_device is None else out.to(out_device))
-    if not any(chunks.values()):
-        raise ValueError("x_or_batches holds no data")
+                chunks[name].append(out if gather_device is None else out.to(gather_device))
     return {name: torch.cat(parts) for name, parts in chunks.items()}

@@ -13,20 +13,20 @@ from typing import Any
 import torch
 
 from .._progress import progress_bar
+from .._validate import check_bool, check_int, check_real
 from ..attacks._common import LogitsSelector, eval_mode
 from ..attacks.evaluate import true_label_probability
-from .features import (
+from ._inputs import (
     AttackFn,
     Data,
-    _attack_name,
-    _batches,
-    _check_int,
-    _check_model,
-    _check_number,
-    _device_of,
-    _logits,
-    _pyplot_figure,
-    _resolve_attack,
+    attack_name,
+    check_model,
+    labelled_batches,
+    logits_of,
+    pyplot_figure,
+    resolve_attack,
+    resolve_device,
+    run_attack,
 )
 
 
@@ -68,30 +68,27 @@ def confidence(
         "clean_accuracy", "adversarial_accuracy", "num_samples", "eps", "attack"}``: the histograms are
         the fraction of samples per bin (each sums to 1), ``bin_edges`` has ``bins + 1`` entries.
     """
-    _check_model(model)
-    eps = _check_number(eps, "eps", minimum=0.0)
-    bins = _check_int(bins, "bins", 1)
-    attack_fn, kwargs = _resolve_attack(attack, logits, attack_kwargs)
-    dev = _device_of(model, device)
+    check_model(model)
+    eps = check_real(eps, "eps", low=0.0)
+    bins = check_int(bins, "bins", 1)
+    check_bool(progress, "progress")
+    attack_fn, kwargs = resolve_attack(attack, logits, attack_kwargs)
+    dev = resolve_device(model, device)
     n = 0
     sums = [0.0, 0.0]
     correct = [0, 0]
     hists = [torch.zeros(bins, dtype=torch.long), torch.zeros(bins, dtype=torch.long)]
     with eval_mode(model):
-        for x, y in progress_bar(_batches(data, batch_size), enabled=progress, description="confidence"):
-            x, y = x.to(dev), y.to(dev).long()
-            if len(y) == 0:
-                continue
-            x_adv = attack_fn(model, x, y, eps=eps, **kwargs).detach() if eps > 0 else x
+        for x, y in progress_bar(labelled_batches(data, batch_size), enabled=progress, description="confidence"):
+            x, y = x.to(dev), y.to(dev)
+            z_clean = logits_of(model, x, logits, y)  # checks the labels against the model before attacking
+            z_adv = logits_of(model, run_attack(attack_fn, model, x, y, eps, kwargs), logits)
             n += len(y)
-            for k, inputs in enumerate((x, x_adv)):
-                z = _logits(model, inputs, logits)
+            for k, z in enumerate((z_clean, z_adv)):
                 p = true_label_probability(z, y)
                 sums[k] += float(p.double().sum())
                 correct[k] += int((z.argmax(1) == y).sum())
                 hists[k] += _histogram(p, bins)
-    if n == 0:
-        raise ValueError("data holds no samples")
     return {
         "clean_mean": sums[0] / n,
         "adversarial_mean": sums[1] / n,
@@ -102,7 +99,7 @@ def confidence(
         "adversarial_accuracy": correct[1] / n,
         "num_samples": n,
         "eps": eps,
-        "attack": _attack_name(attack),
+        "attack": attack_name(attack),
     }
 
 
@@ -111,7 +108,7 @@ def plot_confidence(results: Mapping[str, Mapping[str, Any]], path: str, *, titl
     model (``{name: confidence(...)}``), saved to ``path`` (needs matplotlib)."""
     if not isinstance(results, Mapping) or not results:
         raise TypeError("results must be a non-empty dict {model name: confidence result}")
-    figure = _pyplot_figure()(figsize=(5.5, 3.8))
+    figure = pyplot_figure()(figsize=(5.5, 3.8))
     ax = figure.subplots()
     for name, r in results.items():
         edges = r["bin_edges"]

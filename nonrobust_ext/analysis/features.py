@@ -22,166 +22,45 @@ The worst case of Ilyas et al.'s definition (an infimum over perturbations *per 
 attack per feature and class; here the perturbation is the one an attack on the *model* finds (PGD on
 its classification loss by default) -- the perturbation that matters for the model's robustness, and
 the same one for every feature.
+
+Computation: per batch, the clean and adversarial features go through the compiled class-statistics op
+(:func:`nonrobust_ext.stats.class_stats`, one pass, float64) and the per-class counts, means and sums of
+squared deviations are merged across batches (:func:`nonrobust_ext.stats.merge_class_stats`); the balanced
+statistics are assembled from those class moments around the pooled mean, so a feature with a large
+offset keeps its digits (raw second moments ``E[f^2] - E[f]^2`` would cancel them).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Union
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 
-from .._params import check_int as _check_int
 from .._progress import progress_bar
-from ..attacks._common import LogitsSelector, eval_mode, select_logits
-from ..attacks.registry import ATTACKS
+from .._validate import check_bool, check_finite, check_nonempty, check_optional_int, check_real
+from ..attacks._common import LogitsSelector, eval_mode
 from ..data import TensorData
-
-AttackFn = Callable[..., torch.Tensor]
-FeatureFn = Callable[[torch.Tensor], torch.Tensor]
-Data = Union[TensorData, tuple[torch.Tensor, torch.Tensor], Iterable[Any]]
-
-
-# --------------------------------------------------------------------------------------------------
-# Shared by the analysis modules (private).
-# --------------------------------------------------------------------------------------------------
-
-
-
-
-def _check_number(value: object, name: str, *, minimum: float | None = None, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    if positive and not value > 0:
-        raise ValueError(f"{name} must be > 0, got {value:g}")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be >= {minimum:g}, got {value:g}")
-    return value
-
-
-def _check_model(model: object, name: str = "model") -> None:
-    if not callable(model):
-        raise TypeError(f"{name} must be a callable model (an nn.Module), got {type(model).__name__}")
-
-
-def _device_of(model: object, device: torch.device | str | None = None) -> torch.device:
-    """``device`` if given, else where the model's parameters (or buffers) are, else the CPU."""
-    if device is not None:
-        return torch.device(device)
-    if isinstance(model, torch.nn.Module):
-        for t in model.parameters():
-            return t.device
-        for t in model.buffers():
-            return t.device
-    return torch.device("cpu")
-
-
-def _batches(data: Data, batch_size: int, name: str = "data") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """``(x, y)`` batches of a :class:`TensorData`, a pair of tensors or an iterable of batches."""
-    _check_int(batch_size, "batch_size", 1)
-    if isinstance(data, TensorData):
-        data = (data.x, data.y)
-    if isinstance(data, tuple) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
-        x, y = data
-        if x.dim() < 2 or y.dim() != 1 or len(x) != len(y):
-            raise ValueError(f"{name} must be a pair (x [N, C, ...], y [N]), got shapes {tuple(x.shape)} and "
-                             f"{tuple(y.shape)}")
-        return ((x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size))
-    if isinstance(data, (str, bytes)) or not isinstance(data, Iterable):
-        raise TypeError(f"{name} must be a TensorData, a pair of tensors (x, y) or an iterable of (x, y) batches, "
-                        f"got {type(data).__name__}")
-    return _iterate_batches(data, name)
-
-
-def _iterate_batches(data: Iterable[Any], name: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    for batch in data:
-        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-            raise TypeError(f"{name} must yield (x, y) batches, e.g. a DataLoader over (image, label) pairs")
-        yield batch[0], batch[1]
-
-
-def _materialise(data: Data, name: str = "data") -> TensorData:
-    """The whole of ``data`` as one in-memory :class:`TensorData` (its own classes kept, or ``class<k>``)."""
-    if isinstance(data, TensorData):
-        return data
-    xs, ys = [], []
-    for x, y in _batches(data, 1 << 30, name):
-        if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
-            raise TypeError(f"{name} must hold tensors, got {type(x).__name__} and {type(y).__name__}")
-        xs.append(x.detach())
-        ys.append(y.detach().long().to(x.device))
-    if not xs:
-        raise ValueError(f"{name} holds no samples")
-    x, y = torch.cat(xs), torch.cat(ys)
-    k = int(y.max()) + 1 if y.numel() else 0
-    return TensorData(x, y, [f"class{i}" for i in range(k)])
-
-
-
-def _resolve_attack(attack: str | AttackFn, logits: LogitsSelector, attack_kwargs: dict[str, Any]
-                    ) -> tuple[AttackFn, dict[str, Any]]:
-    """The attack function and its keyword arguments (``logits`` passed on to named attacks)."""
-    if isinstance(attack, str):
-        if attack not in ATTACKS:
-            raise ValueError(f"attack must be one of {sorted(ATTACKS)} or a callable, got {attack!r}")
-        return ATTACKS[attack], {"logits": logits, **attack_kwargs}
-    if callable(attack):
-        return attack, dict(attack_kwargs)
-    raise TypeError(f"attack must be a name or a callable attack(model, x, y, eps=..., ...), "
-                    f"got {type(attack).__name__}")
-
-
-def _attack_name(attack: str | AttackFn) -> str:
-    return attack if isinstance(attack, str) else getattr(attack, "__name__", type(attack).__name__)
-
-
-def _logits(model: Callable[..., Any], x: torch.Tensor, selector: LogitsSelector) -> torch.Tensor:
-    with torch.no_grad():
-        return select_logits(model(x), selector)
-
-
-def _feature_fn(model: object, features: FeatureFn | None) -> FeatureFn:
-    """``features`` if given, else ``model.forward_features`` (``TypeError`` naming both when neither)."""
-    if features is not None:
-        if not callable(features):
-            raise TypeError(f"features must be a callable x -> [B, D], got {type(features).__name__}")
-        return features
-    fn = getattr(model, "forward_features", None)
-    if fn is None or not callable(fn):
-        raise TypeError(
-            f"{type(model).__name__} has no forward_features(x): pass features=<callable x -> [B, D]> "
-            "(e.g. the model's body up to its penultimate layer)"
-        )
-    return fn
-
-
-def _embed(fn: FeatureFn, x: torch.Tensor, *, grad: bool = False) -> torch.Tensor:
-    with torch.set_grad_enabled(grad):
-        out = fn(x)
-    if not isinstance(out, torch.Tensor):
-        raise TypeError(f"features must return a tensor [B, D], got {type(out).__name__}")
-    if out.dim() < 1 or out.shape[0] != x.shape[0]:
-        raise ValueError(f"features must return one row per sample ({x.shape[0]}), got shape {tuple(out.shape)}")
-    return out.reshape(out.shape[0], -1)
-
-
-def _pyplot_figure() -> Any:
-    """A matplotlib ``Figure`` (no pyplot global state, no backend switch), or a clear ImportError."""
-    try:
-        from matplotlib.figure import Figure
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError("plotting needs matplotlib: pip install matplotlib") from e
-    return Figure
-
-
-def _nan_to_none(value: float) -> float | None:
-    return None if isinstance(value, float) and math.isnan(value) else value
-
+from ..stats import ClassStats, class_stats, merge_class_stats
+from ._inputs import (
+    AttackFn,
+    Data,
+    FeatureFn,
+    attack_name,
+    check_images,
+    check_labels_below,
+    check_model,
+    embed,
+    feature_fn,
+    labelled_batches,
+    nan_to_none,
+    pyplot_figure,
+    resolve_attack,
+    resolve_device,
+    run_attack,
+)
 
 # --------------------------------------------------------------------------------------------------
 # Feature usefulness.
@@ -246,7 +125,7 @@ class FeatureUsefulness:
             "num_robust_useful": robust,
             "num_non_robust_useful": useful - robust,
             "robust_fraction": robust / useful if useful else None,
-            "robust_share": _nan_to_none(self.robust_share),
+            "robust_share": nan_to_none(self.robust_share),
             "clean_usefulness_total": clean_total,
             "mean_abs_clean": float(self.clean.abs().mean()) if self.clean.numel() else 0.0,
             "mean_abs_adversarial": float(self.adversarial.abs().mean()) if self.adversarial.numel() else 0.0,
@@ -265,73 +144,108 @@ class FeatureUsefulness:
         }
 
 
-class _ClassMoments:
-    """Per-class sums of a feature matrix (float64), grown as larger labels appear."""
+def _pad_classes(stats: ClassStats, num_classes: int) -> ClassStats:
+    """``stats`` with empty classes appended up to ``num_classes`` (labels seen later in an iterable)."""
+    grow = num_classes - stats.num_classes
+    if grow <= 0:
+        return stats
+    return ClassStats(
+        torch.cat([stats.count, stats.count.new_zeros(grow)]),
+        torch.cat([stats.mean, stats.mean.new_zeros(grow, stats.dim)]),
+        torch.cat([stats.m2, stats.m2.new_zeros(grow, *stats.m2.shape[1:])]),
+    )
 
-    def __init__(self, num_classes: int) -> None:
-        self.k = num_classes
-        self.count: torch.Tensor | None = None
-        self.sums: dict[str, torch.Tensor] = {}
 
-    def add(self, y: torch.Tensor, **values: torch.Tensor) -> None:
-        k = max(self.k, int(y.max()) + 1 if y.numel() else 0)
-        d = next(iter(values.values())).shape[1]
-        width = d if self.count is None else next(iter(self.sums.values())).shape[1]
-        if any(v.shape[1] != width for v in values.values()):
-            raise ValueError(f"features must have the same width for every batch and input, got "
-                             f"{sorted({v.shape[1] for v in values.values()} | {width})}")
-        if self.count is None:
-            self.count = torch.zeros(k, dtype=torch.float64)
-            self.sums = {name: torch.zeros(k, d, dtype=torch.float64) for name in values}
-        elif k > self.count.shape[0]:
-            grow = k - self.count.shape[0]
-            self.count = torch.cat([self.count, torch.zeros(grow, dtype=torch.float64)])
-            self.sums = {n: torch.cat([s, torch.zeros(grow, d, dtype=torch.float64)]) for n, s in self.sums.items()}
-        self.k = k
-        y = y.cpu()
-        self.count.index_add_(0, y, torch.ones(len(y), dtype=torch.float64))
-        for name, v in values.items():
-            self.sums[name].index_add_(0, y, v.detach().cpu().double())
+def _balanced_usefulness(
+    count: torch.Tensor, mean: torch.Tensor, m2: torch.Tensor, other_mean: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    r"""Balanced one-vs-rest usefulness from per-class counts, means and sums of squared deviations (float64).
+
+    For class ``c`` the positives are its rows and the negatives every other row. With the negatives' mean
+    ``mu_-`` and population variance ``v_-`` assembled from the other classes' moments around the pooled mean
+    ``M`` (``e = mu_- - M``, ``dev_k = mean_k - M``)::
+
+        mu_-      = M + (sum_k n_k dev_k - n_c dev_c) / n_-
+        n_- v_-   = sum_{k != c} m2_k + sum_{k != c} n_k dev_k^2 - n_- e^2
+        sigma^2   = (v_+ + v_-) / 2 + (mu_+ - mu_-)^2 / 4                (the balanced mixture's variance)
+        usefulness = (mu_+ - mu_-) / (2 sigma)
+
+    Deviations from the pooled mean are small, so no digits are lost to cancellation (unlike raw second
+    moments). Rows of classes without positives or negatives, and features whose balanced deviation is
+    below ``1e-12`` of their root mean square (constant, dead units), are 0.
+    """
+    n = count[:, None]
+    total = count.sum()
+    n_neg = total - n
+    ok = (n > 0) & (n_neg > 0)
+    safe_n, safe_neg = n.clamp_min(1), n_neg.clamp_min(1)
+    pooled = (n * mean).sum(0, keepdim=True) / total
+    dev = mean - pooled
+    weighted = n * dev
+    e = (weighted.sum(0, keepdim=True) - weighted) / safe_neg
+    mu_pos, mu_neg = mean, pooled + e
+    between = (weighted * dev).sum(0, keepdim=True) - weighted * dev
+    m2_neg = (m2.sum(0, keepdim=True) - m2 + between - n_neg * e * e).clamp_min(0)
+    diff = mu_pos - mu_neg
+    var_bal = 0.5 * (m2 / safe_n + m2_neg / safe_neg) + 0.25 * diff * diff
+    sigma = var_bal.sqrt()
+    mean_bal = 0.5 * (mu_pos + mu_neg)
+    # A constant feature (dead unit) is useless; guard the division relative to the feature's scale.
+    tiny = 1e-12 * (var_bal + mean_bal * mean_bal).sqrt().clamp_min(1e-30)
+    valid = ok & (sigma > tiny)
+    denom = torch.where(valid, 2 * sigma, torch.ones_like(sigma))
+    clean = torch.where(valid, diff / denom, torch.zeros_like(sigma))
+    other = None
+    if other_mean is not None:
+        weighted_other = n * other_mean
+        other_neg = (weighted_other.sum(0, keepdim=True) - weighted_other) / safe_neg
+        other = torch.where(valid, (other_mean - other_neg) / denom, torch.zeros_like(sigma))
+    return clean, other
 
 
 def usefulness_from_moments(
     count: torch.Tensor, sum_clean: torch.Tensor, sumsq_clean: torch.Tensor, sum_other: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Balanced one-vs-rest usefulness from per-class moments (see the module docstring).
+    """Balanced one-vs-rest usefulness from per-class raw moments (see the module docstring).
+
+    The sums are turned into class means and sums of squared deviations, ``m2 = sumsq - sum^2 / n``, and
+    scored as :func:`feature_usefulness` scores the class statistics of the compiled op. (Raw second moments
+    lose digits to cancellation for features with a large offset; :func:`feature_usefulness` never forms them.)
 
     Args:
-        count: ``[K]`` samples per class.
+        count: ``[K]`` samples per class (>= 0, at least one sample in all).
         sum_clean, sumsq_clean: ``[K, D]`` per-class sums of the clean features and of their squares.
         sum_other: optional ``[K, D]`` per-class sums of the features of other inputs (adversarial),
             scored with the clean standardisation.
 
     Returns:
-        ``(clean [K, D], other [K, D] or None)``; rows of classes without positives or negatives, and
-        features with zero clean variance, are 0.
+        ``(clean [K, D], other [K, D] or None)`` in float64; rows of classes without positives or negatives,
+        and features with zero clean variance, are 0.
+
+    Raises:
+        TypeError: a non-tensor argument.
+        ValueError: shapes that do not match, NaN/Inf, negative counts, no sample at all.
     """
-    n = count[:, None]
-    total_n = count.sum()
-    n_neg = total_n - n
-    ok = (n > 0) & (n_neg > 0)
-    safe_n, safe_neg = n.clamp_min(1), n_neg.clamp_min(1)
-    mu_pos = sum_clean / safe_n
-    mu_neg = (sum_clean.sum(0, keepdim=True) - sum_clean) / safe_neg
-    sq_pos = sumsq_clean / safe_n
-    sq_neg = (sumsq_clean.sum(0, keepdim=True) - sumsq_clean) / safe_neg
-    mean_bal = 0.5 * (mu_pos + mu_neg)
-    var_bal = (0.5 * (sq_pos + sq_neg) - mean_bal.square()).clamp_min(0)
-    sigma = var_bal.sqrt()
-    # A constant feature (dead unit) is useless; guard the division relative to the feature's scale.
-    tiny = 1e-12 * (0.5 * (sq_pos + sq_neg)).sqrt().clamp_min(1e-30)
-    valid = ok & (sigma > tiny)
-    denom = torch.where(valid, 2 * sigma, torch.ones_like(sigma))
-    clean = torch.where(valid, (mu_pos - mu_neg) / denom, torch.zeros_like(sigma))
-    other = None
+    count = check_finite(count, "count").double()
+    if count.dim() != 1:
+        raise ValueError(f"count must be a 1-D tensor [K], got shape {tuple(count.shape)}")
+    if bool((count < 0).any()):
+        raise ValueError("count must hold counts >= 0")
+    check_nonempty(int(count.sum()), "count")
+    shape = (count.shape[0], -1)
+    named = {"sum_clean": sum_clean, "sumsq_clean": sumsq_clean}
     if sum_other is not None:
-        a_pos = sum_other / safe_n
-        a_neg = (sum_other.sum(0, keepdim=True) - sum_other) / safe_neg
-        other = torch.where(valid, (a_pos - a_neg) / denom, torch.zeros_like(sigma))
-    return clean, other
+        named["sum_other"] = sum_other
+    for name, t in named.items():
+        check_finite(t, name)
+        if t.dim() != 2 or t.shape[0] != shape[0] or t.shape != sum_clean.shape:
+            raise ValueError(f"{name} must have shape [K, D] = {tuple(sum_clean.shape)} with K = {shape[0]} "
+                             f"(one row per class of count), got {tuple(t.shape)}")
+    n = count[:, None].clamp_min(1)
+    mean = sum_clean.double() / n
+    m2 = (sumsq_clean.double() - sum_clean.double() * mean).clamp_min(0)
+    other_mean = None if sum_other is None else sum_other.double() / n
+    return _balanced_usefulness(count, mean, m2, other_mean)
 
 
 def feature_usefulness(
@@ -355,8 +269,9 @@ def feature_usefulness(
 
     For each batch the features of the clean inputs and of their adversarial versions
     (``attack(model, x, y, eps=eps, **attack_kwargs)``, untargeted on the true labels, every sample
-    attacked) are accumulated per class; the balanced one-vs-rest usefulness is computed at the end
-    (see the module docstring for the formula)::
+    attacked) go through the compiled class-statistics op (:func:`nonrobust_ext.stats.class_stats`, in
+    float64), and the per-class counts, means and sums of squared deviations of the batches are merged;
+    the balanced one-vs-rest usefulness is computed from them at the end (see the module docstring)::
 
         usefulness[c, d] = (mu_+ - mu_-) / (2 sigma)           (clean features, balanced std sigma)
         adversarial[c, d] = (mu_+^adv - mu_-^adv) / (2 sigma)  (same clean sigma)
@@ -377,7 +292,8 @@ def feature_usefulness(
         threshold: usefulness above which a pair counts as useful (``rho`` of Ilyas et al.).
         robust_threshold: adversarial usefulness above which a useful pair counts as robust
             (``gamma``); default ``threshold``.
-        num_classes: K; default the data's class count (``TensorData``) or the largest label + 1.
+        num_classes: K (>= 2); default the data's class count (``TensorData``) or the largest label + 1.
+            Every label must be below it.
         batch_size: batch size when ``data`` is a set or a pair of tensors.
         device: where to evaluate (default: the model's device); batches are moved there.
         logits: where the logits are in the model's output (passed to named attacks).
@@ -392,44 +308,51 @@ def feature_usefulness(
 
     Shape:
         clean, adversarial: ``[K, D]``.
+
+    Raises:
+        TypeError, ValueError: bad arguments (each names its argument); NaN/Inf in the images, the adversarial
+            inputs or the features; labels outside ``[0, num_classes)``; no samples.
     """
-    _check_model(model)
-    eps = _check_number(eps, "eps", minimum=0.0)
-    threshold = _check_number(threshold, "threshold")
-    robust_threshold = threshold if robust_threshold is None else _check_number(robust_threshold, "robust_threshold")
-    if num_classes is not None:
-        _check_int(num_classes, "num_classes", 2)
-    elif isinstance(data, TensorData):
+    check_model(model)
+    eps = check_real(eps, "eps", low=0.0)
+    threshold = check_real(threshold, "threshold")
+    robust_threshold = threshold if robust_threshold is None else check_real(robust_threshold, "robust_threshold")
+    num_classes = check_optional_int(num_classes, "num_classes", 2)
+    check_bool(progress, "progress")
+    if num_classes is None and isinstance(data, TensorData):
         num_classes = data.num_classes
-    embed = _feature_fn(model, features)
-    attack_fn, kwargs = _resolve_attack(attack, logits, attack_kwargs)
-    dev = _device_of(model, device)
-    batches = _batches(data, batch_size)
+    embed_fn = feature_fn(model, features)
+    attack_fn, kwargs = resolve_attack(attack, logits, attack_kwargs)
+    dev = resolve_device(model, device)
+    batches = labelled_batches(data, batch_size)
+    crafted: Iterator[torch.Tensor] | None = None
     if adversarial is not None:
         x_all = data.x if isinstance(data, TensorData) else data[0] if isinstance(data, tuple) else None
         if not isinstance(adversarial, torch.Tensor) or x_all is None or adversarial.shape != x_all.shape:
             raise ValueError("adversarial must be a tensor shaped like the inputs of data, which must be a pair "
                              f"(x, y) or a TensorData; got {type(adversarial).__name__} "
                              f"{tuple(getattr(adversarial, 'shape', ()))} for data of type {type(data).__name__}")
-        crafted = (a for a, _ in _batches((adversarial, torch.zeros(len(adversarial))), batch_size))
-    moments = _ClassMoments(num_classes or 0)
-    total = 0
+        crafted = iter(check_images(adversarial, "adversarial").split(batch_size))
+    known = num_classes or 0
+    stats: ClassStats | None = None
     with eval_mode(model):
         for x, y in progress_bar(batches, enabled=progress, description="feature usefulness"):
-            x, y = x.to(dev), y.to(dev).long()
-            x_adv = next(crafted).to(dev) if adversarial is not None else None
-            if len(y) == 0:
-                continue
-            clean = _embed(embed, x).float()
-            if x_adv is None:
-                x_adv = attack_fn(model, x, y, eps=eps, **kwargs) if eps > 0 else x
-            adv = _embed(embed, x_adv.detach()).float()
-            moments.add(y, clean=clean, sq=clean.square(), adv=adv)
-            total += len(y)
-    if moments.count is None:
-        raise ValueError("data holds no samples")
-    clean_u, adv_u = usefulness_from_moments(moments.count, moments.sums["clean"], moments.sums["sq"],
-                                             moments.sums["adv"])
+            x, y = x.to(dev), y.to(dev)
+            if num_classes is not None:
+                check_labels_below(y, num_classes, "data labels", f"num_classes={num_classes}")
+            x_adv = next(crafted).to(dev) if crafted is not None else run_attack(attack_fn, model, x, y, eps, kwargs)
+            clean = embed(embed_fn, x)
+            adv = embed(embed_fn, x_adv)
+            widths = {clean.shape[1], adv.shape[1]} | (set() if stats is None else {stats.dim // 2})
+            if len(widths) > 1:
+                raise ValueError(f"features must have the same width for every batch and input, got {sorted(widths)}")
+            known = max(known, int(y.max()) + 1)
+            batch = class_stats(torch.cat([clean, adv], dim=1).double(), y, num_classes=known)
+            stats = batch if stats is None else merge_class_stats(_pad_classes(stats, known), batch)
+    assert stats is not None  # labelled_batches raised if data held no sample
+    width = stats.dim // 2
+    count, mean, m2 = stats.count.cpu(), stats.mean.cpu(), stats.m2.cpu()
+    clean_u, adv_u = _balanced_usefulness(count, mean[:, :width], m2[:, :width], mean[:, width:])
     assert adv_u is not None
     clean_u, adv_u = clean_u.float(), adv_u.float()
     useful = (clean_u >= threshold).nonzero().tolist()
@@ -444,8 +367,8 @@ def feature_usefulness(
     share = kept / clean_total if ranking and clean_total > 0 else math.nan
     return FeatureUsefulness(
         clean=clean_u, adversarial=adv_u, ranking=ranking, robust_share=float(share), threshold=threshold,
-        robust_threshold=robust_threshold, eps=eps, attack=_attack_name(attack),
-        class_counts=[int(c) for c in moments.count.tolist()], num_samples=total,
+        robust_threshold=robust_threshold, eps=eps, attack=attack_name(attack),
+        class_counts=[int(c) for c in count.tolist()], num_samples=int(count.sum()),
     )
 
 
@@ -454,7 +377,7 @@ def plot_feature_usefulness(result: FeatureUsefulness, path: str, *, title: str 
     (needs matplotlib). Pairs right of the threshold are useful; above the robust threshold, robust."""
     if not isinstance(result, FeatureUsefulness):
         raise TypeError(f"result must be a FeatureUsefulness, got {type(result).__name__}")
-    figure = _pyplot_figure()(figsize=(4.5, 4.0))
+    figure = pyplot_figure()(figsize=(4.5, 4.0))
     ax = figure.subplots()
     ax.scatter(result.clean.flatten().tolist(), result.adversarial.flatten().tolist(), s=6, alpha=0.5)
     ax.axvline(result.threshold, color="grey", lw=0.8, ls="--")

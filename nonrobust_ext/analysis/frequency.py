@@ -16,36 +16,45 @@ perturbations restricted to high frequencies hurt it most.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 
 from .._progress import progress_bar
+from .._validate import (
+    check_bool,
+    check_choice,
+    check_finite,
+    check_int,
+    check_optional_real,
+    check_real,
+    check_reals,
+)
 from ..attacks._common import LogitsSelector, eval_mode, input_gradient, resolve_loss
-from .features import (
+from ._inputs import (
     AttackFn,
     Data,
-    _attack_name,
-    _batches,
-    _check_int,
-    _check_model,
-    _check_number,
-    _device_of,
-    _logits,
-    _pyplot_figure,
-    _resolve_attack,
+    attack_name,
+    check_bounds,
+    check_device,
+    check_images,
+    check_labels,
+    check_model,
+    labelled_batches,
+    logits_of,
+    pyplot_figure,
+    resolve_attack,
+    resolve_device,
+    run_attack,
 )
 
 
-def _check_images(x: object, name: str) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
-    if x.dim() < 2:
-        raise ValueError(f"{name} must have at least 2 dimensions [..., H, W], got shape {tuple(x.shape)}")
+def _check_spatial(x: object, name: str) -> torch.Tensor:
+    """Finite floating-point images ``[..., H, W]`` holding at least one pixel."""
+    x = check_images(x, name)
+    if x.numel() == 0:
+        raise ValueError(f"{name} holds no images (shape {tuple(x.shape)}): nothing to compute over")
     return x
 
 
@@ -55,6 +64,9 @@ def radius_grid(height: int, width: int, *, device: torch.device | str | None = 
     Shape:
         ``[height, width]``, float32.
     """
+    height = check_int(height, "height", 1)
+    width = check_int(width, "width", 1)
+    device = None if device is None else check_device(device)
     fy = torch.arange(height, device=device, dtype=torch.float32) - height // 2
     fx = torch.arange(width, device=device, dtype=torch.float32) - width // 2
     return (fy[:, None].square() + fx[None, :].square()).sqrt()
@@ -94,14 +106,14 @@ def frequency_decomposition(x: torch.Tensor, radius: float) -> tuple[torch.Tenso
     Returns:
         ``(low, high)``, each shaped and typed like ``x`` (computed in float32, float64 for float64).
     """
-    _check_images(x, "x")
-    radius = _check_number(radius, "radius", minimum=0.0)
+    _check_spatial(x, "x")
+    radius = check_real(radius, "radius", low=0.0)
     low = _low_pass(x, radius)
     return low, x - low
 
 
 def _accuracy_counts(model: Any, x: torch.Tensor, y: torch.Tensor, logits: LogitsSelector) -> int:
-    return int((_logits(model, x, logits).argmax(1) == y).sum())
+    return int((logits_of(model, x, logits, y).argmax(1) == y).sum())
 
 
 def accuracy_by_frequency(
@@ -129,31 +141,29 @@ def accuracy_by_frequency(
         ``{"radii": [...], "clean_accuracy": float, "low_accuracy": [...], "high_accuracy": [...],
         "num_samples": int}``.
     """
-    _check_model(model)
-    if isinstance(radii, (str, bytes)) or not isinstance(radii, Sequence):
-        raise TypeError(f"radii must be a sequence of numbers, got {type(radii).__name__}")
-    radii_list = [_check_number(r, "radii", minimum=0.0) for r in radii]
-    if not radii_list:
-        raise ValueError("radii must list at least one radius")
-    dev = _device_of(model, device)
+    check_model(model)
+    radii_list = list(check_reals(radii, "radii", low=0.0))
+    check_bool(progress, "progress")
+    dev = resolve_device(model, device)
     n = clean = 0
     low = [0] * len(radii_list)
     high = [0] * len(radii_list)
     with eval_mode(model):
-        for x, y in progress_bar(_batches(data, batch_size), enabled=progress, description="accuracy by frequency"):
-            x, y = x.to(dev), y.to(dev).long()
+        for x, y in progress_bar(labelled_batches(data, batch_size), enabled=progress,
+                                 description="accuracy by frequency"):
+            x, y = x.to(dev), y.to(dev)
             n += len(y)
             clean += _accuracy_counts(model, x, y, logits)
             for k, r in enumerate(radii_list):
                 lo, hi = frequency_decomposition(x, r)
                 low[k] += _accuracy_counts(model, lo, y, logits)
                 high[k] += _accuracy_counts(model, hi, y, logits)
-    d = max(n, 1)
+    # n >= 1: labelled_batches raises for data without samples.
     return {
         "radii": radii_list,
-        "clean_accuracy": clean / d,
-        "low_accuracy": [c / d for c in low],
-        "high_accuracy": [c / d for c in high],
+        "clean_accuracy": clean / n,
+        "low_accuracy": [c / n for c in low],
+        "high_accuracy": [c / n for c in high],
         "num_samples": n,
     }
 
@@ -192,12 +202,13 @@ def perturbation_spectrum(x: torch.Tensor, x_adv: torch.Tensor, *, normalize: bo
     Returns:
         ``[R]`` float32 on the CPU.
     """
-    _check_images(x, "x")
-    _check_images(x_adv, "x_adv")
+    _check_spatial(x, "x")
+    check_images(x_adv, "x_adv")
+    normalize = check_bool(normalize, "normalize")
     if x.shape != x_adv.shape:
         raise ValueError(f"x_adv must have the shape of x {tuple(x.shape)}, got {tuple(x_adv.shape)}")
     delta = x_adv.detach() - x.detach()
-    batch = max(delta.numel() // max(delta.shape[-2] * delta.shape[-1], 1), 1)
+    batch = delta.numel() // (delta.shape[-2] * delta.shape[-1])  # images x channels, >= 1
     spectrum = _radial_average(_power_map(delta) / batch)
     return _normalise(spectrum) if normalize else spectrum
 
@@ -226,25 +237,27 @@ def adversarial_spectrum(
     Returns:
         ``[R]`` float32 on the CPU (normalised to sum 1 with ``normalize``).
     """
-    _check_model(model)
-    eps = _check_number(eps, "eps", minimum=0.0)
-    attack_fn, kwargs = _resolve_attack(attack, logits, attack_kwargs)
-    dev = _device_of(model, device)
+    check_model(model)
+    eps = check_real(eps, "eps", low=0.0)
+    normalize = check_bool(normalize, "normalize")
+    check_bool(progress, "progress")
+    attack_fn, kwargs = resolve_attack(attack, logits, attack_kwargs)
+    dev = resolve_device(model, device)
     power: torch.Tensor | None = None
     count = 0
     with eval_mode(model):
-        batches = progress_bar(_batches(data, batch_size), enabled=progress,
-                               description=f"spectrum of {_attack_name(attack)}")
+        batches = progress_bar(labelled_batches(data, batch_size), enabled=progress,
+                               description=f"spectrum of {attack_name(attack)}")
         for x, y in batches:
-            x, y = x.to(dev), y.to(dev).long()
-            if len(y) == 0:
-                continue
-            x_adv = attack_fn(model, x, y, eps=eps, **kwargs) if eps > 0 else x
-            p = _power_map(x_adv.detach() - x)
+            x, y = x.to(dev), y.to(dev)
+            if x.dim() < 3:
+                raise ValueError(f"data images must be [N, ..., H, W] with at least 3 dimensions, got "
+                                 f"{tuple(x.shape)}")
+            x_adv = run_attack(attack_fn, model, x, y, eps, kwargs)
+            p = _power_map(x_adv - x)
             power = p if power is None else power + p
             count += x.numel() // (x.shape[-2] * x.shape[-1])
-    if power is None:
-        raise ValueError("data holds no samples")
+    assert power is not None and count > 0  # labelled_batches raised for data without samples
     spectrum = _radial_average(power / count)
     return _normalise(spectrum) if normalize else spectrum
 
@@ -270,26 +283,15 @@ class _BandSettings:
 
 def _band_settings(eps: Any, radius: Any, band: Any, method: Any, norm: Any, steps: Any, alpha: Any, seed: Any,
                    bounds: Any) -> _BandSettings:
-    eps = _check_number(eps, "eps", minimum=0.0)
-    radius = _check_number(radius, "radius", minimum=0.0)
-    if band not in ("low", "high"):
-        raise ValueError(f"band must be 'low' or 'high', got {band!r}")
-    if method not in ("pgd", "noise"):
-        raise ValueError(f"method must be 'pgd' or 'noise', got {method!r}")
-    if norm not in ("linf", "l2"):
-        raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
-    steps = _check_int(steps, "steps", 1)
-    alpha = 2.5 * eps / steps if alpha is None else _check_number(alpha, "alpha", positive=True)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    if bounds is None:
-        lo, hi = -math.inf, math.inf
-    elif isinstance(bounds, (tuple, list)) and len(bounds) == 2:
-        lo, hi = float(bounds[0]), float(bounds[1])
-        if not lo <= hi:
-            raise ValueError(f"bounds must have lo <= hi, got {bounds!r}")
-    else:
-        raise TypeError(f"bounds must be None or a pair (lo, hi) of numbers, got {bounds!r}")
+    eps = check_real(eps, "eps", low=0.0)
+    radius = check_real(radius, "radius", low=0.0)
+    check_choice(band, "band", ("low", "high"))
+    check_choice(method, "method", ("pgd", "noise"))
+    check_choice(norm, "norm", ("linf", "l2"))
+    steps = check_int(steps, "steps", 1)
+    alpha = 2.5 * eps / steps if alpha is None else check_optional_real(alpha, "alpha", low=0.0, low_inclusive=False)
+    check_int(seed, "seed")
+    lo, hi = check_bounds(bounds)
     return _BandSettings(eps, radius, band, method, norm, steps, alpha, lo, hi)
 
 
@@ -298,17 +300,19 @@ def _band_attack(model: Any, x: torch.Tensor, y: torch.Tensor, s: _BandSettings,
     """``(x + delta clipped to the bounds, still-correct mask)``: correct at every iterate (PGD) or at
     the noisy input (noise). The model is already in eval mode."""
     if s.eps == 0:
-        return x, _logits(model, x, logits).argmax(1) == y
+        return x, logits_of(model, x, logits, y).argmax(1) == y
     if s.method == "noise":
         g = torch.Generator().manual_seed(seed)
         noise = _band(torch.randn(x.shape, generator=g, dtype=torch.float32).to(x.device, x.dtype), s.radius, s.band)
         x_adv = (x + noise * (s.eps / _per_sample_norm(noise, s.norm).clamp_min(1e-12))).clamp(s.lo, s.hi)
-        return x_adv, _logits(model, x_adv, logits).argmax(1) == y
+        return x_adv, logits_of(model, x_adv, logits, y).argmax(1) == y
     loss_fn = resolve_loss("ce", targeted=False)
     delta = torch.zeros_like(x)
     ok = torch.ones_like(y, dtype=torch.bool)
-    for _ in range(s.steps):
-        grad, z, _ = input_gradient(model, (x + delta).clamp(s.lo, s.hi), y, loss_fn, logits)
+    for step in range(s.steps):
+        # The first forward checks the logits' shape and the labels' range; NaN logits are refused at every one.
+        grad, z, _ = input_gradient(model, (x + delta).clamp(s.lo, s.hi), y, loss_fn, logits, check=step == 0)
+        check_finite(z, "the model's logits")
         ok &= z.argmax(1) == y
         g_b = _band(grad, s.radius, s.band)
         if s.norm == "l2":
@@ -318,7 +322,7 @@ def _band_attack(model: Any, x: torch.Tensor, y: torch.Tensor, s: _BandSettings,
         delta = delta + s.alpha * step
         delta = delta * (s.eps / _per_sample_norm(delta, s.norm).clamp_min(1e-12)).clamp(max=1.0)
     x_adv = (x + delta).clamp(s.lo, s.hi)
-    ok &= _logits(model, x_adv, logits).argmax(1) == y
+    ok &= logits_of(model, x_adv, logits).argmax(1) == y
     return x_adv.detach(), ok
 
 
@@ -372,13 +376,12 @@ def band_limited_attack(
     Returns:
         ``clip_bounds(x + delta)`` (PGD: the last iterate), shaped like ``x``.
     """
-    _check_model(model)
+    check_model(model)
     s = _band_settings(eps, radius, band, method, norm, steps, alpha, seed, bounds)
-    _check_images(x, "x")
-    if not isinstance(y, torch.Tensor) or y.shape != (x.shape[0],):
-        raise ValueError(f"y must be a tensor of {x.shape[0]} labels")
+    _check_spatial(x, "x")
+    y = check_labels(y, "y", x.shape[0])
     with eval_mode(model):
-        return _band_attack(model, x.detach(), y.long(), s, seed, logits)[0]
+        return _band_attack(model, x.detach(), y.to(x.device), s, seed, logits)[0]
 
 
 def band_limited_robustness(
@@ -415,21 +418,19 @@ def band_limited_robustness(
     Returns:
         The accuracy under the band-limited perturbation, a float in [0, 1].
     """
-    _check_model(model)
+    check_model(model)
     s = _band_settings(eps, radius, band, method, norm, steps, alpha, seed, bounds)
-    dev = _device_of(model, device)
+    check_bool(progress, "progress")
+    dev = resolve_device(model, device)
     n = robust = 0
     with eval_mode(model):
-        batches = progress_bar(_batches(data, batch_size), enabled=progress, description=f"{band}-band robustness")
+        batches = progress_bar(labelled_batches(data, batch_size), enabled=progress,
+                               description=f"{band}-band robustness")
         for b, (x, y) in enumerate(batches):
-            x, y = x.to(dev), y.to(dev).long()
-            if len(y) == 0:
-                continue
+            x, y = x.to(dev), y.to(dev)
             n += len(y)
             robust += int(_band_attack(model, x, y, s, seed + b, logits)[1].sum())
-    if n == 0:
-        raise ValueError("data holds no samples")
-    return robust / n
+    return robust / n  # n >= 1: labelled_batches raises for data without samples
 
 
 
@@ -439,7 +440,7 @@ def plot_accuracy_by_frequency(results: Mapping[str, Mapping[str, Any]], path: s
     accuracy_by_frequency(...)}``), saved to ``path`` (needs matplotlib)."""
     if not isinstance(results, Mapping) or not results:
         raise TypeError("results must be a non-empty dict {model name: accuracy_by_frequency result}")
-    figure = _pyplot_figure()(figsize=(5.5, 4.0))
+    figure = pyplot_figure()(figsize=(5.5, 4.0))
     ax = figure.subplots()
     for name, r in results.items():
         line = ax.plot(r["radii"], r["low_accuracy"], marker="o", label=f"{name} low-pass")[0]
@@ -460,7 +461,7 @@ def plot_perturbation_spectra(spectra: Mapping[str, torch.Tensor | Sequence[floa
     to ``path`` (needs matplotlib)."""
     if not isinstance(spectra, Mapping) or not spectra:
         raise TypeError("spectra must be a non-empty dict {model name: spectrum [R]}")
-    figure = _pyplot_figure()(figsize=(5.0, 3.6))
+    figure = pyplot_figure()(figsize=(5.0, 3.6))
     ax = figure.subplots()
     for name, s in spectra.items():
         values = s.tolist() if isinstance(s, torch.Tensor) else list(s)

@@ -25,39 +25,28 @@ from typing import Any
 import torch
 
 from .._progress import progress_bar
+from .._validate import check_bool, check_choice, check_int, check_optional_int, check_optional_real, check_real
 from ..attacks import pgd, robust_accuracy
 from ..attacks._common import LogitsSelector, eval_mode
 from ..data import TensorData
 from ..training import Objective, Standard, TrainConfig, train
-from .features import (
+from ._inputs import (
     Data,
     FeatureFn,
-    _check_int,
-    _check_model,
-    _check_number,
-    _device_of,
-    _embed,
-    _feature_fn,
-    _logits,
-    _materialise,
+    check_batch_size,
+    check_bounds,
+    check_device,
+    check_images,
+    check_labels,
+    check_labels_below,
+    check_model,
+    embed,
+    feature_fn,
+    labelled_pair,
+    logits_of,
+    materialise,
+    resolve_device,
 )
-
-
-def _check_bounds(bounds: Any) -> tuple[float, float]:
-    if bounds is None:
-        return -math.inf, math.inf
-    if not isinstance(bounds, (tuple, list)) or len(bounds) != 2:
-        raise TypeError(f"bounds must be None or a pair (lo, hi) of numbers, got {bounds!r}")
-    lo, hi = (float(b) for b in bounds)
-    if not lo <= hi:
-        raise ValueError(f"bounds must have lo <= hi, got {bounds!r}")
-    return lo, hi
-
-
-def _check_seed(seed: object) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    return seed
 
 
 def representation_distance(
@@ -75,19 +64,23 @@ def representation_distance(
     Shape:
         x, reference: ``[N, C, H, W]``; returns ``[N]`` (on the CPU, float32).
     """
-    _check_model(model)
-    embed = _feature_fn(model, features)
-    if not isinstance(x, torch.Tensor) or not isinstance(reference, torch.Tensor) or x.shape != reference.shape:
-        raise ValueError("x and reference must be tensors of the same shape")
-    _check_int(batch_size, "batch_size", 1)
-    dev = _device_of(model, device)
+    check_model(model)
+    embed_fn = feature_fn(model, features)
+    check_images(x, "x")
+    check_images(reference, "reference")
+    if x.shape != reference.shape:
+        raise ValueError(f"reference must have the shape of x {tuple(x.shape)}, got {tuple(reference.shape)}")
+    if len(x) == 0:
+        raise ValueError("x holds no images: nothing to compute over")
+    batch_size = check_batch_size(batch_size)
+    dev = resolve_device(model, device)
     out = []
     with eval_mode(model):
         for i in range(0, len(x), batch_size):
-            a = _embed(embed, x[i : i + batch_size].to(dev)).float()
-            b = _embed(embed, reference[i : i + batch_size].to(dev)).float()
+            a = embed(embed_fn, x[i : i + batch_size].to(dev)).float()
+            b = embed(embed_fn, reference[i : i + batch_size].to(dev)).float()
             out.append((a - b).norm(dim=1).cpu())
-    return torch.cat(out) if out else torch.zeros(0)
+    return torch.cat(out)
 
 
 def robust_dataset(
@@ -129,40 +122,41 @@ def robust_dataset(
     Returns:
         A :class:`TensorData` of the same size, labels and classes as ``data``, on ``data``'s device.
     """
-    _check_model(model)
-    steps = _check_int(steps, "steps", 1)
-    lr = _check_number(lr, "lr", positive=True)
-    seed = _check_seed(seed)
-    lo, hi = _check_bounds(bounds)
-    _check_int(batch_size, "batch_size", 1)
-    embed = _feature_fn(model, features)
-    d = _materialise(data)
+    check_model(model)
+    steps = check_int(steps, "steps", 1)
+    lr = check_real(lr, "lr", low=0.0, low_inclusive=False)
+    seed = check_int(seed, "seed")
+    lo, hi = check_bounds(bounds)
+    batch_size = check_batch_size(batch_size)
+    check_bool(progress, "progress")
+    embed_fn = feature_fn(model, features)
+    dev = resolve_device(model, device)
+    d = materialise(data)
     n = len(d)
     if n < 2:
         raise ValueError(f"data must hold at least 2 images (each start is another image), got {n}")
     g = torch.Generator().manual_seed(seed)
     start = (torch.arange(n) + torch.randint(1, n, (n,), generator=g)) % n
-    dev = _device_of(model, device)
     out = torch.empty_like(d.x)
     chunks = range(0, n, batch_size)
     with eval_mode(model):
         for i in progress_bar(chunks, enabled=progress, description="robust dataset", total=len(chunks)):
             idx = torch.arange(i, min(i + batch_size, n))
             x = d.x[idx.to(d.x.device)].to(dev)
-            target = _embed(embed, x).detach()
+            target = embed(embed_fn, x).detach()
             x_r = d.x[start[idx].to(d.x.device)].to(dev).clone()
             best = x_r.clone()
             best_dist = torch.full((len(idx),), math.inf, device=dev)
             for _ in range(steps):
                 x_req = x_r.detach().requires_grad_(True)
-                dist = (_embed(embed, x_req, grad=True).float() - target.float()).square().sum(dim=1)
+                dist = (embed(embed_fn, x_req, grad=True).float() - target.float()).square().sum(dim=1)
                 (grad,) = torch.autograd.grad(dist.sum(), x_req)
                 better = dist.detach() < best_dist
                 best_dist = torch.where(better, dist.detach(), best_dist)
                 best[better] = x_r[better]
                 norm = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1)))
                 x_r = (x_r - lr * grad / norm).clamp(lo, hi).detach()
-            final = _embed(embed, x_r).float()
+            final = embed(embed_fn, x_r).float()
             final_dist = (final - target.float()).square().sum(dim=1)
             better = final_dist < best_dist
             best[better] = x_r[better]
@@ -217,42 +211,36 @@ def non_robust_dataset(
         A :class:`TensorData` of the perturbed images labelled with their targets, same classes as the
         model's outputs (``data``'s class names when they match in number), on ``data``'s device.
     """
-    _check_model(model)
-    eps = _check_number(eps, "eps", positive=True)
-    steps = _check_int(steps, "steps", 1)
-    if alpha is not None:
-        alpha = _check_number(alpha, "alpha", positive=True)
-    if norm not in ("l2", "linf"):
-        raise ValueError(f"norm must be 'l2' or 'linf', got {norm!r}")
-    seed = _check_seed(seed)
-    _check_int(batch_size, "batch_size", 1)
-    _check_bounds(bounds)
+    check_model(model)
+    eps = check_real(eps, "eps", low=0.0, low_inclusive=False)
+    steps = check_int(steps, "steps", 1)
+    alpha = check_optional_real(alpha, "alpha", low=0.0, low_inclusive=False)
+    check_choice(norm, "norm", ("l2", "linf"))
+    seed = check_int(seed, "seed")
+    batch_size = check_batch_size(batch_size)
+    check_bounds(bounds)
+    check_bool(progress, "progress")
     for reserved in ("targeted", "eps", "steps", "norm", "bounds", "seed", "return_result"):
         if reserved in attack_kwargs:
             raise TypeError(f"non_robust_dataset sets {reserved!r} itself; it cannot be passed as an attack argument")
-    d = _materialise(data)
+    if not isinstance(targets, (str, torch.Tensor)):
+        raise TypeError(f"targets must be 'random', 'deterministic' or a tensor of classes, got "
+                        f"{type(targets).__name__}")
+    if isinstance(targets, str):
+        check_choice(targets, "targets", ("random", "deterministic"))
+    dev = resolve_device(model, device)
+    d = materialise(data)  # at least one sample, finite images, labels >= 0
     n = len(d)
-    if n == 0:
-        raise ValueError("data holds no samples")
-    dev = _device_of(model, device)
     with eval_mode(model):
-        k = int(_logits(model, d.x[:1].to(dev), logits).shape[1])
+        k = int(logits_of(model, d.x[:1].to(dev), logits).shape[1])
     if isinstance(targets, torch.Tensor):
-        if targets.shape != (n,) or targets.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-            raise ValueError(f"targets as a tensor must be [N] = [{n}] integer classes, got "
-                             f"{tuple(targets.shape)} {targets.dtype}")
-        t_all = targets.long().cpu()
-        if int(t_all.min()) < 0 or int(t_all.max()) >= k:
-            raise ValueError(f"targets must be classes in [0, {k}) of the model, got {int(t_all.min())}.."
-                             f"{int(t_all.max())}")
+        t_all = check_labels(targets, "targets", n).cpu()
+        check_labels_below(t_all, k, "targets", "the model")
     elif targets == "random":
         t_all = torch.randint(0, k, (n,), generator=torch.Generator().manual_seed(seed))
-    elif targets == "deterministic":
-        if int(d.y.max()) >= k:
-            raise ValueError(f"data has labels up to {int(d.y.max())} but the model has {k} outputs")
+    else:  # deterministic
+        check_labels_below(d.y, k, "data labels", "the model")
         t_all = (d.y.cpu() + 1) % k
-    else:
-        raise ValueError(f"targets must be 'random', 'deterministic' or a tensor of classes, got {targets!r}")
     out = torch.empty_like(d.x)
     chunks = range(0, n, batch_size)
     kwargs = {"random_start": False, **attack_kwargs}
@@ -314,25 +302,25 @@ def train_and_test(
         raise TypeError(f"objective must be a nonrobust_ext.training objective, got {type(objective).__name__}")
     if attack is not None and not isinstance(attack, dict):
         raise TypeError(f"attack must be None or a dict of robust_accuracy arguments, got {type(attack).__name__}")
-    if isinstance(test_data, TensorData):
-        test_pair = (test_data.x, test_data.y)
-    elif isinstance(test_data, (tuple, list)) and len(test_data) == 2:
-        test_pair = (test_data[0], test_data[1])
-    else:
-        raise TypeError(f"test_data must be a TensorData or a pair (x, y), got {type(test_data).__name__}")
-    _check_int(batch_size, "batch_size", 1)
+    labelled_pair(dataset, "dataset")
+    test_pair = labelled_pair(test_data, "test_data")
+    batch_size = check_batch_size(batch_size)
+    seed = check_optional_int(seed, "seed")
+    check_bool(progress, "progress")
+    kwargs = dict(attack or {})  # the evaluation's radius checked before any training
+    eps = check_real(kwargs.pop("eps", 0.0), "attack['eps']", low=0.0)
+    if device is not None:
+        check_device(device)
     if seed is None:
         model = model_fn()
     else:
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(_check_seed(seed))
+            torch.manual_seed(seed)
             model = model_fn()
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model_fn must return an nn.Module, got {type(model).__name__}")
     result = train(model, objective or Standard(), dataset, config=config, device=device, progress=progress,
                    description="train on constructed set")
-    kwargs = dict(attack or {})
-    eps = float(kwargs.pop("eps", 0.0))
     report = robust_accuracy(model, test_pair, eps=[eps], batch_size=batch_size, device=device, progress=progress,
                              **kwargs)
     out: dict[str, Any] = {

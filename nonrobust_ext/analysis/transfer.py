@@ -16,18 +16,19 @@ from typing import Any
 import torch
 
 from .._progress import progress_bar
+from .._validate import check_bool, check_int, check_real
 from ..attacks._common import LogitsSelector, eval_mode
-from .features import (
+from ._inputs import (
     AttackFn,
     Data,
-    _attack_name,
-    _batches,
-    _check_model,
-    _check_number,
-    _device_of,
-    _logits,
-    _pyplot_figure,
-    _resolve_attack,
+    attack_name,
+    check_model,
+    labelled_batches,
+    logits_of,
+    pyplot_figure,
+    resolve_attack,
+    resolve_device,
+    run_attack,
 )
 
 
@@ -52,15 +53,27 @@ class TransferMatrix:
     clean_correct: list[int]
     robust_correct: list[list[int]]
 
+    def __post_init__(self) -> None:
+        # An accuracy over zero samples is an error, not 0.0: the counts must describe at least one sample.
+        check_int(self.num_samples, "num_samples", 1)
+        k = len(self.names)
+        if len(self.clean_correct) != k or len(self.robust_correct) != k or any(len(r) != k for r in
+                                                                                 self.robust_correct):
+            raise ValueError(f"clean_correct and robust_correct must have one entry per model ({k}) and "
+                             f"robust_correct one row of {k} per source")
+        for c in [*self.clean_correct, *(c for row in self.robust_correct for c in row)]:
+            check_int(c, "clean_correct/robust_correct entries", 0, self.num_samples)
+
     @property
     def clean_accuracy(self) -> dict[str, float]:
-        n = max(self.num_samples, 1)
+        """Each model's accuracy on the clean samples."""
+        n = self.num_samples
         return {name: c / n for name, c in zip(self.names, self.clean_correct, strict=True)}
 
     @property
     def accuracy(self) -> list[list[float]]:
         """``[sources][targets]`` robust accuracy of the target on the source's adversarial examples."""
-        n = max(self.num_samples, 1)
+        n = self.num_samples
         return [[c / n for c in row] for row in self.robust_correct]
 
     @property
@@ -91,7 +104,7 @@ class TransferMatrix:
     def plot(self, path: str, *, title: str | None = None) -> None:
         """Heat map of the accuracy matrix (rows: sources, columns: targets) saved to ``path``
         (needs matplotlib)."""
-        figure = _pyplot_figure()(figsize=(1.2 * len(self.names) + 2.5, 1.0 * len(self.names) + 1.8))
+        figure = pyplot_figure()(figsize=(1.2 * len(self.names) + 2.5, 1.0 * len(self.names) + 1.8))
         ax = figure.subplots()
         acc = self.accuracy
         image = ax.imshow(acc, vmin=0.0, vmax=1.0, cmap="viridis")
@@ -146,52 +159,52 @@ def transfer_matrix(
     Returns:
         A :class:`TransferMatrix`.
     """
-    if not isinstance(models, Mapping) or not models:
-        raise TypeError("models must be a non-empty dict {name: model}")
+    if not isinstance(models, Mapping):
+        raise TypeError(f"models must be a dict {{name: model}}, got {type(models).__name__}")
+    if not models:
+        raise ValueError("models must name at least one model, got an empty dict")
     for name, model in models.items():
         if not isinstance(name, str):
             raise TypeError(f"models must be keyed by name (str), got a key of type {type(name).__name__}")
-        _check_model(model, f"models[{name!r}]")
-    eps = _check_number(eps, "eps", minimum=0.0)
-    attack_fn, kwargs = _resolve_attack(attack, logits, attack_kwargs)
+        check_model(model, f"models[{name!r}]")
+    eps = check_real(eps, "eps", low=0.0)
+    check_bool(progress, "progress")
+    attack_fn, kwargs = resolve_attack(attack, logits, attack_kwargs)
     names = list(models)
     nets = [models[name] for name in names]
-    devices = [_device_of(m, device) for m in nets]
+    devices = [resolve_device(m, device) for m in nets]
     clean_correct = [0] * len(nets)
     robust_correct = [[0] * len(nets) for _ in nets]
     total = 0
     with contextlib.ExitStack() as stack:
         for m in nets:
             stack.enter_context(eval_mode(m))
-        for x, y in progress_bar(_batches(data, batch_size), enabled=progress, description="transfer matrix"):
-            y = y.long()
-            if len(y) == 0:
-                continue
+        for x, y in progress_bar(labelled_batches(data, batch_size), enabled=progress,
+                                 description="transfer matrix"):
             total += len(y)
-            # Clean predictions of every model, once.
+            # Clean predictions of every model, once (each checks the labels against its model).
             clean_ok = []
             for j, (m, dev) in enumerate(zip(nets, devices, strict=True)):
-                ok = _logits(m, x.to(dev), logits).argmax(1) == y.to(dev)
+                yd = y.to(dev)
+                ok = logits_of(m, x.to(dev), logits, yd).argmax(1) == yd
                 clean_ok.append(ok)
                 clean_correct[j] += int(ok.sum())
             for i, (source, dev) in enumerate(zip(nets, devices, strict=True)):
                 xs, ys = x.to(dev), y.to(dev)
                 keep = clean_ok[i].nonzero().squeeze(1)
                 x_src = xs.clone()
-                if eps > 0 and len(keep):
-                    x_src[keep] = attack_fn(source, xs[keep], ys[keep], eps=eps, **kwargs).detach().to(xs.dtype)
+                if len(keep):
+                    x_src[keep] = run_attack(attack_fn, source, xs[keep], ys[keep], eps, kwargs).to(xs.dtype)
                 for j, (target, tdev) in enumerate(zip(nets, devices, strict=True)):
                     if j == i:
                         # White box: a sample the source misclassifies stays misclassified (same input).
-                        ok = (_logits(target, x_src[keep].to(tdev), logits).argmax(1) == ys[keep].to(tdev)) \
+                        ok = (logits_of(target, x_src[keep].to(tdev), logits).argmax(1) == ys[keep].to(tdev)) \
                             if len(keep) else torch.zeros(0, dtype=torch.bool)
                         robust_correct[i][j] += int(ok.sum())
                     else:
-                        ok = _logits(target, x_src.to(tdev), logits).argmax(1) == ys.to(tdev)
+                        ok = logits_of(target, x_src.to(tdev), logits).argmax(1) == ys.to(tdev)
                         robust_correct[i][j] += int(ok.sum())
-    if total == 0:
-        raise ValueError("data holds no samples")
-    return TransferMatrix(names=names, eps=eps, attack=_attack_name(attack), num_samples=total,
+    return TransferMatrix(names=names, eps=eps, attack=attack_name(attack), num_samples=total,
                           clean_correct=clean_correct, robust_correct=robust_correct)
 
 
