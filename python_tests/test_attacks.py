@@ -214,7 +214,7 @@ def test_fgsm_and_fgsm_rs(cnn):
         (dict(eps=0.1, steps=0), ValueError, "steps must be >= 1"),
         (dict(eps=0.1, steps=2.5), TypeError, "steps must be an int"),
         (dict(eps=0.1, restarts=0), ValueError, "restarts must be >= 1"),
-        (dict(eps=0.1, norm="l1"), ValueError, "norm must be 'linf' or 'l2'"),
+        (dict(eps=0.1, norm="l1"), ValueError, "norm must be one of 'linf', 'l2', got 'l1'"),
         (dict(eps=0.1, loss="hinge"), ValueError, "loss must be 'ce', 'cw' or a callable"),
         (dict(eps=0.1, alpha=-1.0), ValueError, "alpha must be >= 0"),
         (dict(eps=0.1, bounds=(1.0, 0.0)), ValueError, "bounds must have lo <= hi"),

@@ -253,7 +253,7 @@ def test_checkpoints_follow_the_published_schedule():
         (dict(eps=0.1, steps=0), ValueError, "steps must be >= 1"),
         (dict(eps=0.1, steps=2.5), TypeError, "steps must be an int"),
         (dict(eps=0.1, restarts=0), ValueError, "restarts must be >= 1"),
-        (dict(eps=0.1, norm="l1"), ValueError, "norm must be 'linf' or 'l2'"),
+        (dict(eps=0.1, norm="l1"), ValueError, "norm must be one of 'linf', 'l2', got 'l1'"),
         (dict(eps=0.1, loss="hinge"), ValueError, "loss must be 'ce', 'dlr', 'cw' or a callable"),
         (dict(eps=0.1, rho=0.0), ValueError, r"rho must be in \(0, 1\]"),
         (dict(eps=0.1, rho=1.5), ValueError, r"rho must be in \(0, 1\]"),

@@ -273,7 +273,7 @@ def test_result_reports_success_and_loss_at_x_adv(cnn, name):
         ("difgsm", dict(eps=0.1, resize_rate=1.0), ValueError, "resize_rate=1 gives no resize range for 8x8"),
         ("difgsm", dict(eps=0.1, resize_rate=1.1), ValueError, "resize_rate=1.1 gives no resize range"),
         ("difgsm", dict(eps=0.1, resize_rate=0.1), ValueError, "resize_rate=0.1 gives no resize range"),
-        ("difgsm", dict(eps=0.1, interpolation="area"), ValueError, "interpolation must be 'nearest' or 'bilinear'"),
+        ("difgsm", dict(eps=0.1, interpolation="area"), ValueError, "interpolation must be one of 'nearest', 'bilinear', got 'area'"),
     ],
 )
 def test_bad_arguments_name_the_argument(cnn, name, kwargs, error, match):
