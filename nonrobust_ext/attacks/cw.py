@@ -163,7 +163,7 @@ def cw_l2(
     precision = resolve_amp(amp, x)
     if bounds is None:
         raise ValueError("bounds must be finite for cw_l2 (its change of variables maps onto them), got None")
-    threat = ThreatModel.resolve(x, eps=None, norm="l2", bounds=bounds, scale=scale)
+    threat = ThreatModel.input_space(x, bounds=bounds, scale=scale)
     lo, hi = threat.lo, threat.hi
     if not bool(torch.isfinite(lo).all() and torch.isfinite(hi).all() and (lo < hi).all()):
         raise ValueError(

@@ -130,7 +130,7 @@ def deepfool(
     check_model(model)
     check_batch(x, y)
     steps = check_int(steps, "steps", 1)
-    threat = ThreatModel.resolve(x, eps=None, norm="l2", bounds=bounds, scale=scale)
+    threat = ThreatModel.input_space(x, bounds=bounds, scale=scale)
     overshoot_t = per_sample(overshoot, x, "overshoot")
     if num_classes is not None:
         num_classes = check_int(num_classes, "num_classes", 2)

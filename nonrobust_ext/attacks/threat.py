@@ -160,7 +160,7 @@ class ThreatModel:
         cls,
         x: torch.Tensor,
         *,
-        eps: Param | None,
+        eps: Param,
         norm: str = "linf",
         bounds: Bounds = (0.0, 1.0),
         scale: Param = 1.0,
@@ -172,7 +172,7 @@ class ThreatModel:
 
         Args:
             x: the clean batch ``[B, C, *]``, already checked (a finite floating-point tensor).
-            eps: radius, a number or one per sample, >= 0; ``None`` for a minimal-norm attack.
+            eps: radius, a number or one per sample, >= 0.
             norm: one of ``norms``.
             bounds: ``(lo, hi)``, numbers or per-channel values, ``None`` for an open side or for
                 unbounded inputs; ``x`` must lie inside.
@@ -191,16 +191,26 @@ class ThreatModel:
                 the bounds.
         """
         norm = check_choice(norm, "norm", tuple(norms))
-        eps_t = None if eps is None else per_sample(eps, x, "eps")
+        eps_t = per_sample(eps, x, "eps")
         scale_t = per_channel(scale, x, "scale", positive=True)
         lo, hi = parse_bounds(bounds, x)
         if alpha is not None:
             alpha_t: torch.Tensor | None = per_sample(alpha, x, "alpha")
-        elif default_alpha is not None and eps_t is not None:
+        elif default_alpha is not None:
             alpha_t = default_alpha(eps_t)
         else:
             alpha_t = None
         return cls(norm=norm, eps=eps_t, lo=lo, hi=hi, scale=scale_t, alpha=alpha_t)
+
+    @classmethod
+    def input_space(cls, x: torch.Tensor, *, bounds: Bounds = (0.0, 1.0), scale: Param = 1.0,
+                    norm: str = "l2") -> ThreatModel:
+        """The threat model of a minimal-norm attack: no radius, only the bounds, the unit and the
+        norm its distances are measured in. Validated as :meth:`resolve` does."""
+        norm = check_choice(norm, "norm", NORMS)
+        scale_t = per_channel(scale, x, "scale", positive=True)
+        lo, hi = parse_bounds(bounds, x)
+        return cls(norm=norm, eps=None, lo=lo, hi=hi, scale=scale_t)
 
     # ------------------------------------------------------------------------- what the ops take
 
