@@ -204,7 +204,7 @@ ROWS = [
     *rows_for(LABELLED + ["feature_pgd"], "amp", {"amp": "bf16"}, TypeError, r"amp must be None, torch.bfloat16"),
     # --- randomness
     *rows_for(LABELLED + ["feature_pgd"], "seed", {"seed": 1.5}, TypeError, r"seed must be an int"),
-    *rows_for(LABELLED + ["feature_pgd"], "seed", {"seed": -1}, ValueError, r"seed must be >= 0"),
+    *rows_for(LABELLED + ["feature_pgd"], "seed", {"seed": 2**64}, ValueError, r"seed must be <= 18446744073709551615"),
     *rows_for(LABELLED + ["feature_pgd"], "seed", {"seed": 1, "generator": torch.Generator()}, ValueError,
               r"pass either seed or generator"),
     *rows_for(LABELLED + ["feature_pgd"], "generator", {"seed": None, "generator": 5}, TypeError,
@@ -283,6 +283,10 @@ ROWS = [
     ("robust_accuracy", {"stepz": 3}, TypeError, r"stepz is not an option of attack='pgd'"),
     ("robust_accuracy", {"attack": "fgsm"}, TypeError, r"steps is not an option of attack='fgsm'"),
     ("robust_accuracy", {"progress": "yes"}, TypeError, r"progress must be True or False"),
+    ("robust_accuracy", {"device": "bogus"}, ValueError, r"device must name a device"),
+    ("robust_accuracy", {"device": 3.5}, TypeError, r"device must be a torch.device or a string"),
+    pytest.param("robust_accuracy", {"device": "cuda"}, ValueError, r"device is cuda but no CUDA device is available",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is available")),
     # (labels the model gets right: the attack only runs on correctly classified samples)
     ("robust_accuracy", {"attack": lambda m, x, y, eps: x[:, :1], "y": Lazy(lambda m, x, y: m.eval()(x).argmax(1))},
      ValueError, r"attack must return an adversarial batch shaped like its input"),

@@ -17,8 +17,7 @@ from typing import Any, Union
 import torch
 import torch.nn.functional as F
 
-from .._validate import check_bool, check_choice, check_finite, check_int, check_real  # noqa: F401  (re-exported)
-from .threat import Bounds, parse_bounds, per_channel, per_sample  # noqa: F401  (re-exported)
+from .._validate import check_bool, check_finite, check_int
 
 Model = Callable[[torch.Tensor], Any]
 LogitsSelector = Union[None, int, str, Callable[[Any], torch.Tensor]]
@@ -112,10 +111,11 @@ def resolve_generator(seed: int | None, generator: torch.Generator | None) -> to
 
     Raises:
         TypeError: ``seed`` is not an int, or ``generator`` not a ``torch.Generator``.
-        ValueError: both are given, or ``seed`` is negative.
+        ValueError: both are given, or ``seed`` is outside ``[-2**63, 2**64 - 1]``.
     """
     if seed is not None:
-        seed = check_int(seed, "seed", 0)
+        # The range torch.Generator.manual_seed takes (a negative seed wraps around).
+        seed = check_int(seed, "seed", -(2**63), 2**64 - 1)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     if seed is not None and generator is not None:
@@ -172,7 +172,7 @@ def scaled_input_gradient(value: torch.Tensor, x_req: torch.Tensor, precision: P
 
 
 @contextlib.contextmanager
-def eval_mode(model: torch.nn.Module) -> Iterator[None]:
+def eval_mode(model: object) -> Iterator[None]:
     """Eval mode for the attack; every submodule's own training flag is restored afterwards (a model
     with frozen, eval-mode BatchNorm inside a training model stays that way)."""
     flags = [(m, m.training) for m in model.modules()] if isinstance(model, torch.nn.Module) else []

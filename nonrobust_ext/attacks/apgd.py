@@ -11,6 +11,7 @@ from typing import Literal, overload
 import torch
 
 from .._params import Param, opmath_dtype
+from .._validate import check_bool, check_int, check_real
 from ._common import (
     AttackResult,
     FiniteWatch,
@@ -19,10 +20,7 @@ from ._common import (
     Model,
     Precision,
     check_batch,
-    check_bool,
-    check_int,
     check_model,
-    check_real,
     check_selector,
     check_start,
     eval_mode,

@@ -16,18 +16,16 @@ import torch
 import torch.nn.functional as F
 
 from .._params import Param
+from .._validate import check_bool, check_int, check_real
 from ._common import (
     AttackResult,
     FiniteWatch,
     LogitsSelector,
     Model,
     check_batch,
-    check_bool,
     check_finite_logits,
-    check_int,
     check_logits,
     check_model,
-    check_real,
     check_selector,
     eval_mode,
     margin,

@@ -14,14 +14,13 @@ from typing import Literal, overload
 import torch
 
 from .._params import Param
+from .._validate import check_bool, check_int
 from ._common import (
     AttackResult,
     LogitsSelector,
     Model,
     check_batch,
-    check_bool,
     check_finite_logits,
-    check_int,
     check_logits,
     check_model,
     check_selector,

@@ -174,6 +174,7 @@ def robust_accuracy(
         TypeError: an argument, a batch or its labels of the wrong type; a keyword argument the named
             attack does not take.
         ValueError: a bad value (eps NaN, infinite, negative or empty; batch_size or max_batches < 1;
+            a device that does not exist here;
             x and y of different lengths; NaN or infinite images; labels outside the model's
             classes; NaN logits), or data that holds no samples.
     """
@@ -196,6 +197,7 @@ def robust_accuracy(
     if device is None:
         first = next(iter(model.parameters()), None) if isinstance(model, torch.nn.Module) else None
         device = first.device if first is not None else torch.device("cpu")
+    device = _check_device(device)
 
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]] = progress_bar(
         _batches(data, batch_size), description="robust accuracy", enabled=progress, unit="batch")
@@ -256,6 +258,20 @@ def _check_attack_kwargs(name: str, fn: AttackFn, kwargs: dict[str, Any]) -> Non
         if key not in parameters:
             accepted = sorted(p for p in parameters if p not in reserved)
             raise TypeError(f"{key} is not an option of attack={name!r} (it takes {', '.join(accepted)})")
+
+
+def _check_device(device: object) -> torch.device:
+    """A device this process can evaluate on."""
+    if not isinstance(device, (torch.device, str)):
+        raise TypeError(f"device must be a torch.device or a string such as 'cpu' or 'cuda:0', "
+                        f"got {type(device).__name__}")
+    try:
+        device = torch.device(device)
+    except RuntimeError as error:
+        raise ValueError(f"device must name a device such as 'cpu' or 'cuda:0', got {device!r} ({error})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device is {device} but no CUDA device is available")
+    return device
 
 
 def _check_adversarial(x_adv: object, x: torch.Tensor) -> None:

@@ -11,11 +11,10 @@ from collections.abc import Callable
 import torch
 
 from .._params import Param
+from .._validate import check_bool, check_int
 from ._common import (
     FiniteWatch,
-    check_bool,
     check_images,
-    check_int,
     check_model,
     eval_mode,
     resolve_amp,

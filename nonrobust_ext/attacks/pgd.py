@@ -8,6 +8,7 @@ from typing import Literal, overload
 import torch
 
 from .._params import Param
+from .._validate import check_bool, check_int
 from ._common import (
     AttackResult,
     FiniteWatch,
@@ -16,8 +17,6 @@ from ._common import (
     Model,
     Precision,
     check_batch,
-    check_bool,
-    check_int,
     check_logits,
     check_model,
     check_selector,

@@ -273,7 +273,8 @@ class ThreatModel:
         active: torch.Tensor | None = None,
     ) -> None:
         """``x_adv <- clip_bounds(x + delta * scale)`` with ``delta`` uniform in the ball, in place."""
-        ops.random_init_(x_adv, x, norm=self.norm, generator=generator, active=active, **self.op_params)
+        ops.random_init_(x_adv, x, eps=self._radius(), norm=self.norm, lo=self.lo, hi=self.hi, scale=self.scale,
+                         active=active, generator=generator)
 
     def clip(self, t: torch.Tensor) -> torch.Tensor:
         """``t`` clipped to the bounds per channel (in ``t``'s dtype; the bounds broadcast over ``[B, C, *]``)."""

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .._params import Param, opmath_dtype
+from .._validate import check_bool, check_choice, check_int, check_real
 from ._common import (
     AttackResult,
     FiniteWatch,
@@ -21,12 +22,8 @@ from ._common import (
     Model,
     Precision,
     check_batch,
-    check_bool,
-    check_choice,
-    check_int,
     check_logits,
     check_model,
-    check_real,
     check_selector,
     eval_mode,
     input_gradient,
