@@ -32,6 +32,7 @@ import nonrobust_ext
 from nonrobust_ext.attacks import feature_pgd
 from nonrobust_ext.attacks._common import margin
 from nonrobust_ext.attacks.registry import ATTACKS, MINIMAL_NORM, SPECS, AttackSpec
+from nonrobust_ext.attacks.threat import ThreatModel
 
 
 @dataclass(frozen=True)
@@ -226,6 +227,29 @@ def test_normalisation_inside_or_outside_the_model_agree(cnn, case):
                  (1 - m.flatten()) / s.flatten()), scale=1 / s.flatten())
         torch.testing.assert_close(b.l2, a.l2, atol=atol, rtol=0)
         torch.testing.assert_close(a.l2, _ball_norm(a.x_adv - x, "l2"), atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("dtype,compute", [(torch.float32, torch.float32), (torch.float64, torch.float64),
+                                           (torch.bfloat16, torch.float32)])
+def test_the_threat_model_holds_what_the_ops_take(dtype, compute):
+    x = torch.rand(4, 3, 5, 5).to(dtype)
+    threat = ThreatModel.resolve(x, eps=[0.1, 0.2, 0.3, 0.4], norm="l2", bounds=(0.0, [1.0, 2.0, 3.0]), scale=0.5,
+                                 default_alpha=lambda e: e / 4)
+    assert threat.eps.shape == threat.alpha.shape == (4,) and threat.lo.shape == threat.scale.shape == (3,)
+    assert {t.dtype for t in (threat.eps, threat.alpha, threat.lo, threat.hi, threat.scale)} == {compute}
+    torch.testing.assert_close(threat.alpha, threat.eps / 4)
+    assert threat.hi.tolist() == [1.0, 2.0, 3.0] and threat.step_op is nonrobust_ext.ops.l2_step_
+    sub = threat.rows(torch.tensor([3, 1]))
+    assert sub.eps.tolist() == pytest.approx([0.4, 0.2]) and torch.equal(sub.lo, threat.lo)
+    assert ThreatModel.resolve(x, eps=0.1, alpha=0.5).alpha.tolist() == [0.5] * 4
+    assert ThreatModel.resolve(x, eps=0.1).alpha is None
+    space = ThreatModel.input_space(x, scale=[1.0, 2.0, 4.0])
+    assert space.eps is None and space.norm == "l2"
+    delta = torch.zeros_like(x, dtype=torch.float64)
+    delta[:, 2] = 4.0  # 4 input units in channel 2 are 1 threat-model unit, per pixel
+    assert space.distance(x.double() + delta, x.double()).tolist() == pytest.approx([5.0] * 4)
+    with pytest.raises(RuntimeError, match="no radius"):
+        space.project_(x.clone(), x)
 
 
 # --------------------------------------------------------------------- what the attack leaves alone

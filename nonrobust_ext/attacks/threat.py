@@ -8,8 +8,8 @@ user's numbers, lists or tensors into the tensors the fused ops take, checking e
 the step, the projection, the random start, the clip to the bounds, the distance in threat-model units.
 
 Minimal-norm attacks (:func:`~nonrobust_ext.deepfool`, :func:`~nonrobust_ext.cw_l2`) have no radius:
-their threat model is the input space alone (``eps=None``), which still gives bounds, scale and the
-distance their results report.
+their threat model is the input space alone (:meth:`ThreatModel.input_space`, ``eps`` None), which
+still gives bounds, scale and the distance their results report.
 """
 
 from __future__ import annotations
@@ -136,7 +136,8 @@ class ThreatModel:
     """Where an attack may move a batch: the ball of radius ``eps`` (in ``norm``, measured in units of
     ``scale`` per channel) around each sample, intersected with the box ``[lo, hi]`` per channel.
 
-    Build it with :meth:`resolve`, which validates every value once. The tensors are in the kernels'
+    Build it with :meth:`resolve` (or :meth:`input_space` for a minimal-norm attack), which validates
+    every value once. The tensors are in the kernels'
     compute dtype (float64 for float64 inputs, float32 otherwise) on the batch's device.
 
     Attributes:
@@ -166,21 +167,19 @@ class ThreatModel:
         scale: Param = 1.0,
         alpha: Param | None = None,
         default_alpha: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        norms: Sequence[str] = NORMS,
     ) -> ThreatModel:
         """Validate an attack's threat-model arguments against the batch ``x``.
 
         Args:
             x: the clean batch ``[B, C, *]``, already checked (a finite floating-point tensor).
             eps: radius, a number or one per sample, >= 0.
-            norm: one of ``norms``.
-            bounds: ``(lo, hi)``, numbers or per-channel values, ``None`` for an open side or for
-                unbounded inputs; ``x`` must lie inside.
+            norm: ``"linf"`` or ``"l2"``.
+            bounds: ``(lo, hi)``, numbers or per-channel values (an infinite one for an open side),
+                or ``None`` for unbounded inputs; ``x`` must lie inside.
             scale: threat-model unit per channel, > 0 and finite.
             alpha: step size, a number or one per sample, >= 0; ``None`` for ``default_alpha(eps)``.
             default_alpha: the step size as a function of the ``[B]`` radius when ``alpha`` is None
                 (e.g. ``lambda eps: 2.5 * eps / steps``); ``None``: the attack takes no fixed step.
-            norms: the norms this attack supports.
 
         Returns:
             The resolved :class:`ThreatModel`.
@@ -190,7 +189,7 @@ class ThreatModel:
             ValueError: a value out of range, NaN or infinite, of the wrong length, or ``x`` outside
                 the bounds.
         """
-        norm = check_choice(norm, "norm", tuple(norms))
+        norm = check_choice(norm, "norm", NORMS)
         eps_t = per_sample(eps, x, "eps")
         scale_t = per_channel(scale, x, "scale", positive=True)
         lo, hi = parse_bounds(bounds, x)
