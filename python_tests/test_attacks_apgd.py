@@ -1,5 +1,7 @@
-"""apgd: invariants, semantics users rely on, the DLR loss and the checkpoint schedule, argument
-errors, strength on a model trained in the test, and parity with torchattacks.APGD."""
+"""apgd: x_init projection, the result, restarts, losses, the DLR loss and the checkpoint schedule,
+strength on a model trained in the test, and parity with torchattacks.APGD. The contract every attack
+keeps (ball, bounds, modes, layouts, batch consistency, determinism, early stop, ...) is in
+test_attack_contract.py, bad input in test_bad_input_attacks.py."""
 
 from __future__ import annotations
 
@@ -35,76 +37,7 @@ def _near_start(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
     return (x + 0.02 * torch.randn(x.shape, generator=g, dtype=x.dtype)).clamp(0, 1)
 
 
-# ------------------------------------------------------------------------------------- invariants
-
-
-@pytest.mark.parametrize("norm", NORMS)
-def test_result_is_inside_the_ball_and_the_bounds(cnn, norm):
-    x, y = _batch()
-    eps = torch.tensor([0.0, 0.01, 0.03, 0.1, 0.3, 1.0])
-    x_adv = apgd(cnn, x, y, eps=eps, steps=10, norm=norm, seed=0)
-    assert x_adv.shape == x.shape and x_adv.dtype == x.dtype
-    assert bool((x_adv >= 0).all() and (x_adv <= 1).all())
-    assert bool((_ball_norm(x_adv - x, norm) <= eps.double() * (1 + 1e-6) + 1e-7).all())
-    assert torch.equal(x_adv[0], x[0])  # eps = 0 gives x
-    assert bool((x_adv[1:] != x[1:]).flatten(1).any(1).all()), "eps > 0 must move every sample"
-
-
-@pytest.mark.parametrize("norm", NORMS)
-def test_eps_zero_returns_x(cnn, norm):
-    x, y = _batch()
-    assert torch.equal(apgd(cnn, x, y, eps=0.0, steps=5, norm=norm, seed=0), x)
-
-
-def test_parameter_grads_untouched_input_untouched_modes_restored(cnn):
-    x, y = _batch()
-    x_before = x.clone()
-    cnn.train()
-    cnn.features[1].eval()  # a frozen BatchNorm inside a training model must stay frozen
-    for p in cnn.parameters():
-        p.grad = None
-    cnn.head.weight.grad = torch.full_like(cnn.head.weight, 7.0)
-    cnn.modes_seen.clear()
-    apgd(cnn, x, y, eps=0.05, steps=5, restarts=2, seed=0)
-    assert cnn.modes_seen and not any(cnn.modes_seen), "the attack must run the model in eval mode"
-    assert cnn.training and not cnn.features[1].training and cnn.head.training
-    assert torch.equal(cnn.head.weight.grad, torch.full_like(cnn.head.weight, 7.0))
-    assert all(p.grad is None for name, p in cnn.named_parameters() if name != "head.weight")
-    assert torch.equal(x, x_before)
-
-
-@pytest.mark.parametrize("norm", NORMS)
-def test_batch_consistency(cnn, norm):
-    """Per-sample step sizes: a sample attacked alone follows the same path as inside the batch."""
-    cnn = cnn.double()
-    x, y = _batch(dtype=torch.float64)
-    start = _near_start(x)
-    full = apgd(cnn, x, y, eps=0.05, steps=12, norm=norm, x_init=start)
-    for i in (0, 3, 5):
-        alone = apgd(cnn, x[i : i + 1], y[i : i + 1], eps=0.05, steps=12, norm=norm, x_init=start[i : i + 1])
-        torch.testing.assert_close(alone[0], full[i], atol=1e-10, rtol=0)
-
-
-@pytest.mark.parametrize("norm", NORMS)
-def test_scalar_and_per_sample_eps_agree(cnn, norm):
-    x, y = _batch()
-    a = apgd(cnn, x, y, eps=0.03, steps=8, norm=norm, seed=1)
-    b = apgd(cnn, x, y, eps=torch.full((6,), 0.03), steps=8, norm=norm, seed=1)
-    assert torch.equal(a, b)
-
-
-@pytest.mark.parametrize("norm", NORMS)
-def test_deterministic_under_a_seed(cnn, norm):
-    x, y = _batch()
-    a = apgd(cnn, x, y, eps=0.05, steps=8, norm=norm, seed=5)
-    b = apgd(cnn, x, y, eps=0.05, steps=8, norm=norm, seed=5)
-    torch.manual_seed(9)
-    c = apgd(cnn, x, y, eps=0.05, steps=8, norm=norm)
-    torch.manual_seed(9)
-    d = apgd(cnn, x, y, eps=0.05, steps=8, norm=norm)
-    e = apgd(cnn, x, y, eps=0.05, steps=8, norm=norm, seed=6)
-    assert torch.equal(a, b) and torch.equal(c, d)
-    assert not torch.equal(a, e)
+# ---------------------------------------------------------------------------------------- semantics
 
 
 @pytest.mark.parametrize("norm", NORMS)
@@ -115,54 +48,6 @@ def test_x_init_is_projected_onto_the_ball_and_the_bounds(cnn, norm):
     x_adv = apgd(cnn, x, y, eps=0.05, steps=3, norm=norm, x_init=far)
     assert bool((x_adv >= 0).all() and (x_adv <= 1).all())
     assert bool((_ball_norm(x_adv - x, norm) <= 0.05 * (1 + 1e-6)).all())
-
-
-def test_channels_last_is_preserved(cnn):
-    x, y = _batch()
-    x = x.contiguous(memory_format=torch.channels_last)
-    x_adv = apgd(cnn, x, y, eps=0.05, steps=5, seed=0)
-    assert x_adv.is_contiguous(memory_format=torch.channels_last)
-    torch.testing.assert_close(x_adv, apgd(cnn, x.contiguous(), y, eps=0.05, steps=5, seed=0), atol=1e-6, rtol=0)
-
-
-@pytest.mark.parametrize("output,selector", [("tuple", 1), ("dict", "logits"), ("dict", lambda o: o["logits"])])
-def test_models_returning_tuples_and_dicts(output, selector):
-    torch.manual_seed(0)
-    plain = SmallCNN()
-    wrapped = SmallCNN(output=output)
-    wrapped.load_state_dict(plain.state_dict())
-    x, y = _batch()
-    want = apgd(plain, x, y, eps=0.05, steps=5, seed=2)
-    assert torch.equal(apgd(wrapped, x, y, eps=0.05, steps=5, seed=2, logits=selector), want)
-    with pytest.raises(TypeError, match="logits="):
-        apgd(wrapped, x, y, eps=0.05, steps=5)
-
-
-class Normalize(torch.nn.Module):
-    def __init__(self, mean, std):
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
-
-    def forward(self, x):
-        return (x - self.mean) / self.std
-
-
-@pytest.mark.parametrize("norm", NORMS)
-def test_normalisation_inside_or_outside_the_model_agree(cnn, norm):
-    """Per-channel bounds and scale let users attack normalised inputs with eps in pixel units."""
-    cnn = cnn.double()
-    mean, std = [0.4, 0.5, 0.6], [0.2, 0.25, 0.3]
-    inside = torch.nn.Sequential(Normalize(mean, std), cnn).double()
-    m, s = torch.tensor(mean, dtype=torch.float64).view(1, 3, 1, 1), torch.tensor(std, dtype=torch.float64).view(1, 3, 1, 1)
-    x, y = _batch(dtype=torch.float64)
-    start = _near_start(x)
-    pixel = apgd(inside, x, y, eps=0.05, steps=10, norm=norm, x_init=start)
-    normalised = apgd(
-        cnn, (x - m) / s, y, eps=0.05, steps=10, norm=norm, x_init=(start - m) / s,
-        bounds=(-m.flatten() / s.flatten(), (1 - m.flatten()) / s.flatten()), scale=1 / s.flatten(),
-    )
-    torch.testing.assert_close(normalised * s + m, pixel, atol=1e-9, rtol=0)
 
 
 @pytest.mark.parametrize("loss", ["ce", "dlr"])
@@ -240,35 +125,6 @@ def test_checkpoints_follow_the_published_schedule():
     assert checkpoint_schedule(100) == [22, 41, 57, 70, 80, 87, 93, 99]
     assert checkpoint_schedule(50) == [11, 21, 30, 38, 45]
     assert checkpoint_schedule(1) == [1]
-
-
-# ------------------------------------------------------------------------------------------- errors
-
-
-@pytest.mark.parametrize(
-    "kwargs,error,match",
-    [
-        (dict(eps=-0.1), ValueError, "eps must be >= 0"),
-        (dict(eps=torch.ones(5) * 0.1), ValueError, "eps must be one value or one per sample"),
-        (dict(eps=0.1, steps=0), ValueError, "steps must be >= 1"),
-        (dict(eps=0.1, steps=2.5), TypeError, "steps must be an int"),
-        (dict(eps=0.1, restarts=0), ValueError, "restarts must be >= 1"),
-        (dict(eps=0.1, norm="l1"), ValueError, "norm must be 'linf' or 'l2'"),
-        (dict(eps=0.1, loss="hinge"), ValueError, "loss must be 'ce', 'dlr', 'cw' or a callable"),
-        (dict(eps=0.1, rho=0.0), ValueError, r"rho must be in \(0, 1\]"),
-        (dict(eps=0.1, rho=1.5), ValueError, r"rho must be in \(0, 1\]"),
-        (dict(eps=0.1, rho="0.75"), TypeError, "rho must be a number"),
-        (dict(eps=0.1, bounds=(0.2, 1.0)), ValueError, "x has values outside bounds"),
-        (dict(eps=0.1, scale=[1.0, 0.0, 1.0]), ValueError, "scale must be > 0"),
-        (dict(eps=0.1, targeted=True, loss="dlr"), ValueError, "loss='dlr' is untargeted"),
-        (dict(eps=0.1, seed=1, generator=torch.Generator()), ValueError, "seed or generator"),
-        (dict(eps=0.1, x_init=torch.zeros(2, 3, 8, 8)), ValueError, "x_init"),
-    ],
-)
-def test_bad_arguments_name_the_argument(cnn, kwargs, error, match):
-    x, y = _batch()
-    with pytest.raises(error, match=match):
-        apgd(cnn, x, y, **kwargs)
 
 
 # ------------------------------------------------------------------------------- trained model

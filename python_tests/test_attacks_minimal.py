@@ -1,22 +1,16 @@
-"""deepfool / cw_l2 (minimal-perturbation attacks): invariants, semantics users rely on, argument
-errors, known answers, parity with torchattacks, and near-minimal perturbations on a trained model."""
+"""deepfool / cw_l2 (minimal-perturbation attacks): known answers, parity with torchattacks, and
+near-minimal perturbations on a trained model. The contract every attack keeps (bounds, modes,
+layouts, batch consistency, ...) is in test_attack_contract.py, bad input in test_bad_input_attacks.py."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from _helpers import SmallCNN
 
 import nonrobust_ext
 from nonrobust_ext.attacks._common import margin
 from nonrobust_ext.attacks.cw import CWResult, cw_l2
 from nonrobust_ext.attacks.deepfool import DeepFoolResult, deepfool
-
-# Small settings: these tests check semantics, not strength (the trained-model tests do that).
-ATTACKS = {
-    "deepfool": lambda model, x, y, **kw: deepfool(model, x, y, steps=5, **kw),
-    "cw": lambda model, x, y, **kw: cw_l2(model, x, y, c=10.0, steps=10, lr=0.05, **kw),
-}
 
 
 def _batch(n=6, channels=3, seed=0, dtype=torch.float64, lo=0.0, hi=1.0):
@@ -37,124 +31,6 @@ def _correct_labels(model, x, flip=0):
 
 def _l2(a, b):
     return (a.double() - b.double()).flatten(1).norm(dim=1)
-
-
-# ------------------------------------------------------------------------------------- invariants
-
-
-@pytest.mark.parametrize("attack", ATTACKS)
-def test_result_is_inside_the_bounds_with_the_input_layout(cnn, attack):
-    cnn = cnn.double()
-    x, _ = _batch(n=8)
-    y = _correct_labels(cnn, x)
-    x = x.contiguous(memory_format=torch.channels_last)
-    x_adv = ATTACKS[attack](cnn, x, y)
-    assert x_adv.shape == x.shape and x_adv.dtype == x.dtype
-    assert x_adv.is_contiguous(memory_format=torch.channels_last)
-    assert bool((x_adv >= 0).all() and (x_adv <= 1).all())
-    assert not torch.equal(x_adv, x), "the attack should move correctly classified samples"
-
-
-@pytest.mark.parametrize("attack", ATTACKS)
-def test_per_channel_bounds_are_respected(cnn, attack):
-    cnn = cnn.double()
-    lo = torch.tensor([-2.0, -0.1, 0.4], dtype=torch.float64)
-    hi = torch.tensor([2.5, 0.1, 0.6], dtype=torch.float64)
-    x, _ = _batch(n=8)
-    x = lo.view(1, 3, 1, 1) + (hi - lo).view(1, 3, 1, 1) * x
-    y = _correct_labels(cnn, x)
-    x_adv = ATTACKS[attack](cnn, x, y, bounds=(lo, hi))
-    assert bool((x_adv >= lo.view(1, 3, 1, 1)).all() and (x_adv <= hi.view(1, 3, 1, 1)).all())
-    assert not torch.equal(x_adv, x)
-
-
-@pytest.mark.parametrize("attack", ATTACKS)
-def test_parameter_grads_untouched_input_untouched_modes_restored(cnn, attack):
-    x, _ = _batch(dtype=torch.float32)
-    y = _correct_labels(cnn, x)
-    x_before = x.clone()
-    cnn.train()
-    cnn.features[1].eval()  # a frozen BatchNorm inside a training model must stay frozen
-    for p in cnn.parameters():
-        p.grad = None
-    cnn.head.weight.grad = torch.full_like(cnn.head.weight, 7.0)
-    cnn.modes_seen.clear()
-    ATTACKS[attack](cnn, x, y, return_result=True)
-    assert cnn.modes_seen and not any(cnn.modes_seen), "the attack must run the model in eval mode"
-    assert cnn.training and not cnn.features[1].training and cnn.head.training
-    assert torch.equal(cnn.head.weight.grad, torch.full_like(cnn.head.weight, 7.0))
-    assert all(p.grad is None for name, p in cnn.named_parameters() if name != "head.weight")
-    assert torch.equal(x, x_before)
-
-
-@pytest.mark.parametrize("attack", ATTACKS)
-@pytest.mark.parametrize("output,selector", [("tuple", 1), ("dict", "logits"), ("dict", lambda o: o["logits"])])
-def test_models_returning_tuples_and_dicts(attack, output, selector):
-    torch.manual_seed(0)
-    plain = SmallCNN().double()
-    wrapped = SmallCNN(output=output).double()
-    wrapped.load_state_dict(plain.state_dict())
-    x, _ = _batch()
-    y = _correct_labels(plain, x)
-    want = ATTACKS[attack](plain, x, y)
-    assert torch.equal(ATTACKS[attack](wrapped, x, y, logits=selector), want)
-    with pytest.raises(TypeError, match="logits="):
-        ATTACKS[attack](wrapped, x, y)
-
-
-@pytest.mark.parametrize("attack", ATTACKS)
-def test_batch_consistency(cnn, attack):
-    """A sample attacked alone equals the same sample attacked inside the batch."""
-    cnn = cnn.double()
-    x, _ = _batch(n=6)
-    y = _correct_labels(cnn, x, flip=1)
-    full = ATTACKS[attack](cnn, x, y)
-    for i in (0, 2, 5):
-        alone = ATTACKS[attack](cnn, x[i : i + 1], y[i : i + 1])
-        torch.testing.assert_close(alone[0], full[i], atol=1e-10, rtol=0)
-
-
-# ------------------------------------------------------------------------------------------- errors
-
-
-@pytest.mark.parametrize(
-    "attack,kwargs,error,match",
-    [
-        (deepfool, dict(steps=0), ValueError, "steps must be >= 1"),
-        (deepfool, dict(steps=2.0), TypeError, "steps must be an int"),
-        (deepfool, dict(overshoot=-0.1), ValueError, "overshoot must be >= 0"),
-        (deepfool, dict(overshoot=torch.ones(5)), ValueError, "overshoot must be one value or one per sample"),
-        (deepfool, dict(num_classes=1), ValueError, "num_classes must be >= 2"),
-        (deepfool, dict(num_classes=5), ValueError, "num_classes must be <= the model's 4 classes"),
-        (deepfool, dict(bounds=(0.2, 1.0)), ValueError, "x has values outside bounds"),
-        (cw_l2, dict(c=0.0), ValueError, "c must be > 0"),
-        (cw_l2, dict(c=float("inf")), ValueError, "c must be finite"),
-        (cw_l2, dict(kappa=-1.0), ValueError, "kappa must be >= 0"),
-        (cw_l2, dict(steps=0), ValueError, "steps must be >= 1"),
-        (cw_l2, dict(binary_search_steps=0), ValueError, "binary_search_steps must be >= 1"),
-        (cw_l2, dict(lr=0.0), ValueError, "lr must be finite and > 0"),
-        (cw_l2, dict(lr="fast"), TypeError, "lr must be a number"),
-        (cw_l2, dict(targeted=1), TypeError, "targeted must be a bool"),
-        (cw_l2, dict(bounds=None), ValueError, "bounds must be finite for cw_l2"),
-        (cw_l2, dict(bounds=(0.0, float("inf"))), ValueError, "bounds must be finite with lo < hi"),
-        (cw_l2, dict(bounds=(1.0, 0.0)), ValueError, "bounds must have lo <= hi"),
-    ],
-)
-def test_bad_arguments_name_the_argument(cnn, attack, kwargs, error, match):
-    x, y = _batch(dtype=torch.float32)
-    with pytest.raises(error, match=match):
-        attack(cnn, x, y, **kwargs)
-
-
-def test_bad_inputs_name_the_argument(cnn):
-    x, y = _batch(dtype=torch.float32)
-    for attack in (deepfool, cw_l2):
-        with pytest.raises(TypeError, match="x must be a floating-point tensor"):
-            attack(cnn, (x * 255).to(torch.uint8), y)
-        with pytest.raises(ValueError, match=r"y must have shape \[B\] = \[6\]"):
-            attack(cnn, x, y[:4])
-        with pytest.raises(ValueError, match=r"labels y must be in \[0, 4\)"):
-            attack(cnn, x, y + 4)
 
 
 # -------------------------------------------------------------------------------------- DeepFool

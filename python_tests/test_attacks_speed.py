@@ -189,7 +189,7 @@ def test_cuda_graph_on_cpu_warns_and_computes_the_eager_steps(cnn, early_stop):
 
 
 def test_cuda_graph_must_be_a_bool(cnn):
-    with pytest.raises(TypeError, match="cuda_graph must be a bool"):
+    with pytest.raises(TypeError, match="cuda_graph must be True or False"):
         nonrobust_ext.pgd(cnn, torch.rand(2, 3, 8, 8), torch.zeros(2, dtype=torch.long), eps=0.1, cuda_graph="yes")
 
 

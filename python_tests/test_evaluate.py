@@ -1,7 +1,9 @@
-"""robust_accuracy: counts, compaction of misclassified samples, confidences, data forms, errors."""
+"""robust_accuracy: counts, compaction of misclassified samples, confidences, data forms, early stop,
+errors. (Bad input, row by row, is in test_bad_input_attacks.py.)"""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -80,3 +82,46 @@ def test_data_must_yield_pairs(trained):
     model, x, _ = trained
     with pytest.raises(TypeError, match=r"\(x, y\) batches"):
         robust_accuracy(model, [x[:4]], eps=[0.1])
+
+
+def test_eps_as_a_tuple_a_tensor_or_an_array_gives_the_same_report(trained):
+    model, x, y = trained
+    x, y = x[:64], y[:64]
+    want = robust_accuracy(model, (x, y), eps=[0.0, 0.1], steps=3, seed=0)
+    for eps in ((0.0, 0.1), torch.tensor([0.0, 0.1], dtype=torch.float64), np.array([0.0, 0.1])):
+        assert robust_accuracy(model, (x, y), eps=eps, steps=3, seed=0) == want
+
+
+def test_labels_of_any_integer_dtype(trained):
+    model, x, y = trained
+    x, y = x[:64], y[:64]
+    want = robust_accuracy(model, (x, y), eps=[0.1], steps=3, seed=0)
+    assert robust_accuracy(model, (x, y.int()), eps=[0.1], steps=3, seed=0) == want
+    batched = robust_accuracy(model, [(x[:32], y[:32].to(torch.uint8)), (x[32:], y[32:])], eps=[0.1], steps=3, seed=0)
+    assert (batched.num_samples, batched.clean_correct) == (want.num_samples, want.clean_correct)
+    assert batched.clean_confidence == pytest.approx(want.clean_confidence)
+
+
+def test_accuracies_are_counts_over_the_samples_evaluated(trained):
+    model, x, y = trained
+    report = robust_accuracy(model, (x[:7], y[:7]), eps=[0.0, 0.25], steps=3, seed=0)
+    assert report.num_samples == 7
+    assert report.clean_accuracy == report.clean_correct / 7
+    assert report.robust_accuracy == [c / 7 for c in report.robust_correct]
+
+
+@pytest.mark.parametrize("attack", ["pgd", "apgd", "bim", "mifgsm", "difgsm"])
+def test_early_stop_never_raises_the_robust_accuracy(trained, attack):
+    """Early stop keeps every sample the full attack fools (APGD: exactly the same ones) for less work."""
+    model, x, y = trained
+    x, y = x[:128], y[:128]
+    options = dict(eps=[0.12], steps=6, seed=0) if attack != "bim" else dict(eps=[0.12], steps=6)
+    if attack == "difgsm":
+        options.update(resize_rate=0.9, diversity_prob=0.5)
+    full = robust_accuracy(model, (x, y), attack=attack, **options)
+    early = robust_accuracy(model, (x, y), attack=attack, early_stop=True, **options)
+    assert early.clean_correct == full.clean_correct
+    assert early.robust_correct[0] <= full.robust_correct[0]
+    if attack == "apgd":
+        assert early.robust_correct == full.robust_correct
+    assert 0 < full.robust_correct[0] < full.clean_correct, "the case should mix fooled and robust samples"

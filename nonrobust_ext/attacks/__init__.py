@@ -1,4 +1,11 @@
-"""Attacks composed from the compiled ops, and the robustness evaluation built on them."""
+"""Attacks composed from the compiled ops, and the robustness evaluation built on them.
+
+- :mod:`.threat`: the threat model every attack resolves once (eps, norm, bounds, scale, step size);
+- :mod:`.pgd`, :mod:`.apgd`, :mod:`.transfer`: fixed-radius attacks (PGD/FGSM, Auto-PGD, BIM/MI-FGSM/DI-FGSM);
+- :mod:`.deepfool`, :mod:`.cw`: minimal-norm attacks;
+- :mod:`.feature`: feature-space PGD (no labels);
+- :mod:`.registry`: the attacks by name and what each is; :mod:`.evaluate`: robust accuracy.
+"""
 
 from ._common import AttackResult
 from .apgd import apgd, dlr_loss
@@ -7,9 +14,12 @@ from .deepfool import DeepFoolResult, deepfool
 from .evaluate import RobustnessReport, robust_accuracy
 from .feature import feature_pgd
 from .pgd import fgsm, pgd
+from .registry import ATTACKS, MINIMAL_NORM, SPECS, AttackSpec
+from .threat import ThreatModel
 from .transfer import bim, difgsm, mifgsm
 
 __all__ = [
-    "AttackResult", "CWResult", "DeepFoolResult", "RobustnessReport",
-    "apgd", "bim", "cw_l2", "dlr_loss", "deepfool", "difgsm", "feature_pgd", "fgsm", "mifgsm", "pgd", "robust_accuracy",
+    "ATTACKS", "MINIMAL_NORM", "SPECS", "AttackResult", "AttackSpec", "CWResult", "DeepFoolResult",
+    "RobustnessReport", "ThreatModel", "apgd", "bim", "cw_l2", "deepfool", "difgsm", "dlr_loss", "feature_pgd",
+    "fgsm", "mifgsm", "pgd", "robust_accuracy",
 ]

@@ -1,7 +1,8 @@
-"""What every attack shares: argument validation, model handling, losses.
+"""What every attack shares: argument validation, model handling, losses, the result type.
 
 Every check raises a ``TypeError``/``ValueError`` that names the argument: attacks are called from
-training loops where a silent clamp or a crash deep in a kernel costs hours.
+training loops where a silent clamp or a crash deep in a kernel costs hours. The threat model (eps,
+norm, bounds, scale, step size) is resolved in :mod:`.threat`.
 """
 
 from __future__ import annotations
@@ -9,110 +10,119 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, fields
 from typing import Any, Union
 
 import torch
 import torch.nn.functional as F
 
-from .._params import Param, opmath_dtype
-from .._validate import check_int, check_real  # noqa: F401  (re-exported for the attacks)
+from .._validate import check_bool, check_finite, check_int
 
+Model = Callable[[torch.Tensor], Any]
 LogitsSelector = Union[None, int, str, Callable[[Any], torch.Tensor]]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-Bounds = Union[None, tuple[Param, Param]]
 
 _FLOAT_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+_LABEL_DTYPES = (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8)
 
 
-def check_batch(x: torch.Tensor, y: torch.Tensor) -> None:
+def check_images(x: object, name: str = "x") -> torch.Tensor:
+    """A floating-point batch ``[B, C, *]`` whose every value is finite.
+
+    Raises:
+        TypeError: not a tensor, or not floating point.
+        ValueError: fewer than 2 dimensions, or a NaN/infinite value (a NaN pixel passes every range
+            check, ``nan < lo`` being false, and makes every number computed from it meaningless).
+    """
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a tensor, got {type(x).__name__}")
+        raise TypeError(f"{name} must be a tensor, got {type(x).__name__}")
     if x.dtype not in _FLOAT_DTYPES:
         raise TypeError(
-            f"x must be a floating-point tensor (float32/float64/bfloat16/float16), got {x.dtype}; "
+            f"{name} must be a floating-point tensor (float32/float64/bfloat16/float16), got {x.dtype}; "
             "convert images with x.float() / 255"
         )
     if x.dim() < 2:
-        raise ValueError(f"x must be a batch [B, C, ...], got shape {tuple(x.shape)}")
+        raise ValueError(f"{name} must be a batch [B, C, ...], got shape {tuple(x.shape)}")
+    return check_finite(x, name)
+
+
+def check_labels(y: object, x: torch.Tensor, name: str = "y") -> torch.Tensor:
+    """``[B]`` integer class indices on ``x``'s device.
+
+    Raises:
+        TypeError: not a tensor, or not an integer tensor.
+        ValueError: not of shape ``[B]``, or on another device.
+    """
     if not isinstance(y, torch.Tensor):
-        raise TypeError(f"y must be a tensor of class indices, got {type(y).__name__}")
-    if y.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8):
-        raise TypeError(f"y must hold integer class indices, got dtype {y.dtype}")
+        raise TypeError(f"{name} must be a tensor of class indices, got {type(y).__name__}")
+    if y.dtype not in _LABEL_DTYPES:
+        raise TypeError(f"{name} must hold integer class indices, got dtype {y.dtype}")
     if y.dim() != 1 or y.shape[0] != x.shape[0]:
-        raise ValueError(f"y must have shape [B] = [{x.shape[0]}] to match x, got {tuple(y.shape)}")
+        raise ValueError(f"{name} must have shape [B] = [{x.shape[0]}] to match x, got {tuple(y.shape)}")
     if y.device != x.device:
-        raise ValueError(f"y is on {y.device} but x is on {x.device}")
+        raise ValueError(f"{name} is on {y.device} but x is on {x.device}")
+    return y
 
 
-def per_sample(value: Param, x: torch.Tensor, name: str, *, positive: bool = False) -> torch.Tensor:
-    """``value`` as a ``[B]`` tensor in the kernels' compute dtype, checked finite and >= 0 (> 0)."""
-    if isinstance(value, (bool, str, bytes)) or not isinstance(value, (int, float, torch.Tensor, Sequence)):
-        raise TypeError(f"{name} must be a number or a tensor of one value per sample, got {type(value).__name__}")
-    t = torch.as_tensor(value, dtype=opmath_dtype(x.dtype), device=x.device).reshape(-1)
-    if t.numel() not in (1, x.shape[0]):
-        raise ValueError(f"{name} must be one value or one per sample ({x.shape[0]}), got {t.numel()} values")
-    if not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{name} must be finite, got {t.tolist() if t.numel() < 8 else t}")
-    bad = (t <= 0) if positive else (t < 0)
-    if bool(bad.any()):
-        what = "> 0" if positive else ">= 0"
-        raise ValueError(f"{name} must be {what}, got {t[bad][0].item():g}")
-    return t.expand(x.shape[0]).contiguous()
+def check_batch(x: torch.Tensor, y: torch.Tensor) -> None:
+    """``x`` a finite floating-point batch (:func:`check_images`), ``y`` its labels (:func:`check_labels`)."""
+    check_images(x)
+    check_labels(y, x)
 
 
-def per_channel(value: Param, x: torch.Tensor, name: str) -> torch.Tensor:
-    if isinstance(value, (bool, str, bytes)) or not isinstance(value, (int, float, torch.Tensor, Sequence)):
-        raise TypeError(f"{name} must be a number or one value per channel, got {type(value).__name__}")
-    t = torch.as_tensor(value, dtype=opmath_dtype(x.dtype), device=x.device).reshape(-1)
-    if t.numel() not in (1, x.shape[1]):
-        raise ValueError(f"{name} must be one value or one per channel ({x.shape[1]}), got {t.numel()} values")
-    return t.expand(x.shape[1]).contiguous()
+def check_start(x_init: object, x: torch.Tensor) -> torch.Tensor | None:
+    """``None``, or a finite starting point shaped like ``x`` on its device.
+
+    Raises:
+        TypeError: not a tensor, or not floating point.
+        ValueError: another shape or device, or a NaN/infinite value.
+    """
+    if x_init is None:
+        return None
+    if not isinstance(x_init, torch.Tensor):
+        raise TypeError(f"x_init must be a tensor shaped like x, got {type(x_init).__name__}")
+    if x_init.shape != x.shape:
+        raise ValueError(f"x_init must be a tensor shaped like x {tuple(x.shape)}, got {tuple(x_init.shape)}")
+    if not x_init.is_floating_point():
+        raise TypeError(f"x_init must be a floating-point tensor, got {x_init.dtype}")
+    if x_init.device != x.device:
+        raise ValueError(f"x_init is on {x_init.device} but x is on {x.device}")
+    return check_finite(x_init, "x_init")
 
 
-def scale_param(scale: Param, x: torch.Tensor) -> torch.Tensor:
-    """Per-channel ``scale``, checked finite and > 0."""
-    t = per_channel(scale, x, "scale")
-    if not bool(((t > 0) & torch.isfinite(t)).all()):
-        raise ValueError(f"scale must be > 0 and finite per channel, got {t.tolist()}")
-    return t
+def check_model(model: object, name: str = "model") -> None:
+    """A callable (usually an ``nn.Module``)."""
+    if not callable(model):
+        raise TypeError(f"{name} must be callable (an nn.Module or a function of a batch), got {type(model).__name__}")
+
+
+def check_selector(logits: object) -> LogitsSelector:
+    """``None``, an index, a key or a callable."""
+    if logits is None or callable(logits) or isinstance(logits, str) or (
+            isinstance(logits, int) and not isinstance(logits, bool)):
+        return logits  # type: ignore[return-value]
+    raise TypeError(f"logits must be None, an index, a key or a callable, got {type(logits).__name__} {logits!r}")
 
 
 def resolve_generator(seed: int | None, generator: torch.Generator | None) -> torch.Generator | None:
     """The generator an attack draws its randomness from: a fresh one seeded with ``seed``, the one
-    given, or None (torch's global generator)."""
+    given, or None (torch's global generator).
+
+    Raises:
+        TypeError: ``seed`` is not an int, or ``generator`` not a ``torch.Generator``.
+        ValueError: both are given, or ``seed`` is outside ``[-2**63, 2**64 - 1]``.
+    """
+    if seed is not None:
+        # The range torch.Generator.manual_seed takes (a negative seed wraps around).
+        seed = check_int(seed, "seed", -(2**63), 2**64 - 1)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     if seed is not None and generator is not None:
         raise ValueError("pass either seed or generator, not both")
     if seed is not None:
-        return torch.Generator().manual_seed(int(seed))
+        return torch.Generator().manual_seed(seed)
     return generator
-
-
-def parse_bounds(bounds: Bounds, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel ``(lo, hi)``; checks lo <= hi and that x lies inside them."""
-    if bounds is None:
-        inf = math.inf
-        return per_channel(-inf, x, "bounds"), per_channel(inf, x, "bounds")
-    if not isinstance(bounds, Sequence) or isinstance(bounds, str) or len(bounds) != 2:
-        raise TypeError("bounds must be None or a pair (lo, hi) of numbers or per-channel tensors")
-    lo, hi = per_channel(bounds[0], x, "bounds[0]"), per_channel(bounds[1], x, "bounds[1]")
-    if bool(torch.isnan(lo).any() or torch.isnan(hi).any()):
-        raise ValueError(f"bounds must not be NaN, got lo={lo.tolist()} hi={hi.tolist()}")
-    if bool((lo > hi).any()):
-        raise ValueError(f"bounds must have lo <= hi per channel, got lo={lo.tolist()} hi={hi.tolist()}")
-    shape = (1, x.shape[1]) + (1,) * (x.dim() - 2)
-    below = x < lo.reshape(shape).to(x.dtype)
-    above = x > hi.reshape(shape).to(x.dtype)
-    if bool(below.any()) or bool(above.any()):
-        raise ValueError(
-            f"x has values outside bounds (lo={lo.tolist()}, hi={hi.tolist()}): min {x.min().item():g}, "
-            f"max {x.max().item():g}. Pass the bounds of your input space (e.g. per-channel bounds "
-            "for normalised inputs) or bounds=None"
-        )
-    return lo, hi
-
-
 
 
 # A float16 loss is multiplied by this before the backward pass so small input gradients do not
@@ -142,6 +152,8 @@ def resolve_amp(amp: torch.dtype | None, x: torch.Tensor) -> Precision:
     """The :class:`Precision` for an attack's ``amp`` argument."""
     if amp is None:
         return Precision(x.device.type)
+    if not isinstance(amp, torch.dtype):
+        raise TypeError(f"amp must be None, torch.bfloat16 or torch.float16, got {type(amp).__name__} {amp!r}")
     if amp not in (torch.bfloat16, torch.float16):
         raise ValueError(f"amp must be None, torch.bfloat16 or torch.float16, got {amp!r}")
     if amp == torch.float16 and x.device.type == "cpu":
@@ -160,7 +172,7 @@ def scaled_input_gradient(value: torch.Tensor, x_req: torch.Tensor, precision: P
 
 
 @contextlib.contextmanager
-def eval_mode(model: torch.nn.Module) -> Iterator[None]:
+def eval_mode(model: object) -> Iterator[None]:
     """Eval mode for the attack; every submodule's own training flag is restored afterwards (a model
     with frozen, eval-mode BatchNorm inside a training model stays that way)."""
     flags = [(m, m.training) for m in model.modules()] if isinstance(model, torch.nn.Module) else []
@@ -196,12 +208,55 @@ def select_logits(output: Any, selector: LogitsSelector) -> torch.Tensor:
 
 
 def check_logits(logits: torch.Tensor, y: torch.Tensor) -> None:
+    """The logits are ``[B, num_classes]`` and every label names one of the classes."""
     if logits.dim() != 2 or logits.shape[0] != y.shape[0]:
         raise ValueError(f"the model's logits must be [B, num_classes] with B={y.shape[0]}, got {tuple(logits.shape)}")
     num_classes = logits.shape[1]
     if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
         raise ValueError(f"labels y must be in [0, {num_classes}) for a {num_classes}-class model, "
                          f"got min {int(y.min())}, max {int(y.max())}")
+
+
+NONFINITE_LOGITS = (
+    "the model's output holds NaN or infinite logits: no class can be read from them, so no sample can be "
+    "called fooled or robust. Check the model (a float16 forward overflows above 65504) and its input"
+)
+NONFINITE_LOSS = (
+    "loss returned NaN or infinite values for finite logits: the attack has no gradient to follow; "
+    "check the loss function"
+)
+
+
+def check_finite_logits(logits: torch.Tensor) -> torch.Tensor:
+    """``logits``, refused (``ValueError``) when any is NaN or infinite: a NaN logit's argmax is no
+    prediction, and counting it as "fooled" would report an attack's success that never happened."""
+    if logits.numel() and not bool(torch.isfinite(logits).all()):
+        raise ValueError(NONFINITE_LOGITS)
+    return logits
+
+
+class FiniteWatch:
+    """Whether any logits (or loss) an attack saw were NaN or infinite, collected on the device
+    without a host synchronisation (so a CUDA graph can capture it and the eager loop does not stall)
+    and raised on by :meth:`check` before the attack returns anything."""
+
+    def __init__(self, device: torch.device, message: str = NONFINITE_LOGITS) -> None:
+        self.message = message
+        self.bad_logits = torch.zeros((), dtype=torch.bool, device=device)
+        self.bad_loss = torch.zeros((), dtype=torch.bool, device=device)
+
+    def note(self, logits: torch.Tensor, loss: torch.Tensor | None = None) -> None:
+        """Record whether ``logits`` (and ``loss``) hold a non-finite value."""
+        self.bad_logits.logical_or_(~torch.isfinite(logits.detach()).all())
+        if loss is not None:
+            self.bad_loss.logical_or_(~torch.isfinite(loss.detach()).all())
+
+    def check(self) -> None:
+        """Raise ``ValueError`` if a non-finite value was recorded (one host synchronisation)."""
+        if bool(self.bad_logits):
+            raise ValueError(self.message)
+        if bool(self.bad_loss):
+            raise ValueError(NONFINITE_LOSS)
 
 
 def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -216,15 +271,25 @@ def _upcast(z: torch.Tensor) -> torch.Tensor:
     return z if z.dtype in (torch.float32, torch.float64) else z.float()
 
 
-def resolve_loss(loss: str | LossFn, targeted: bool) -> LossFn:
+def resolve_loss(loss: str | LossFn, targeted: bool, *, extra: tuple[str, ...] = ()) -> LossFn:
     """The per-sample loss the attack *maximises*.
 
     ``"ce"``: cross-entropy to y (untargeted) or minus cross-entropy to the target y (targeted).
     ``"cw"``: Carlini-Wagner margin, ``max_{j != y} z_j - z_y`` (untargeted) or ``z_t - max_{j != t} z_j``
     (targeted), unclipped. A callable ``loss(logits, y) -> [B]`` is used as given (maximised).
+    ``extra`` names further string losses the caller resolves itself (only for the message).
+
+    Raises:
+        TypeError: ``loss`` is neither a string nor a callable; ``targeted`` is not a bool.
+        ValueError: an unknown loss name.
     """
+    targeted = check_bool(targeted, "targeted")
+    names = ", ".join(repr(n) for n in ("ce", *extra, "cw"))
     if callable(loss):
         return loss
+    if not isinstance(loss, str):
+        raise TypeError(f"loss must be {names} or a callable (logits, y) -> per-sample loss, "
+                        f"got {type(loss).__name__}")
     if loss == "ce":
         if targeted:
             return lambda z, y: -F.cross_entropy(_upcast(z), y, reduction="none")
@@ -233,10 +298,11 @@ def resolve_loss(loss: str | LossFn, targeted: bool) -> LossFn:
         if targeted:
             return lambda z, y: margin(_upcast(z), y)
         return lambda z, y: -margin(_upcast(z), y)
-    raise ValueError(f"loss must be 'ce', 'cw' or a callable (logits, y) -> per-sample loss, got {loss!r}")
+    raise ValueError(f"loss must be {names} or a callable (logits, y) -> per-sample loss, got {loss!r}")
 
 
 def per_sample_loss(loss_fn: LossFn, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``loss_fn(logits, y)``, checked to be one value per sample."""
     value = loss_fn(logits, y)
     if not isinstance(value, torch.Tensor) or value.shape != (y.shape[0],):
         shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
@@ -245,20 +311,27 @@ def per_sample_loss(loss_fn: LossFn, logits: torch.Tensor, y: torch.Tensor) -> t
 
 
 def succeeded(logits: torch.Tensor, y: torch.Tensor, targeted: bool) -> torch.Tensor:
+    """``[B]`` bool: misclassified (untargeted) or classified as ``y`` (targeted). The logits must be
+    finite (checked by the caller: :func:`check_finite_logits` or a :class:`FiniteWatch`)."""
     pred = logits.argmax(dim=1)
     return pred == y if targeted else pred != y
 
 
 @dataclass
 class AttackResult:
-    """What an attack found, per sample.
+    """What an attack found, per sample; the base of every attack's richer result
+    (``return_result=True``).
 
     Attributes:
         x_adv: the adversarial batch, same shape, dtype and memory format as x.
-        success: ``[B]`` bool: misclassified (untargeted) or classified as the target (targeted).
-        loss: ``[B]`` the attack loss at ``x_adv`` (the quantity maximised).
-        steps: ``[B]`` gradient steps taken for the kept restart (fewer than ``steps`` with early stop).
-        restart: ``[B]`` index of the restart whose result was kept.
+        success: ``[B]`` bool: the model misclassifies ``x_adv`` (untargeted) or classifies it as the
+            target (targeted).
+        loss: ``[B]`` the attack loss at ``x_adv``: the quantity a fixed-radius attack maximises; for
+            the minimal-norm attacks the margin ``max_{j != y} z_j - z_y`` (untargeted) or
+            ``z_t - max_{j != t} z_j`` (targeted), positive where ``x_adv`` fools the model.
+        steps: ``[B]`` steps taken to reach ``x_adv`` (fewer than the budget with early stop).
+        restart: ``[B]`` index of the run whose result was kept (a restart; for ``cw_l2`` the search
+            step of the constant ``c``).
     """
 
     x_adv: torch.Tensor
@@ -267,9 +340,18 @@ class AttackResult:
     steps: torch.Tensor
     restart: torch.Tensor
 
+    def rows(self, index: torch.Tensor) -> AttackResult:
+        """The samples ``index`` of this result (same class, every per-sample field indexed)."""
+        return type(self)(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+
+    def put_rows_(self, index: torch.Tensor, other: AttackResult) -> None:
+        """Write ``other``'s samples into the rows ``index`` of this result, in place."""
+        for f in fields(self):
+            getattr(self, f.name)[index] = getattr(other, f.name)
+
 
 def outcome_at(
-    model: Callable[[torch.Tensor], Any],
+    model: Model,
     x_adv: torch.Tensor,
     y: torch.Tensor,
     loss_fn: LossFn,
@@ -278,14 +360,18 @@ def outcome_at(
     precision: Precision | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(success, loss)`` per sample at ``x_adv``: one forward without autograd (under the attack's
-    autocast, so that success means success in the precision the attack ran the model in)."""
+    autocast, so that success means success in the precision the attack ran the model in). The
+    logits are checked finite here (a ``ValueError`` otherwise): this is the result's verdict."""
     with torch.no_grad(), (precision.autocast() if precision is not None else contextlib.nullcontext()):
-        z = select_logits(model(x_adv), logits)
-        return succeeded(z, y, targeted), per_sample_loss(loss_fn, z, y).detach()
+        z = check_finite_logits(select_logits(model(x_adv), logits))
+        value = per_sample_loss(loss_fn, z, y).detach()
+    if value.numel() and not bool(torch.isfinite(value).all()):
+        raise ValueError(NONFINITE_LOSS)
+    return succeeded(z, y, targeted), value
 
 
 def input_gradient(
-    model: Callable[[torch.Tensor], Any],
+    model: Model,
     x_adv: torch.Tensor,
     y: torch.Tensor,
     loss_fn: LossFn,
@@ -294,6 +380,7 @@ def input_gradient(
     check: bool = False,
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     precision: Precision | None = None,
+    watch: FiniteWatch | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradient of ``sum(loss_fn(model(transform(x_adv)), y))`` with respect to ``x_adv`` only.
 
@@ -301,6 +388,7 @@ def input_gradient(
     ``transform`` is applied inside the graph (e.g. diverse-input resizing). ``check`` validates the
     logits' shape and the label range (do it on an attack's first forward). ``precision`` runs the
     forward under the attack's autocast; the gradient is returned unscaled, in ``x_adv``'s dtype.
+    ``watch`` records non-finite logits or losses (see :class:`FiniteWatch`).
 
     Returns:
         ``(grad, logits, loss)``: grad shaped like ``x_adv``, detached ``[B, K]`` logits and ``[B]`` loss.
@@ -314,6 +402,8 @@ def input_gradient(
         if check:
             check_logits(z, y)
         value = per_sample_loss(loss_fn, z, y)
+        if watch is not None:
+            watch.note(z, value)
         grad = scaled_input_gradient(value, x_req, precision)
     return grad, z.detach(), value.detach()
 

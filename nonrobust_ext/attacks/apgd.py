@@ -6,36 +6,33 @@ what APGD's per-sample step-size schedule needs.
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable
+from typing import Literal, overload
 
 import torch
 
-from .. import ops
 from .._params import Param, opmath_dtype
+from .._validate import check_bool, check_int, check_real
 from ._common import (
     AttackResult,
-    Bounds,
+    FiniteWatch,
     LogitsSelector,
     LossFn,
+    Model,
     Precision,
     check_batch,
-    check_int,
-    check_real,
+    check_model,
+    check_selector,
+    check_start,
     eval_mode,
     input_gradient,
     keep_better,
     margin,
-    parse_bounds,
-    per_sample,
     resolve_amp,
     resolve_generator,
     resolve_loss,
-    scale_param,
     succeeded,
 )
-
-_STEP_OPS: dict[str, Callable[..., None]] = {"linf": ops.linf_step_, "l2": ops.l2_step_}
+from .threat import Bounds, ThreatModel
 
 # The checkpoint schedule as fractions of the step budget (see checkpoint_schedule): the first interval
 # is 22% of it, each later one 3% shorter than the one before, but never shorter than 6%.
@@ -46,8 +43,24 @@ _MIN_INTERVAL = 0.06
 _STEP_WEIGHT = 0.75
 
 
+@overload
 def apgd(
-    model: Callable[[torch.Tensor], object],
+    model: Model, x: torch.Tensor, y: torch.Tensor, *, eps: Param, steps: int = ..., norm: str = ...,
+    loss: str | LossFn = ..., restarts: int = ..., rho: float = ..., targeted: bool = ..., bounds: Bounds = ...,
+    scale: Param = ..., early_stop: bool = ..., logits: LogitsSelector = ..., seed: int | None = ...,
+    generator: torch.Generator | None = ..., x_init: torch.Tensor | None = ..., amp: torch.dtype | None = ...,
+    return_result: Literal[False] = ...,
+) -> torch.Tensor: ...
+@overload
+def apgd(
+    model: Model, x: torch.Tensor, y: torch.Tensor, *, eps: Param, steps: int = ..., norm: str = ...,
+    loss: str | LossFn = ..., restarts: int = ..., rho: float = ..., targeted: bool = ..., bounds: Bounds = ...,
+    scale: Param = ..., early_stop: bool = ..., logits: LogitsSelector = ..., seed: int | None = ...,
+    generator: torch.Generator | None = ..., x_init: torch.Tensor | None = ..., amp: torch.dtype | None = ...,
+    return_result: Literal[True],
+) -> AttackResult: ...
+def apgd(
+    model: Model,
     x: torch.Tensor,
     y: torch.Tensor,
     *,
@@ -60,6 +73,7 @@ def apgd(
     targeted: bool = False,
     bounds: Bounds = (0.0, 1.0),
     scale: Param = 1.0,
+    early_stop: bool = False,
     logits: LogitsSelector = None,
     seed: int | None = None,
     generator: torch.Generator | None = None,
@@ -119,6 +133,10 @@ def apgd(
             unbounded inputs.
         scale: per-channel size of one threat-model unit in input units (``1 / std`` for inputs
             normalised outside the model); number or ``[C]``.
+        early_stop: stop attacking a sample at the first iterate that fools the model and return
+            that point (without it, the *last* fooling iterate is returned); later steps run the
+            model only on the samples not yet fooled. Which samples are fooled is the same either
+            way, for less work.
         logits: where the logits are in the model's output: an index, a key or a callable.
         seed, generator: source of the random starts (default: torch's global generator).
         x_init: optional start of the first restart, same shape as ``x``; it is projected onto the ball
@@ -130,93 +148,96 @@ def apgd(
     Returns:
         The adversarial batch (same shape, dtype, memory format as ``x``), or with
         ``return_result=True`` an :class:`AttackResult`: ``success`` (the returned point fools the
-        model), ``loss`` (the attack loss there), ``steps`` (gradient steps run for the kept restart)
-        and ``restart`` (its index).
+        model), ``loss`` (the attack loss there), ``steps`` (gradient steps run for the kept restart;
+        with early stop, until the sample was fooled) and ``restart`` (its index).
 
     Shape:
         x: ``[B, C, *]``; y: ``[B]``; eps: scalar or ``[B]``; bounds, scale: scalar or ``[C]``.
     """
+    check_model(model)
     check_batch(x, y)
     steps = check_int(steps, "steps", 1)
     restarts = check_int(restarts, "restarts", 1)
-    precision = resolve_amp(amp, x)
-    if norm not in _STEP_OPS:
-        raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
+    threat = ThreatModel.resolve(x, eps=eps, norm=norm, bounds=bounds, scale=scale)
     rho = check_real(rho, "rho", low=0.0, high=1.0, low_inclusive=False)
-    eps_t = per_sample(eps, x, "eps")
-    scale_t = scale_param(scale, x)
-    lo, hi = parse_bounds(bounds, x)
     loss_fn = _resolve_apgd_loss(loss, targeted)
+    early_stop = check_bool(early_stop, "early_stop")
+    return_result = check_bool(return_result, "return_result")
+    logits = check_selector(logits)
+    precision = resolve_amp(amp, x)
     generator = resolve_generator(seed, generator)
-    if x_init is not None and (not isinstance(x_init, torch.Tensor) or x_init.shape != x.shape):
-        raise ValueError(f"x_init must be a tensor shaped like x {tuple(x.shape)}")
+    x_init = check_start(x_init, x)
     x = x.detach()
     y = y.long()
-    channel_params = {"lo": lo, "hi": hi, "scale": scale_t}
+    watch = FiniteWatch(x.device)
 
     with eval_mode(model):
         best: AttackResult | None = None
         for r in range(restarts):
             if best is None:
-                todo, x_sub, y_sub, eps_sub = None, x, y, eps_t
+                todo, x_sub, y_sub, threat_sub = None, x, y, threat
             else:
                 # Later restarts only pay for the samples no restart has fooled yet.
                 todo = (~best.success).nonzero()[:, 0]
                 if todo.numel() == 0:
                     break
-                x_sub, y_sub, eps_sub = x[todo], y[todo], eps_t[todo]
+                x_sub, y_sub, threat_sub = x[todo], y[todo], threat.rows(todo)
             start = x_sub.clone()
             if r == 0 and x_init is not None:
                 start.copy_(x_init.detach())
                 # The start can be what is returned (if no step beats its loss): project it onto the
                 # ball and the bounds with a zero-length step.
-                _STEP_OPS[norm](start, torch.zeros_like(start), x_sub, eps=eps_sub, alpha=0.0, **channel_params)
+                threat_sub.project_(start, x_sub)
             else:
-                ops.random_init_(start, x_sub, eps=eps_sub, norm=norm, generator=generator, **channel_params)
+                threat_sub.random_init_(start, x_sub, generator=generator)
             current = _single_run(
-                model, x_sub, y_sub, start, eps_sub, channel_params, steps=steps, norm=norm, rho=rho,
-                loss_fn=loss_fn, targeted=targeted, logits=logits, check=best is None, precision=precision,
+                model, x_sub, y_sub, start, threat_sub, steps=steps, rho=rho, loss_fn=loss_fn, targeted=targeted,
+                logits=logits, check=best is None, precision=precision, early_stop=early_stop, watch=watch,
             )
+            # Before any verdict is kept: a NaN logit on the way voids it.
+            watch.check()
             current.restart.fill_(r)
             if best is None:
                 best = current
             else:
-                merged = keep_better(_select(best, todo), current)
-                for field in dataclasses.fields(AttackResult):
-                    getattr(best, field.name)[todo] = getattr(merged, field.name)
+                assert todo is not None
+                best.put_rows_(todo, keep_better(best.rows(todo), current))
     assert best is not None
     return best if return_result else best.x_adv
 
 
 def _single_run(
-    model: Callable[[torch.Tensor], object],
+    model: Model,
     x: torch.Tensor,
     y: torch.Tensor,
     start: torch.Tensor,
-    eps: torch.Tensor,
-    channel_params: dict[str, torch.Tensor],
+    threat: ThreatModel,
     *,
     steps: int,
-    norm: str,
     rho: float,
     loss_fn: LossFn,
     targeted: bool,
     logits: LogitsSelector,
     check: bool,
     precision: Precision,
+    early_stop: bool,
+    watch: FiniteWatch,
 ) -> AttackResult:
-    """One APGD run from ``start``; every sample runs all ``steps``."""
-    step_op = _STEP_OPS[norm]
-    params = {"eps": eps, **channel_params}
+    """One APGD run from ``start``. Without early stop every sample runs all ``steps``; with it a
+    sample stops at its first fooling iterate, and each step runs the model on the others only (the
+    per-sample state of the stopped samples is left as it was: they never step again)."""
     zero_grad = torch.zeros_like(x)
     compute_dtype = opmath_dtype(x.dtype)
+    eps = threat.eps
+    assert eps is not None
 
     x_cur = start
-    grad, z, loss = input_gradient(model, x_cur, y, loss_fn, logits, check=check, precision=precision)
+    grad, z, loss = input_gradient(model, x_cur, y, loss_fn, logits, check=check, precision=precision, watch=watch)
     x_best, grad_best, loss_best = x_cur.clone(), grad.clone(), loss.clone()
     fooled = succeeded(z, y, targeted)
     x_fooled, loss_fooled = x_cur.clone(), loss.clone()  # meaningful where `fooled`
     x_prev = x_cur
+    taken = torch.zeros_like(loss, dtype=torch.long)
 
     step_size = 2 * eps
     checkpoints = set(checkpoint_schedule(steps))
@@ -228,22 +249,33 @@ def _single_run(
     halved_at_checkpoint = torch.ones_like(fooled)
 
     for i in range(steps):
+        if early_stop:
+            rows = (~fooled).nonzero().squeeze(1)
+            if rows.numel() == 0:
+                break
+            view = _Rows(rows)
+        else:
+            view = _Rows(None)
+        sub = threat if view.index is None else threat.rows(view.index)
+        x_c, x_p, x_0, g = view(x_cur), view(x_prev), view(x), view(grad)
         # z = P(x_k + eta * step): one fused op with the per-sample step size.
-        z_point = x_cur.clone()
-        step_op(z_point, grad, x, alpha=step_size, **params)
+        z_point = x_c.clone()
+        sub.step_(z_point, g, x_0, alpha=view(step_size))
         # The first step has no previous step to repeat, so it is the plain projected step. Its
         # (zero) momentum term is still computed: the arithmetic then matches the reference
         # implementation's bit for bit.
         step_weight = _STEP_WEIGHT if i > 0 else 1.0
-        x_k, x_km1 = x_cur.to(compute_dtype), x_prev.to(compute_dtype)
+        x_k, x_km1 = x_c.to(compute_dtype), x_p.to(compute_dtype)
         combined = x_k + (z_point.to(compute_dtype) - x_k) * step_weight + (x_k - x_km1) * (1 - step_weight)
-        x_next = torch.empty_like(x_cur).copy_(combined)
+        x_next = torch.empty_like(x_c).copy_(combined)
         # The momentum combination can leave the ball and the bounds: project (a zero-step op call).
-        step_op(x_next, zero_grad, x, alpha=0.0, **params)
-        x_prev, x_cur = x_cur, x_next
+        sub.step_(x_next, view(zero_grad), x_0, alpha=0.0)
+        x_prev, x_cur = x_cur, view.merged(x_cur, x_next)
 
-        grad, z, loss = input_gradient(model, x_cur, y, loss_fn, logits, precision=precision)
-        now_fooled = succeeded(z, y, targeted)
+        g_new, z, l_new = input_gradient(model, x_next, view(y), loss_fn, logits, precision=precision, watch=watch)
+        grad, loss = view.merged(grad, g_new), view.merged(loss, l_new)
+        now_fooled = view.merged(torch.zeros_like(fooled), succeeded(z, view(y), targeted))
+        taken += view.merged(torch.zeros_like(taken), torch.ones_like(l_new, dtype=torch.long))
         _copy_where_(x_fooled, x_cur, now_fooled)
         loss_fooled = torch.where(now_fooled, loss, loss_fooled)
         fooled = fooled | now_fooled
@@ -274,9 +306,28 @@ def _single_run(
         x_adv=x_best,
         success=fooled,
         loss=torch.where(fooled, loss_fooled, loss_best),
-        steps=torch.full_like(increases, steps),
+        steps=taken,
         restart=torch.zeros_like(increases),
     )
+
+
+class _Rows:
+    """The samples a step works on: all of them (``index`` None: tensors pass through untouched, so the
+    full-batch arithmetic is exactly that of the reference implementation) or the rows ``index``."""
+
+    def __init__(self, index: torch.Tensor | None) -> None:
+        self.index = index
+
+    def __call__(self, t: torch.Tensor) -> torch.Tensor:
+        return t if self.index is None else t[self.index]
+
+    def merged(self, full: torch.Tensor, part: torch.Tensor) -> torch.Tensor:
+        """``full`` with its rows replaced by ``part`` (a new tensor; ``part`` itself without rows)."""
+        if self.index is None:
+            return part
+        out = full.clone()
+        out[self.index] = part
+        return out
 
 
 def checkpoint_schedule(steps: int) -> list[int]:
@@ -304,11 +355,6 @@ def _copy_where_(dst: torch.Tensor, src: torch.Tensor, mask: torch.Tensor) -> No
     dst.copy_(torch.where(mask.reshape((-1,) + (1,) * (dst.dim() - 1)), src, dst))
 
 
-def _select(result: AttackResult, index: torch.Tensor) -> AttackResult:
-    """The samples ``index`` of a result."""
-    return AttackResult(**{field.name: getattr(result, field.name)[index] for field in dataclasses.fields(result)})
-
-
 def dlr_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     r"""Difference of logits ratio (Croce & Hein, 2020), per sample, to maximise (untargeted).
 
@@ -331,13 +377,11 @@ def dlr_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def _resolve_apgd_loss(loss: str | LossFn, targeted: bool) -> LossFn:
     """The per-sample loss to maximise: ``"dlr"`` here, the others from :func:`resolve_loss`."""
     if loss == "dlr":
-        if targeted:
+        if check_bool(targeted, "targeted"):
             raise ValueError("loss='dlr' is untargeted: the targeted DLR needs the true labels as well as "
                              "the targets; use loss='ce' with targeted=True")
         return dlr_loss
-    if not callable(loss) and loss not in ("ce", "cw"):
-        raise ValueError(f"loss must be 'ce', 'dlr', 'cw' or a callable (logits, y) -> per-sample loss, got {loss!r}")
-    return resolve_loss(loss, targeted)
+    return resolve_loss(loss, targeted, extra=("dlr",))
 
 
 __all__ = ["apgd", "checkpoint_schedule", "dlr_loss"]

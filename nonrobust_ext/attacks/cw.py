@@ -9,53 +9,67 @@ not a PGD-style signed/normalised step projected onto a ball.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal, overload
 
 import torch
 import torch.nn.functional as F
 
 from .._params import Param
+from .._validate import check_bool, check_int, check_real
 from ._common import (
-    Bounds,
+    AttackResult,
+    FiniteWatch,
     LogitsSelector,
+    Model,
     check_batch,
-    check_int,
+    check_finite_logits,
     check_logits,
+    check_model,
+    check_selector,
     eval_mode,
     margin,
-    parse_bounds,
-    per_sample,
     resolve_amp,
     scaled_input_gradient,
     select_logits,
     succeeded,
 )
+from .threat import Bounds, ThreatModel, per_sample
 
 
 @dataclass
-class CWResult:
-    """What Carlini-Wagner found, per sample.
+class CWResult(AttackResult):
+    """What Carlini-Wagner found, per sample: an :class:`AttackResult` (``x_adv`` is ``x`` itself
+    for samples on which no iterate succeeded; ``success``: some iterate succeeded with margin
+    ``kappa`` and ``x_adv`` is the closest such iterate; ``loss`` the margin at ``x_adv``, see
+    :class:`AttackResult`; ``steps`` the Adam steps taken before the kept iterate, 0 for ``x``;
+    ``restart`` the search step whose iterate was kept, the last one for unsuccessful samples) with
 
     Attributes:
-        x_adv: the adversarial batch, same shape, dtype and memory format as x; ``x`` itself for
-            samples on which no iterate succeeded.
-        success: ``[B]`` bool, some iterate succeeded (with margin ``kappa``) and ``x_adv`` is the
-            smallest such iterate.
-        l2: ``[B]`` L2 norm of ``x_adv - x`` (0 where ``success`` is False), in the compute dtype
-            (float64 for float64 inputs, float32 otherwise).
+        l2: ``[B]`` L2 norm of ``(x_adv - x) / scale`` (0 where ``success`` is False), in the compute
+            dtype (float64 for float64 inputs, float32 otherwise).
         c: ``[B]`` the constant of the search step whose iterate was kept; for unsuccessful samples
             the last constant tried.
     """
 
-    x_adv: torch.Tensor
-    success: torch.Tensor
     l2: torch.Tensor
     c: torch.Tensor
 
 
+@overload
 def cw_l2(
-    model: Callable[[torch.Tensor], object],
+    model: Model, x: torch.Tensor, y: torch.Tensor, *, c: Param = ..., kappa: Param = ..., steps: int = ...,
+    lr: float = ..., targeted: bool = ..., binary_search_steps: int = ..., bounds: Bounds = ..., scale: Param = ...,
+    logits: LogitsSelector = ..., amp: torch.dtype | None = ..., return_result: Literal[False] = ...,
+) -> torch.Tensor: ...
+@overload
+def cw_l2(
+    model: Model, x: torch.Tensor, y: torch.Tensor, *, c: Param = ..., kappa: Param = ..., steps: int = ...,
+    lr: float = ..., targeted: bool = ..., binary_search_steps: int = ..., bounds: Bounds = ..., scale: Param = ...,
+    logits: LogitsSelector = ..., amp: torch.dtype | None = ..., return_result: Literal[True],
+) -> CWResult: ...
+def cw_l2(
+    model: Model,
     x: torch.Tensor,
     y: torch.Tensor,
     *,
@@ -66,6 +80,7 @@ def cw_l2(
     targeted: bool = False,
     binary_search_steps: int = 1,
     bounds: Bounds = (0.0, 1.0),
+    scale: Param = 1.0,
     logits: LogitsSelector = None,
     amp: torch.dtype | None = None,
     return_result: bool = False,
@@ -73,8 +88,8 @@ def cw_l2(
     r"""Carlini-Wagner L2 attack: Adam on ``w`` in ``x' = lo + (hi - lo) * (tanh(w) + 1) / 2``,
     starting from ``x' = x``, minimising per sample::
 
-        ||x' - x||_2^2 + c * max(z_y(x') - max_{j != y} z_j(x'), -kappa)       (untargeted)
-        ||x' - x||_2^2 + c * max(max_{j != t} z_j(x') - z_t(x'), -kappa)       (targeted, t = y)
+        ||(x' - x) / scale||_2^2 + c * max(z_y(x') - max_{j != y} z_j(x'), -kappa)       (untargeted)
+        ||(x' - x) / scale||_2^2 + c * max(max_{j != t} z_j(x') - z_t(x'), -kappa)       (targeted, t = y)
 
     Every iterate is checked as it is evaluated: one whose margin is past ``kappa`` (untargeted:
     ``max_{j != y} z_j - z_y > kappa``; targeted: ``z_t - max_{j != t} z_j > kappa``; with
@@ -117,48 +132,51 @@ def cw_l2(
         bounds: ``(lo, hi)`` of the input space, finite numbers or per-channel tensors ``[C]`` with
             ``lo < hi``. For inputs normalised outside the model use
             ``bounds=((0 - mean) / std, (1 - mean) / std)``.
+        scale: per-channel size of one threat-model unit in input units (``1 / std`` for inputs
+            normalised outside the model, so that the distance minimised, and ``l2`` reported, is in
+            pixel units); number or ``[C]``.
         logits: where the logits are in the model's output: an index, a key or a callable.
         amp: ``torch.bfloat16`` or ``torch.float16`` runs the model under ``torch.autocast`` (see
             :func:`nonrobust_ext.pgd`); ``w``, the distance and Adam stay in float32 (or float64).
-        return_result: return a :class:`CWResult` (per-sample success, L2 norm, constant) instead of
-            the adversarial batch.
+        return_result: return a :class:`CWResult` (per-sample success, margin, L2 norm, constant)
+            instead of the adversarial batch.
 
     Returns:
         The adversarial batch (same shape, dtype, memory format as ``x``), or a :class:`CWResult`
         with ``return_result=True``.
 
     Shape:
-        x: ``[B, C, *]``; y: ``[B]``; c, kappa: scalar or ``[B]``; bounds: scalar or ``[C]``.
+        x: ``[B, C, *]``; y: ``[B]``; c, kappa: scalar or ``[B]``; bounds, scale: scalar or ``[C]``.
     """
+    check_model(model)
     check_batch(x, y)
     c_t = per_sample(c, x, "c", positive=True)
     kappa_t = per_sample(kappa, x, "kappa")
     steps = check_int(steps, "steps", 1)
     binary_search_steps = check_int(binary_search_steps, "binary_search_steps", 1)
+    lr = check_real(lr, "lr", low=0.0, low_inclusive=False)
+    targeted = check_bool(targeted, "targeted")
+    logits = check_selector(logits)
+    return_result = check_bool(return_result, "return_result")
     precision = resolve_amp(amp, x)
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)):
-        raise TypeError(f"lr must be a number, got {type(lr).__name__}")
-    if not math.isfinite(lr) or lr <= 0:
-        raise ValueError(f"lr must be finite and > 0, got {lr!r}")
-    if not isinstance(targeted, bool):
-        raise TypeError(f"targeted must be a bool, got {type(targeted).__name__}")
     if bounds is None:
         raise ValueError("bounds must be finite for cw_l2 (its change of variables maps onto them), got None")
-    lo, hi = parse_bounds(bounds, x)
+    threat = ThreatModel.input_space(x, bounds=bounds, scale=scale)
+    lo, hi = threat.lo, threat.hi
     if not bool(torch.isfinite(lo).all() and torch.isfinite(hi).all() and (lo < hi).all()):
         raise ValueError(
             f"bounds must be finite with lo < hi per channel for cw_l2, got lo={lo.tolist()} hi={hi.tolist()}"
         )
     x = x.detach()
     y = y.long()
-    channel_shape = (1, x.shape[1]) + (1,) * (x.dim() - 2)
-    lo, hi = lo.reshape(channel_shape), hi.reshape(channel_shape)
+    lo, hi = threat.channel_view(lo, x), threat.channel_view(hi, x)
+    unit = threat.channel_view(threat.scale, x)
     half_range = (hi - lo) * 0.5
     x_compute = x.to(lo.dtype)
-    unit = ((x_compute - lo) / (hi - lo) * 2 - 1).clamp(-1, 1)
+    unit_range = ((x_compute - lo) / (hi - lo) * 2 - 1).clamp(-1, 1)
     # atanh in its log form: the same start as torchattacks bit for bit (torch.atanh can differ in
     # the last place), so the two Adam trajectories coincide exactly; +-1 still maps to +-inf.
-    w_start = 0.5 * torch.log((1 + unit) / (1 - unit))
+    w_start = 0.5 * torch.log((1 + unit_range) / (1 - unit_range))
     # Untargeted iterates must beat y by kappa, targeted ones must win by kappa: shifting y's logit
     # by kappa turns both into a plain argmax test (and leaves it bit-exact for kappa = 0).
     kappa_shift = (kappa_t if not targeted else -kappa_t)[:, None]
@@ -166,11 +184,14 @@ def cw_l2(
     best_x = x.clone()
     best_distance = torch.full_like(c_t, math.inf)
     best_c = c_t.clone()
+    best_step = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+    best_search = torch.full_like(best_step, binary_search_steps - 1)
     lower = torch.zeros_like(c_t)
     upper = torch.full_like(c_t, math.inf)
     logits_checked = False
+    watch = FiniteWatch(x.device)
     with eval_mode(model):
-        for _ in range(binary_search_steps):
+        for search in range(binary_search_steps):
             w = w_start.clone().requires_grad_(True)
             optimizer = torch.optim.Adam([w], lr=lr)
             found = torch.zeros_like(best_distance, dtype=torch.bool)
@@ -182,7 +203,8 @@ def cw_l2(
                     if not logits_checked:
                         check_logits(z, y)
                         logits_checked = True
-                    distance = (x_adv - x_compute).square().flatten(1).sum(dim=1)
+                    watch.note(z)
+                    distance = ((x_adv - x_compute) / unit).square().flatten(1).sum(dim=1)
                     y_margin = margin(z.to(lo.dtype), y)
                     hinge = torch.clamp(-y_margin if targeted else y_margin, min=-kappa_t)
                     w.grad = scaled_input_gradient(distance + c_t * hinge, w, precision)
@@ -200,15 +222,23 @@ def cw_l2(
                     closer = fooled & (distance < best_distance)
                     best_distance = torch.where(closer, distance, best_distance)
                     best_c = torch.where(closer, c_t, best_c)
+                    best_step = torch.where(closer, step, best_step)
+                    best_search = torch.where(closer, search, best_search)
                     mask = closer.reshape((-1,) + (1,) * (x.dim() - 1))
                     best_x.copy_(torch.where(mask, x_adv, best_x))
                     found |= fooled
+            # A NaN logit makes `found` meaningless, and with it the next constant: stop here.
+            watch.check()
             upper = torch.where(found, torch.minimum(upper, c_t), upper)
             lower = torch.where(found, lower, torch.maximum(lower, c_t))
             c_t = torch.where(torch.isfinite(upper), (lower + upper) / 2, c_t * 10)
-    if not return_result:
-        return best_x
+        if not return_result:
+            return best_x
+        with torch.no_grad(), precision.autocast():
+            z = check_finite_logits(select_logits(model(best_x), logits)).to(lo.dtype)
     success = torch.isfinite(best_distance)
     best_c = torch.where(success, best_c, lower)
-    l2 = (best_x.to(lo.dtype) - x_compute).flatten(1).norm(dim=1)
-    return CWResult(x_adv=best_x, success=success, l2=l2, c=best_c)
+    return CWResult(
+        x_adv=best_x, success=success, loss=margin(z, y) if targeted else -margin(z, y), steps=best_step,
+        restart=best_search, l2=threat.distance(best_x, x, "l2"), c=best_c,
+    )

@@ -8,47 +8,59 @@ dominated by the one backward pass per candidate class.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal, overload
 
 import torch
 
 from .._params import Param
+from .._validate import check_bool, check_int
 from ._common import (
-    Bounds,
+    AttackResult,
     LogitsSelector,
+    Model,
     check_batch,
-    check_int,
+    check_finite_logits,
     check_logits,
+    check_model,
+    check_selector,
     eval_mode,
-    parse_bounds,
-    per_sample,
+    margin,
     resolve_amp,
     select_logits,
     succeeded,
 )
+from .threat import Bounds, ThreatModel, per_sample
 
 
 @dataclass
-class DeepFoolResult:
-    """What DeepFool found, per sample.
+class DeepFoolResult(AttackResult):
+    """What DeepFool found, per sample: an :class:`AttackResult` (``loss`` is the margin
+    ``max_{k != y} z_k - z_y`` at ``x_adv``, positive where it fools the model; ``steps`` the
+    linearised steps taken, 0 for samples the model already misclassifies; ``restart`` 0) with
 
     Attributes:
-        x_adv: the adversarial batch, same shape, dtype and memory format as x.
-        success: ``[B]`` bool, the model misclassifies ``x_adv``.
-        l2: ``[B]`` L2 norm of ``x_adv - x`` (in the compute dtype: float64 for float64 inputs,
-            float32 otherwise).
-        steps: ``[B]`` linearised steps taken (0 for samples the model already misclassifies).
+        l2: ``[B]`` L2 norm of ``(x_adv - x) / scale`` (threat-model units; with ``scale=1`` the
+            input's), in the compute dtype: float64 for float64 inputs, float32 otherwise.
     """
 
-    x_adv: torch.Tensor
-    success: torch.Tensor
     l2: torch.Tensor
-    steps: torch.Tensor
 
 
+@overload
 def deepfool(
-    model: Callable[[torch.Tensor], object],
+    model: Model, x: torch.Tensor, y: torch.Tensor, *, steps: int = ..., overshoot: Param = ...,
+    num_classes: int | None = ..., bounds: Bounds = ..., scale: Param = ..., logits: LogitsSelector = ...,
+    amp: torch.dtype | None = ..., return_result: Literal[False] = ...,
+) -> torch.Tensor: ...
+@overload
+def deepfool(
+    model: Model, x: torch.Tensor, y: torch.Tensor, *, steps: int = ..., overshoot: Param = ...,
+    num_classes: int | None = ..., bounds: Bounds = ..., scale: Param = ..., logits: LogitsSelector = ...,
+    amp: torch.dtype | None = ..., return_result: Literal[True],
+) -> DeepFoolResult: ...
+def deepfool(
+    model: Model,
     x: torch.Tensor,
     y: torch.Tensor,
     *,
@@ -56,6 +68,7 @@ def deepfool(
     overshoot: Param = 0.02,
     num_classes: int | None = None,
     bounds: Bounds = (0.0, 1.0),
+    scale: Param = 1.0,
     logits: LogitsSelector = None,
     amp: torch.dtype | None = None,
     return_result: bool = False,
@@ -63,11 +76,12 @@ def deepfool(
     r"""DeepFool, L2 version: repeatedly step to the nearest boundary of the linearised classifier.
 
     At the current point ``x_i`` of a sample still classified as ``y``, with ``f_k = z_k(x_i) - z_y(x_i)``
-    and ``w_k = grad_x f_k`` for every candidate class ``k != y``::
+    and ``w_k = grad_u f_k`` (the gradient in threat-model units ``u = x / scale``, that is
+    ``scale * grad_x f_k``) for every candidate class ``k != y``::
 
         l   = argmin_k |f_k| / ||w_k||_2
-        r_i = |f_l| / ||w_l||_2^2 * w_l
-        x_{i+1} = clip_bounds( x_i + (1 + overshoot) * r_i )
+        r_i = |f_l| / ||w_l||_2^2 * w_l                    (a step in u; scale * r_i in x)
+        x_{i+1} = clip_bounds( x_i + (1 + overshoot) * scale * r_i )
 
     until the model misclassifies the sample or ``steps`` steps are taken. Without clipping this is
     the paper's ``x + (1 + overshoot) * sum_i r_i``; applying the overshoot and the clip at every step
@@ -95,32 +109,38 @@ def deepfool(
             ``num_classes - 1``).
         bounds: ``(lo, hi)`` of the input space, numbers or per-channel tensors ``[C]``; ``None`` for
             unbounded inputs.
+        scale: per-channel size of one threat-model unit in input units (``1 / std`` for inputs
+            normalised outside the model, so that the perturbation is minimal, and ``l2`` reported,
+            in pixel units); number or ``[C]``.
         logits: where the logits are in the model's output: an index, a key or a callable.
         amp: ``torch.bfloat16`` or ``torch.float16`` runs the model under ``torch.autocast`` (see
             :func:`nonrobust_ext.pgd`). The linearisation then uses half-precision logits, so the
             boundary estimate, and with it the minimal norm, is coarser than in float32.
-        return_result: return a :class:`DeepFoolResult` (per-sample success, L2 norm, steps) instead
-            of the adversarial batch.
+        return_result: return a :class:`DeepFoolResult` (per-sample success, margin, steps, L2 norm)
+            instead of the adversarial batch.
 
     Returns:
         The adversarial batch (same shape, dtype, memory format as ``x``), or a
         :class:`DeepFoolResult` with ``return_result=True``.
 
     Shape:
-        x: ``[B, C, *]``; y: ``[B]``; overshoot: scalar or ``[B]``; bounds: scalar or ``[C]``.
+        x: ``[B, C, *]``; y: ``[B]``; overshoot: scalar or ``[B]``; bounds, scale: scalar or ``[C]``.
     """
+    check_model(model)
     check_batch(x, y)
     steps = check_int(steps, "steps", 1)
-    precision = resolve_amp(amp, x)
+    threat = ThreatModel.input_space(x, bounds=bounds, scale=scale)
     overshoot_t = per_sample(overshoot, x, "overshoot")
     if num_classes is not None:
         num_classes = check_int(num_classes, "num_classes", 2)
-    lo, hi = parse_bounds(bounds, x)
+    logits = check_selector(logits)
+    return_result = check_bool(return_result, "return_result")
+    precision = resolve_amp(amp, x)
     x = x.detach()
     y = y.long()
-    channel_shape = (1, x.shape[1]) + (1,) * (x.dim() - 2)
-    lo, hi = lo.reshape(channel_shape), hi.reshape(channel_shape)
-    compute_dtype = lo.dtype
+    compute_dtype = threat.scale.dtype
+    # The scale per element of a flattened sample, for the Jacobian rows [rows, classes, C * H * W].
+    unit = threat.scale.reshape((-1,) + (1,) * (x.dim() - 2)).expand(x.shape[1:]).reshape(-1)
 
     x_adv = x.clone()
     active = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
@@ -139,6 +159,7 @@ def deepfool(
                 if candidates is None:
                     check_logits(z, y)
                     candidates = _candidate_classes(z.detach(), y, num_classes)
+                check_finite_logits(z.detach())
                 still_correct = ~succeeded(z.detach(), y[rows], targeted=False)
                 active[rows] = still_correct
                 if not bool(still_correct.any()):
@@ -148,7 +169,8 @@ def deepfool(
                 f = z.gather(1, cand) - z.gather(1, y[rows, None])
                 w = _rows_of_jacobian(f, x_req, precision.loss_scale)
             f = f.detach().to(compute_dtype)
-            w = w.to(compute_dtype)
+            # Gradients in threat-model units (u = x / scale): d f / d u = scale * d f / d x.
+            w = w.to(compute_dtype) * unit
             w_norm = w.norm(dim=2)
             # A class whose margin has no gradient cannot be reached by a linear step.
             distance = torch.where(w_norm > 0, f.abs() / w_norm, torch.full_like(w_norm, torch.inf))
@@ -158,18 +180,23 @@ def deepfool(
             w_l = w[torch.arange(len(rows), device=x.device), nearest]
             norm_l = w_norm.gather(1, nearest[:, None])
             # Unreachable rows divide by zero here; they are not written back.
-            step = (1 + overshoot_t[rows, None]) * f_l.abs() / norm_l**2 * w_l
-            moved = x_req.detach().to(compute_dtype) + step.reshape(x_req.shape)
-            moved = torch.minimum(torch.maximum(moved, lo), hi).to(x.dtype)
+            step = (1 + overshoot_t[rows, None]) * f_l.abs() / norm_l**2 * w_l * unit
+            moved = threat.clip(x_req.detach().to(compute_dtype) + step.reshape(x_req.shape))
+            # A step that overflows (a near-flat margin on unbounded inputs) is no step: the sample
+            # stops where it is rather than at an infinite distance.
+            reachable &= torch.isfinite(moved).flatten(1).all(dim=1)
+            moved = moved.to(x.dtype)
             x_adv[rows[reachable]] = moved[reachable]
             taken[rows[reachable]] += 1
             active[rows] = reachable
         if not return_result:
             return x_adv
         with torch.no_grad(), precision.autocast():
-            success = succeeded(select_logits(model(x_adv), logits), y, targeted=False)
-    l2 = (x_adv.to(compute_dtype) - x.to(compute_dtype)).flatten(1).norm(dim=1)
-    return DeepFoolResult(x_adv=x_adv, success=success, l2=l2, steps=taken)
+            z = check_finite_logits(select_logits(model(x_adv), logits)).to(compute_dtype)
+    return DeepFoolResult(
+        x_adv=x_adv, success=succeeded(z, y, targeted=False), loss=-margin(z, y), steps=taken,
+        restart=torch.zeros_like(taken), l2=threat.distance(x_adv, x, "l2"),
+    )
 
 
 def _candidate_classes(z: torch.Tensor, y: torch.Tensor, num_classes: int | None) -> torch.Tensor:

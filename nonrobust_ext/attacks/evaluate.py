@@ -3,18 +3,35 @@
 Samples the model already misclassifies are not attacked (they are counted as non-robust and their
 clean input stands in for the adversarial one): the attack runs on the correctly classified part
 of each batch only, which saves work in proportion to the error rate.
+
+Every argument and every batch is checked before anything is counted: an accuracy is a count over
+samples the model really classified, never a number over zero samples, over labels that broadcast
+against images of another length, or over NaN images.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+import inspect
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Union
 
 import torch
 
-from ._common import LogitsSelector, eval_mode, select_logits
-from .registry import ATTACKS, AttackFn  # noqa: F401  (AttackFn: re-exported)
+from .._progress import progress_bar
+from .._validate import check_bool, check_int, check_nonempty, check_optional_int, check_real, check_sequence, is_real
+from ._common import (
+    LogitsSelector,
+    check_finite_logits,
+    check_images,
+    check_labels,
+    check_logits,
+    check_model,
+    check_selector,
+    eval_mode,
+    select_logits,
+)
+from .registry import ATTACKS, AttackFn
 
 Data = Union[Iterable[Any], tuple[torch.Tensor, torch.Tensor]]
 
@@ -23,9 +40,13 @@ Data = Union[Iterable[Any], tuple[torch.Tensor, torch.Tensor]]
 class RobustnessReport:
     """What :func:`robust_accuracy` measured.
 
+    A report exists only over at least one sample, with one count and one confidence per radius:
+    constructing one otherwise raises ``ValueError``, so its accuracies are always counts divided by
+    the samples they were counted over.
+
     Attributes:
         eps: the radii, in the order given.
-        num_samples: samples evaluated.
+        num_samples: samples evaluated (>= 1).
         clean_correct: correctly classified clean samples.
         robust_correct: per eps, samples still correct under attack.
         clean_confidence: mean softmax probability of the true label on clean inputs.
@@ -40,13 +61,23 @@ class RobustnessReport:
     clean_confidence: float
     adversarial_confidence: list[float]
 
+    def __post_init__(self) -> None:
+        check_nonempty(check_int(self.num_samples, "num_samples"), "the evaluated data")
+        check_int(self.clean_correct, "clean_correct", 0, self.num_samples)
+        if len(self.robust_correct) != len(self.eps) or len(self.adversarial_confidence) != len(self.eps):
+            raise ValueError(f"robust_correct and adversarial_confidence must hold one value per eps "
+                             f"({len(self.eps)}), got {len(self.robust_correct)} and "
+                             f"{len(self.adversarial_confidence)}")
+        for i, count in enumerate(self.robust_correct):
+            check_int(count, f"robust_correct[{i}]", 0, self.clean_correct)
+
     @property
     def clean_accuracy(self) -> float:
-        return self.clean_correct / max(self.num_samples, 1)
+        return self.clean_correct / self.num_samples
 
     @property
     def robust_accuracy(self) -> list[float]:
-        return [c / max(self.num_samples, 1) for c in self.robust_correct]
+        return [c / self.num_samples for c in self.robust_correct]
 
     def as_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -55,21 +86,46 @@ class RobustnessReport:
         return out
 
 
-def _batches(data: Data, batch_size: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+def _checked_batch(x: object, y: object, where: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x, y)`` of one batch, checked as an attack checks its input (the message says which batch)."""
+    try:
+        x = check_images(x)
+        # Labels may sit on another device than the images: both move to the evaluation device.
+        y = check_labels(y.to(x.device) if isinstance(y, torch.Tensor) else y, x)
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"{where}: {error}") from None
+    return x, y
+
+
+def _batches(data: Data, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The ``(x, y)`` batches of ``data``, each checked before it is yielded."""
     if isinstance(data, tuple) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
-        x, y = data
+        x, y = _checked_batch(data[0], data[1], "data")
         for i in range(0, len(x), batch_size):
             yield x[i : i + batch_size], y[i : i + batch_size]
         return
-    for batch in data:
+    if isinstance(data, (torch.Tensor, str, bytes)) or not isinstance(data, Iterable):
+        raise TypeError(f"data must be a pair of tensors (x, y) or an iterable of (x, y) batches, "
+                        f"got {type(data).__name__}")
+    for index, batch in enumerate(data):
         if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-            raise TypeError("data must yield (x, y) batches, e.g. a DataLoader over (image, label) pairs")
-        yield batch[0], batch[1]
+            raise TypeError(f"data must yield (x, y) batches, e.g. a DataLoader over (image, label) pairs; "
+                            f"batch {index} is a {type(batch).__name__}")
+        yield _checked_batch(batch[0], batch[1], f"data batch {index}")
 
 
-def true_label_probability(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``[B]`` softmax probability of the true label (the study's confidence measure), in float32."""
-    return torch.softmax(logits.float(), dim=1).gather(1, y[:, None]).squeeze(1)
+def _radii(eps: object) -> list[float]:
+    """``eps`` as a non-empty list of finite radii >= 0 (a list, tuple or 1-D tensor/array)."""
+    if is_real(eps) or getattr(eps, "ndim", None) == 0:
+        raise TypeError(f"eps must be a list of radii (e.g. eps=[{eps}]), got a single number")
+    if isinstance(eps, torch.Tensor) or (hasattr(eps, "__array__") and hasattr(eps, "tolist")):
+        if eps.ndim != 1:  # type: ignore[attr-defined]
+            raise ValueError(f"eps must list the radii in one dimension, got shape {tuple(eps.shape)}")  # type: ignore[attr-defined]
+        eps = eps.tolist()  # type: ignore[attr-defined]
+    radii = check_sequence(eps, "eps", nonempty=False)
+    if not radii:
+        raise ValueError("eps must list at least one radius")
+    return [check_real(e, "eps", low=0.0) for e in radii]
 
 
 def robust_accuracy(
@@ -94,50 +150,57 @@ def robust_accuracy(
     Args:
         model: the classifier (evaluated in eval mode; its modes are restored afterwards).
         data: an iterable of ``(x, y)`` batches (e.g. a DataLoader), or a pair of tensors
-            ``(x, y)`` split into batches of ``batch_size``.
-        eps: the radii to evaluate, each >= 0 (0 gives the clean accuracy).
+            ``(x, y)`` split into batches of ``batch_size``. Each ``x`` a finite floating-point
+            batch, each ``y`` its ``[B]`` integer labels.
+        eps: the radii to evaluate, a list of finite numbers >= 0 (0 gives the clean accuracy).
         attack: a name in :data:`ATTACKS` (``"pgd"``, ``"fgsm"``, ``"bim"``, ...) or a callable
             ``attack(model, x, y, eps=..., **attack_kwargs)`` returning the adversarial batch.
         device: where to evaluate (default: where the model's parameters are).
         logits: where the logits are in the model's output (index, key or callable); also passed to
             named attacks.
-        batch_size: batch size when ``data`` is a pair of tensors.
-        max_batches: stop after this many batches.
+        batch_size: batch size when ``data`` is a pair of tensors (>= 1).
+        max_batches: stop after this many batches (>= 1; None: all of them).
         progress: show a progress bar (tqdm, when installed).
-        attack_kwargs: passed to the attack (e.g. ``steps=20, norm="l2", seed=0``). With ``pgd`` or
-            ``bim``, ``early_stop=True`` gives the same robust accuracy for much less work when most
-            samples fall early, but the adversarial confidence is then measured at each sample's first
-            fooling point rather than after all steps, so it is off by default.
+        attack_kwargs: passed to the attack (e.g. ``steps=20, norm="l2", seed=0``). With the iterative
+            attacks (``pgd``, ``bim``, ``apgd``, ``mifgsm``, ``difgsm``), ``early_stop=True`` gives
+            the same robust accuracy for much less work when most samples fall early, but the
+            adversarial confidence is then measured at each sample's first fooling point rather than
+            after all steps, so it is off by default.
 
     Returns:
-        A :class:`RobustnessReport`.
+        A :class:`RobustnessReport` over at least one sample.
+
+    Raises:
+        TypeError: an argument, a batch or its labels of the wrong type; a keyword argument the named
+            attack does not take.
+        ValueError: a bad value (eps NaN, infinite, negative or empty; batch_size or max_batches < 1;
+            a device that does not exist here;
+            x and y of different lengths; NaN or infinite images; labels outside the model's
+            classes; NaN logits), or data that holds no samples.
     """
-    eps_list = [float(e) for e in eps]
-    if not eps_list:
-        raise ValueError("eps must list at least one radius")
-    if any(not e >= 0 for e in eps_list):
-        raise ValueError(f"eps must be >= 0, got {eps_list}")
+    check_model(model)
+    eps_list = _radii(eps)
+    batch_size = check_int(batch_size, "batch_size", 1)
+    max_batches = check_optional_int(max_batches, "max_batches", 1)
+    progress = check_bool(progress, "progress")
+    logits = check_selector(logits)
     if isinstance(attack, str):
         if attack not in ATTACKS:
             raise ValueError(f"attack must be one of {sorted(ATTACKS)} or a callable, got {attack!r}")
         attack_fn = ATTACKS[attack]
         attack_kwargs = {"logits": logits, **attack_kwargs}
+        _check_attack_kwargs(attack, attack_fn, attack_kwargs)
     elif callable(attack):
         attack_fn = attack
     else:
         raise TypeError(f"attack must be a name or a callable, got {type(attack).__name__}")
     if device is None:
-        first = next(iter(model.parameters()), None)
+        first = next(iter(model.parameters()), None) if isinstance(model, torch.nn.Module) else None
         device = first.device if first is not None else torch.device("cpu")
+    device = _check_device(device)
 
-    batches: Iterable[tuple[torch.Tensor, torch.Tensor]] = _batches(data, batch_size)
-    if progress:
-        try:
-            from tqdm.auto import tqdm
-
-            batches = tqdm(batches, desc="robust accuracy", unit="batch")
-        except ImportError:
-            pass
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]] = progress_bar(
+        _batches(data, batch_size), description="robust accuracy", enabled=progress, unit="batch")
 
     total = clean_correct = 0
     robust_correct = [0] * len(eps_list)
@@ -149,7 +212,8 @@ def robust_accuracy(
                 break
             x, y = x.to(device), y.to(device).long()
             with torch.no_grad():
-                clean_logits = select_logits(model(x), logits)
+                clean_logits = check_finite_logits(select_logits(model(x), logits))
+            check_logits(clean_logits, y)
             correct = clean_logits.argmax(1) == y
             clean_p = true_label_probability(clean_logits, y)
             total += len(y)
@@ -160,19 +224,60 @@ def robust_accuracy(
                 p = clean_p.clone()
                 if e > 0 and len(keep):
                     x_adv = attack_fn(model, x[keep], y[keep], eps=e, **attack_kwargs)
+                    _check_adversarial(x_adv, x[keep])
                     with torch.no_grad():
-                        adv_logits = select_logits(model(x_adv), logits)
+                        adv_logits = check_finite_logits(select_logits(model(x_adv), logits))
                     robust_correct[k] += int((adv_logits.argmax(1) == y[keep]).sum())
                     p[keep] = true_label_probability(adv_logits, y[keep])
                 else:
                     robust_correct[k] += len(keep)
                 adv_conf[k] += float(p.sum())
-    n = max(total, 1)
+    check_nonempty(total, "data")
     return RobustnessReport(
         eps=eps_list,
         num_samples=total,
         clean_correct=clean_correct,
         robust_correct=robust_correct,
-        clean_confidence=clean_conf / n,
-        adversarial_confidence=[c / n for c in adv_conf],
+        clean_confidence=clean_conf / total,
+        adversarial_confidence=[c / total for c in adv_conf],
     )
+
+
+def true_label_probability(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``[B]`` softmax probability of the true label (the study's confidence measure), in float32."""
+    return torch.softmax(logits.float(), dim=1).gather(1, y[:, None]).squeeze(1)
+
+
+def _check_attack_kwargs(name: str, fn: AttackFn, kwargs: dict[str, Any]) -> None:
+    """Refuse, before any batch is attacked, keyword arguments the named attack does not take."""
+    parameters = inspect.signature(fn).parameters
+    reserved = {"model", "x", "y", "eps"}
+    for key in kwargs:
+        if key in reserved:
+            raise TypeError(f"{key} is set by robust_accuracy; do not pass it to the attack")
+        if key not in parameters:
+            accepted = sorted(p for p in parameters if p not in reserved)
+            raise TypeError(f"{key} is not an option of attack={name!r} (it takes {', '.join(accepted)})")
+
+
+def _check_device(device: object) -> torch.device:
+    """A device this process can evaluate on."""
+    if not isinstance(device, (torch.device, str)):
+        raise TypeError(f"device must be a torch.device or a string such as 'cpu' or 'cuda:0', "
+                        f"got {type(device).__name__}")
+    try:
+        device = torch.device(device)
+    except RuntimeError as error:
+        raise ValueError(f"device must name a device such as 'cpu' or 'cuda:0', got {device!r} ({error})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device is {device} but no CUDA device is available")
+    return device
+
+
+def _check_adversarial(x_adv: object, x: torch.Tensor) -> None:
+    """What a callable attack returned is an adversarial batch for ``x``."""
+    if not isinstance(x_adv, torch.Tensor):
+        raise TypeError(f"attack must return the adversarial batch (a tensor), got {type(x_adv).__name__}")
+    if x_adv.shape != x.shape:
+        raise ValueError(f"attack must return an adversarial batch shaped like its input {tuple(x.shape)}, "
+                         f"got {tuple(x_adv.shape)}")

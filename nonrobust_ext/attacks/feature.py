@@ -10,20 +10,23 @@ from collections.abc import Callable
 
 import torch
 
-from .. import ops
 from .._params import Param
+from .._validate import check_bool, check_int
 from ._common import (
-    Bounds,
-    check_int,
+    FiniteWatch,
+    check_images,
+    check_model,
     eval_mode,
-    parse_bounds,
-    per_sample,
     resolve_amp,
     resolve_generator,
-    scale_param,
     scaled_input_gradient,
 )
-from .pgd import _STEP_OPS
+from .threat import Bounds, ThreatModel
+
+NONFINITE_EMBEDDING = (
+    "embed's output holds NaN or infinite embeddings: the feature distance the attack ascends is then NaN. "
+    "Check the embedding function (a float16 forward overflows above 65504) and its input"
+)
 
 
 def feature_pgd(
@@ -65,35 +68,39 @@ def feature_pgd(
     Shape:
         x: ``[B, C, *]``; eps, alpha: scalar or ``[B]``; bounds, scale: scalar or ``[C]``.
     """
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() < 2:
-        raise TypeError("x must be a floating-point batch [B, C, ...]")
+    check_model(embed, "embed")
+    check_images(x)
     steps = check_int(steps, "steps", 1)
-    if norm not in _STEP_OPS:
-        raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
+    threat = ThreatModel.resolve(x, eps=eps, norm=norm, bounds=bounds, scale=scale, alpha=alpha,
+                                 default_alpha=lambda e: 2.5 * e / steps)
+    random_start = check_bool(random_start, "random_start")
     precision = resolve_amp(amp, x)
-    eps_t = per_sample(eps, x, "eps")
-    alpha_t = 2.5 * eps_t / steps if alpha is None else per_sample(alpha, x, "alpha")
-    params = {"eps": eps_t, "lo": None, "hi": None, "scale": scale_param(scale, x)}
-    params["lo"], params["hi"] = parse_bounds(bounds, x)
     generator = resolve_generator(seed, generator)
     if module is None:
         module = embed if isinstance(embed, torch.nn.Module) else getattr(embed, "__self__", None)
+    elif not isinstance(module, torch.nn.Module):
+        raise TypeError(f"module must be an nn.Module or None, got {type(module).__name__}")
     x = x.detach()
+    watch = FiniteWatch(x.device, NONFINITE_EMBEDDING)
 
     with eval_mode(module):
         with torch.no_grad(), precision.autocast():
             clean = _check_embedding(embed(x), x).float()
+        if clean.numel() and not bool(torch.isfinite(clean).all()):
+            raise ValueError(NONFINITE_EMBEDDING)
         x_adv = x.clone()
         if random_start:
-            ops.random_init_(x_adv, x, norm=norm, generator=generator, **params)
+            threat.random_init_(x_adv, x, generator=generator)
         for _ in range(steps):
             x_req = x_adv.detach().requires_grad_(True)
             with torch.enable_grad():
                 with precision.autocast():
                     emb = _check_embedding(embed(x_req), x)
+                watch.note(emb)
                 distance = (emb.float() - clean).square().sum(dim=1)
                 grad = scaled_input_gradient(distance, x_req, precision)
-            _STEP_OPS[norm](x_adv, grad.to(x_adv.dtype), x, alpha=alpha_t, **params)
+            threat.step_(x_adv, grad.to(x_adv.dtype), x)
+    watch.check()
     return x_adv
 
 

@@ -3,41 +3,56 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from typing import Literal, overload
 
 import torch
 
-from .. import ops
 from .._params import Param
+from .._validate import check_bool, check_int
 from ._common import (
     AttackResult,
-    Bounds,
+    FiniteWatch,
     LogitsSelector,
     LossFn,
+    Model,
     Precision,
     check_batch,
-    check_int,
     check_logits,
+    check_model,
+    check_selector,
+    check_start,
     eval_mode,
     keep_better,
     outcome_at,
-    parse_bounds,
-    per_sample,
     per_sample_loss,
     resolve_amp,
     resolve_generator,
     resolve_loss,
-    scale_param,
     scaled_input_gradient,
     select_logits,
     succeeded,
 )
+from .threat import Bounds, ThreatModel
 
-_STEP_OPS: dict[str, Callable[..., None]] = {"linf": ops.linf_step_, "l2": ops.l2_step_}
 
-
+@overload
 def pgd(
-    model: Callable[[torch.Tensor], object],
+    model: Model, x: torch.Tensor, y: torch.Tensor, *, eps: Param, steps: int = ..., alpha: Param | None = ...,
+    norm: str = ..., random_start: bool = ..., restarts: int = ..., targeted: bool = ..., loss: str | LossFn = ...,
+    bounds: Bounds = ..., scale: Param = ..., early_stop: bool = ..., logits: LogitsSelector = ...,
+    seed: int | None = ..., generator: torch.Generator | None = ..., x_init: torch.Tensor | None = ...,
+    amp: torch.dtype | None = ..., cuda_graph: bool = ..., return_result: Literal[False] = ...,
+) -> torch.Tensor: ...
+@overload
+def pgd(
+    model: Model, x: torch.Tensor, y: torch.Tensor, *, eps: Param, steps: int = ..., alpha: Param | None = ...,
+    norm: str = ..., random_start: bool = ..., restarts: int = ..., targeted: bool = ..., loss: str | LossFn = ...,
+    bounds: Bounds = ..., scale: Param = ..., early_stop: bool = ..., logits: LogitsSelector = ...,
+    seed: int | None = ..., generator: torch.Generator | None = ..., x_init: torch.Tensor | None = ...,
+    amp: torch.dtype | None = ..., cuda_graph: bool = ..., return_result: Literal[True],
+) -> AttackResult: ...
+def pgd(
+    model: Model,
     x: torch.Tensor,
     y: torch.Tensor,
     *,
@@ -117,26 +132,53 @@ def pgd(
     Shape:
         x: ``[B, C, *]``; y: ``[B]``; eps, alpha: scalar or ``[B]``; bounds, scale: scalar or ``[C]``.
     """
+    check_model(model)
     check_batch(x, y)
     steps = check_int(steps, "steps", 1)
-    precision = resolve_amp(amp, x)
+    threat = ThreatModel.resolve(x, eps=eps, norm=norm, bounds=bounds, scale=scale, alpha=alpha,
+                                 default_alpha=lambda e: 2.5 * e / steps)
+    return run_pgd(
+        model, x, y, threat, steps=steps, random_start=random_start, restarts=restarts, targeted=targeted, loss=loss,
+        early_stop=early_stop, logits=logits, seed=seed, generator=generator, x_init=x_init, amp=amp,
+        cuda_graph=cuda_graph, return_result=return_result,
+    )
+
+
+def run_pgd(
+    model: Model,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    threat: ThreatModel,
+    *,
+    steps: int,
+    random_start: bool,
+    restarts: int,
+    targeted: bool,
+    loss: str | LossFn,
+    early_stop: bool,
+    logits: LogitsSelector,
+    seed: int | None,
+    generator: torch.Generator | None,
+    x_init: torch.Tensor | None,
+    amp: torch.dtype | None,
+    cuda_graph: bool,
+    return_result: bool,
+) -> torch.Tensor | AttackResult:
+    """PGD's loop in ``threat`` (resolved, with its step size): what :func:`pgd`, :func:`bim` and
+    :func:`fgsm` run once they have checked ``model``, ``x``, ``y`` and ``steps``. The remaining
+    options are checked here."""
     restarts = check_int(restarts, "restarts", 1)
-    if norm not in _STEP_OPS:
-        raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
-    if not isinstance(cuda_graph, bool):
-        raise TypeError(f"cuda_graph must be a bool, got {type(cuda_graph).__name__}")
-    eps_t = per_sample(eps, x, "eps")
-    alpha_t = 2.5 * eps_t / steps if alpha is None else per_sample(alpha, x, "alpha")
-    scale_t = scale_param(scale, x)
-    lo, hi = parse_bounds(bounds, x)
+    random_start = check_bool(random_start, "random_start")
+    early_stop = check_bool(early_stop, "early_stop")
+    cuda_graph = check_bool(cuda_graph, "cuda_graph")
+    return_result = check_bool(return_result, "return_result")
     loss_fn = resolve_loss(loss, targeted)
+    logits = check_selector(logits)
+    precision = resolve_amp(amp, x)
     generator = resolve_generator(seed, generator)
-    if x_init is not None:
-        if not isinstance(x_init, torch.Tensor) or x_init.shape != x.shape:
-            raise ValueError(f"x_init must be a tensor shaped like x {tuple(x.shape)}")
+    x_init = check_start(x_init, x)
     x = x.detach()
     y = y.long()
-    params = {"eps": eps_t, "lo": lo, "hi": hi, "scale": scale_t}
     graph = _graph_if_possible(x) if cuda_graph else None
 
     # The loop's state lives in buffers allocated once and updated in place: the steps allocate
@@ -144,9 +186,10 @@ def pgd(
     x_adv = torch.empty_like(x)
     taken = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
     active = torch.ones(x.shape[0], dtype=torch.bool, device=x.device) if early_stop else None
+    watch = FiniteWatch(x.device)
     loop = _StepLoop(
-        model, x, y, x_adv, taken, active, step_op=_STEP_OPS[norm], alpha=alpha_t, params=params,
-        loss_fn=loss_fn, logits=logits, targeted=targeted, precision=precision,
+        model, x, y, x_adv, taken, active, threat=threat, loss_fn=loss_fn, logits=logits, targeted=targeted,
+        precision=precision, watch=watch,
     )
     with eval_mode(model):
         best: AttackResult | None = None
@@ -164,12 +207,14 @@ def pgd(
             if r == 0 and x_init is not None:
                 x_adv.copy_(x_init.detach())
             elif random_start:
-                ops.random_init_(x_adv, x, norm=norm, active=active, generator=generator, **params)
+                threat.random_init_(x_adv, x, active=active, generator=generator)
             taken.zero_()
             if graph is not None:
                 graph = loop.run_graphed(steps, graph)
             else:
                 loop.run_eager(steps)
+            # Before anything is returned: a NaN logit on the way voids every verdict.
+            watch.check()
             if restarts == 1 and not return_result:
                 return x_adv
             success, value = outcome_at(model, x_adv, y, loss_fn, logits, targeted, precision)
@@ -192,24 +237,24 @@ class _StepLoop:
 
     def __init__(
         self,
-        model: Callable[[torch.Tensor], object],
+        model: Model,
         x: torch.Tensor,
         y: torch.Tensor,
         x_adv: torch.Tensor,
         taken: torch.Tensor,
         active: torch.Tensor | None,
         *,
-        step_op: Callable[..., None],
-        alpha: torch.Tensor,
-        params: dict[str, torch.Tensor],
+        threat: ThreatModel,
         loss_fn: LossFn,
         logits: LogitsSelector,
         targeted: bool,
         precision: Precision,
+        watch: FiniteWatch,
     ) -> None:
         self.model, self.x, self.y, self.x_adv, self.taken, self.active = model, x, y, x_adv, taken, active
-        self.step_op, self.alpha, self.params = step_op, alpha, params
+        self.threat = threat
         self.loss_fn, self.logits, self.targeted, self.precision = loss_fn, logits, targeted, precision
+        self.watch = watch
         self.logits_checked = False
 
     def forward(
@@ -223,6 +268,8 @@ class _StepLoop:
                 check_logits(z, y)
                 self.logits_checked = True
             value = per_sample_loss(self.loss_fn, z, y)
+        # Recorded on the device (no synchronisation, capturable); raised on after the loop.
+        self.watch.note(z, value)
         return x_req, value, succeeded(z.detach(), y, self.targeted)
 
     def full_step(self, *, capturing: bool = False) -> None:
@@ -231,8 +278,7 @@ class _StepLoop:
         if self.active is not None:
             self.active.logical_and_(~fooled)
         grad = scaled_input_gradient(value, x_req, self.precision)
-        self.step_op(self.x_adv, grad.to(self.x_adv.dtype), self.x, alpha=self.alpha, active=self.active,
-                     **self.params)
+        self.threat.step_(self.x_adv, grad.to(self.x_adv.dtype), self.x, active=self.active)
         self.taken.add_(1 if self.active is None else self.active)
 
     def compacted_step(self, rows: torch.Tensor) -> bool:
@@ -246,8 +292,7 @@ class _StepLoop:
             return False
         grad = scaled_input_gradient(value, x_req, self.precision)
         moved = x_req.detach()
-        params = {**self.params, "eps": self.params["eps"][rows]}
-        self.step_op(moved, grad.to(moved.dtype), self.x[rows], alpha=self.alpha[rows], active=still, **params)
+        self.threat.rows(rows).step_(moved, grad.to(moved.dtype), self.x[rows], active=still)
         self.x_adv[rows] = moved
         self.taken[rows] += still
         return True
@@ -313,8 +358,22 @@ def _graph_if_possible(x: torch.Tensor) -> _Graph | None:
     return None
 
 
+@overload
 def fgsm(
-    model: Callable[[torch.Tensor], object],
+    model: Model, x: torch.Tensor, y: torch.Tensor, *, eps: Param, random_start: bool = ...,
+    alpha: Param | None = ..., targeted: bool = ..., loss: str | LossFn = ..., bounds: Bounds = ...,
+    scale: Param = ..., logits: LogitsSelector = ..., seed: int | None = ...,
+    generator: torch.Generator | None = ..., amp: torch.dtype | None = ..., return_result: Literal[False] = ...,
+) -> torch.Tensor: ...
+@overload
+def fgsm(
+    model: Model, x: torch.Tensor, y: torch.Tensor, *, eps: Param, random_start: bool = ...,
+    alpha: Param | None = ..., targeted: bool = ..., loss: str | LossFn = ..., bounds: Bounds = ...,
+    scale: Param = ..., logits: LogitsSelector = ..., seed: int | None = ...,
+    generator: torch.Generator | None = ..., amp: torch.dtype | None = ..., return_result: Literal[True],
+) -> AttackResult: ...
+def fgsm(
+    model: Model,
     x: torch.Tensor,
     y: torch.Tensor,
     *,
@@ -342,11 +401,16 @@ def fgsm(
     Returns:
         The adversarial batch, or an :class:`AttackResult` with ``return_result=True``.
     """
+    check_model(model)
     check_batch(x, y)
-    if alpha is None:
-        alpha = per_sample(eps, x, "eps") * (1.25 if random_start else 1.0)
-    return pgd(
-        model, x, y, eps=eps, steps=1, alpha=alpha, norm="linf", random_start=random_start, restarts=1,
-        targeted=targeted, loss=loss, bounds=bounds, scale=scale, logits=logits, seed=seed,
-        generator=generator, amp=amp, return_result=return_result,
+    random_start = check_bool(random_start, "random_start")
+    threat = ThreatModel.resolve(x, eps=eps, norm="linf", bounds=bounds, scale=scale, alpha=alpha,
+                                 default_alpha=lambda e: e * (1.25 if random_start else 1.0))
+    return run_pgd(
+        model, x, y, threat, steps=1, random_start=random_start, restarts=1, targeted=targeted, loss=loss,
+        early_stop=False, logits=logits, seed=seed, generator=generator, x_init=None, amp=amp, cuda_graph=False,
+        return_result=return_result,
     )
+
+
+__all__ = ["fgsm", "pgd", "run_pgd"]

@@ -7,37 +7,54 @@ measure how much non-robustness a fine-tuned model shares with its pretrained so
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal, overload
 
 import torch
 import torch.nn.functional as F
 
-from .. import ops
 from .._params import Param, opmath_dtype
+from .._validate import check_bool, check_choice, check_int, check_real
 from ._common import (
     AttackResult,
-    Bounds,
+    FiniteWatch,
     LogitsSelector,
     LossFn,
+    Model,
+    Precision,
     check_batch,
-    check_int,
-    check_real,
+    check_logits,
+    check_model,
+    check_selector,
     eval_mode,
     input_gradient,
     outcome_at,
-    parse_bounds,
-    per_sample,
     resolve_amp,
     resolve_generator,
     resolve_loss,
-    scale_param,
+    select_logits,
+    succeeded,
 )
-from .pgd import pgd
+from .pgd import run_pgd
+from .threat import Bounds, ThreatModel
 
 _INTERPOLATIONS = ("nearest", "bilinear")
 
 
+@overload
 def bim(
-    model: Callable[[torch.Tensor], object],
+    model: Model, x: torch.Tensor, y: torch.Tensor, *, eps: Param, steps: int = ..., alpha: Param | None = ...,
+    targeted: bool = ..., loss: str | LossFn = ..., bounds: Bounds = ..., scale: Param = ...,
+    early_stop: bool = ..., logits: LogitsSelector = ..., amp: torch.dtype | None = ...,
+    return_result: Literal[False] = ...,
+) -> torch.Tensor: ...
+@overload
+def bim(
+    model: Model, x: torch.Tensor, y: torch.Tensor, *, eps: Param, steps: int = ..., alpha: Param | None = ...,
+    targeted: bool = ..., loss: str | LossFn = ..., bounds: Bounds = ..., scale: Param = ...,
+    early_stop: bool = ..., logits: LogitsSelector = ..., amp: torch.dtype | None = ..., return_result: Literal[True],
+) -> AttackResult: ...
+def bim(
+    model: Model,
     x: torch.Tensor,
     y: torch.Tensor,
     *,
@@ -79,19 +96,36 @@ def bim(
     Shape:
         x: ``[B, C, *]``; y: ``[B]``; eps, alpha: scalar or ``[B]``; bounds, scale: scalar or ``[C]``.
     """
+    check_model(model)
     check_batch(x, y)
     steps = check_int(steps, "steps", 1)
-    if alpha is None:
-        alpha = per_sample(eps, x, "eps") / steps
-    return pgd(
-        model, x, y, eps=eps, steps=steps, alpha=alpha, norm="linf", random_start=False, restarts=1,
-        targeted=targeted, loss=loss, bounds=bounds, scale=scale, early_stop=early_stop, logits=logits,
-        amp=amp, return_result=return_result,
+    threat = ThreatModel.resolve(x, eps=eps, norm="linf", bounds=bounds, scale=scale, alpha=alpha,
+                                 default_alpha=lambda e: e / steps)
+    return run_pgd(
+        model, x, y, threat, steps=steps, random_start=False, restarts=1, targeted=targeted, loss=loss,
+        early_stop=early_stop, logits=logits, seed=None, generator=None, x_init=None, amp=amp, cuda_graph=False,
+        return_result=return_result,
     )
 
 
+@overload
 def mifgsm(
-    model: Callable[[torch.Tensor], object],
+    model: Model, x: torch.Tensor, y: torch.Tensor, *, eps: Param, steps: int = ..., alpha: Param | None = ...,
+    decay: float = ..., random_start: bool = ..., targeted: bool = ..., loss: str | LossFn = ...,
+    bounds: Bounds = ..., scale: Param = ..., early_stop: bool = ..., logits: LogitsSelector = ...,
+    seed: int | None = ..., generator: torch.Generator | None = ..., amp: torch.dtype | None = ...,
+    return_result: Literal[False] = ...,
+) -> torch.Tensor: ...
+@overload
+def mifgsm(
+    model: Model, x: torch.Tensor, y: torch.Tensor, *, eps: Param, steps: int = ..., alpha: Param | None = ...,
+    decay: float = ..., random_start: bool = ..., targeted: bool = ..., loss: str | LossFn = ...,
+    bounds: Bounds = ..., scale: Param = ..., early_stop: bool = ..., logits: LogitsSelector = ...,
+    seed: int | None = ..., generator: torch.Generator | None = ..., amp: torch.dtype | None = ...,
+    return_result: Literal[True],
+) -> AttackResult: ...
+def mifgsm(
+    model: Model,
     x: torch.Tensor,
     y: torch.Tensor,
     *,
@@ -104,6 +138,7 @@ def mifgsm(
     loss: str | LossFn = "ce",
     bounds: Bounds = (0.0, 1.0),
     scale: Param = 1.0,
+    early_stop: bool = False,
     logits: LogitsSelector = None,
     seed: int | None = None,
     generator: torch.Generator | None = None,
@@ -131,27 +166,48 @@ def mifgsm(
         decay: momentum decay factor ``mu`` (>= 0); 1.0 in the paper.
         random_start: start uniformly in the eps-ball instead of at ``x``.
         targeted, loss, bounds, scale, logits, amp, return_result: as :func:`pgd`.
+        early_stop: stop attacking a sample as soon as it is fooled, keeping that fooling point, as
+            :func:`pgd` does (later steps run the model only on the samples not yet fooled).
         seed, generator: source of the random start (default: torch's global generator).
 
     Returns:
         The adversarial batch (same shape, dtype, memory format as ``x``), or an
-        :class:`AttackResult` with ``return_result=True`` (``steps`` is ``steps`` and ``restart`` 0
-        for every sample).
+        :class:`AttackResult` with ``return_result=True`` (``steps``: the steps each sample took, all
+        of them without early stop; ``restart`` 0).
 
     Shape:
         x: ``[B, C, *]``; y: ``[B]``; eps, alpha: scalar or ``[B]``; bounds, scale: scalar or ``[C]``.
     """
+    check_model(model)
     check_batch(x, y)
+    steps = check_int(steps, "steps", 1)
+    threat = ThreatModel.resolve(x, eps=eps, norm="linf", bounds=bounds, scale=scale, alpha=alpha,
+                                 default_alpha=lambda e: e / steps)
     return _momentum_attack(
-        model, x, y, eps=eps, steps=steps, alpha=alpha, decay=decay, random_start=random_start,
-        targeted=targeted, loss=loss, bounds=bounds, scale=scale, logits=logits,
-        generator=resolve_generator(seed, generator), transform=None, amp=amp,
-        return_result=return_result,
+        model, x, y, threat, steps=steps, decay=decay, random_start=random_start, targeted=targeted, loss=loss,
+        early_stop=early_stop, logits=logits, generator=resolve_generator(seed, generator), diversity=None,
+        amp=amp, return_result=return_result,
     )
 
 
+@overload
 def difgsm(
-    model: Callable[[torch.Tensor], object],
+    model: Model, x: torch.Tensor, y: torch.Tensor, *, eps: Param, steps: int = ..., alpha: Param | None = ...,
+    decay: float = ..., resize_rate: float = ..., diversity_prob: float = ..., interpolation: str = ...,
+    random_start: bool = ..., targeted: bool = ..., loss: str | LossFn = ..., bounds: Bounds = ...,
+    scale: Param = ..., early_stop: bool = ..., logits: LogitsSelector = ..., seed: int | None = ...,
+    generator: torch.Generator | None = ..., amp: torch.dtype | None = ..., return_result: Literal[False] = ...,
+) -> torch.Tensor: ...
+@overload
+def difgsm(
+    model: Model, x: torch.Tensor, y: torch.Tensor, *, eps: Param, steps: int = ..., alpha: Param | None = ...,
+    decay: float = ..., resize_rate: float = ..., diversity_prob: float = ..., interpolation: str = ...,
+    random_start: bool = ..., targeted: bool = ..., loss: str | LossFn = ..., bounds: Bounds = ...,
+    scale: Param = ..., early_stop: bool = ..., logits: LogitsSelector = ..., seed: int | None = ...,
+    generator: torch.Generator | None = ..., amp: torch.dtype | None = ..., return_result: Literal[True],
+) -> AttackResult: ...
+def difgsm(
+    model: Model,
     x: torch.Tensor,
     y: torch.Tensor,
     *,
@@ -167,6 +223,7 @@ def difgsm(
     loss: str | LossFn = "ce",
     bounds: Bounds = (0.0, 1.0),
     scale: Param = 1.0,
+    early_stop: bool = False,
     logits: LogitsSelector = None,
     seed: int | None = None,
     generator: torch.Generator | None = None,
@@ -208,102 +265,196 @@ def difgsm(
         interpolation: ``"nearest"`` (the paper) or ``"bilinear"`` (torchattacks).
         random_start: start uniformly in the eps-ball instead of at ``x``.
         targeted, loss, bounds, scale, logits, amp, return_result: as :func:`pgd`.
+        early_stop: stop attacking a sample as soon as it is fooled, keeping that fooling point, as
+            :func:`pgd` does. At a step whose input is transformed the gradient's forward pass sees
+            the transformed input, so whether ``x'`` itself fools the model takes one more forward
+            pass (without a gradient) on the samples still attacked.
         seed, generator: source of the random start and the transformations (default: torch's global
             generator, so ``torch.manual_seed`` makes attacks reproducible).
 
     Returns:
         The adversarial batch (same shape, dtype, memory format as ``x``), or an
         :class:`AttackResult` with ``return_result=True`` (success and loss of the untransformed
-        ``x_adv``; ``steps`` is ``steps`` and ``restart`` 0 for every sample).
+        ``x_adv``; ``steps``: the steps each sample took; ``restart`` 0).
 
     Shape:
         x: ``[B, C, W, W]``; y: ``[B]``; eps, alpha: scalar or ``[B]``; bounds, scale: scalar or ``[C]``.
     """
+    check_model(model)
     check_batch(x, y)
     if x.dim() != 4 or x.shape[2] != x.shape[3]:
         raise ValueError(f"difgsm needs square images [B, C, W, W] for its resizing, got x of shape {tuple(x.shape)}")
+    steps = check_int(steps, "steps", 1)
+    threat = ThreatModel.resolve(x, eps=eps, norm="linf", bounds=bounds, scale=scale, alpha=alpha,
+                                 default_alpha=lambda e: e / steps)
     resize_rate = check_real(resize_rate, "resize_rate", low=0.0, low_inclusive=False)
     smallest, padded = _resize_range(x.shape[-1], resize_rate)
     diversity_prob = check_real(diversity_prob, "diversity_prob", low=0.0, high=1.0)
-    if interpolation not in _INTERPOLATIONS:
-        raise ValueError(f"interpolation must be 'nearest' or 'bilinear', got {interpolation!r}")
+    interpolation = check_choice(interpolation, "interpolation", _INTERPOLATIONS)
     generator = resolve_generator(seed, generator)
-    device = generator.device if generator is not None else torch.device("cpu")
-
-    def diverse_input(image: torch.Tensor) -> torch.Tensor:
-        size = int(torch.randint(smallest, padded, (1,), generator=generator, device=device))
-        top = int(torch.randint(0, padded - size, (1,), generator=generator, device=device))
-        left = int(torch.randint(0, padded - size, (1,), generator=generator, device=device))
-        if not bool(torch.rand(1, generator=generator, device=device) < diversity_prob):
-            return image
-        resized = F.interpolate(image, size=(size, size), mode=interpolation)
-        return F.pad(resized, (left, padded - size - left, top, padded - size - top))
-
+    diversity = _DiverseInputs(smallest, padded, diversity_prob, interpolation, generator)
     return _momentum_attack(
-        model, x, y, eps=eps, steps=steps, alpha=alpha, decay=decay, random_start=random_start,
-        targeted=targeted, loss=loss, bounds=bounds, scale=scale, logits=logits, generator=generator,
-        transform=diverse_input, amp=amp, return_result=return_result,
+        model, x, y, threat, steps=steps, decay=decay, random_start=random_start, targeted=targeted, loss=loss,
+        early_stop=early_stop, logits=logits, generator=generator, diversity=diversity, amp=amp,
+        return_result=return_result,
     )
 
 
+class _DiverseInputs:
+    """DI-FGSM's random input transformation, one draw per step: resize to ``r x r`` with ``r`` in
+    ``[smallest, padded)``, zero-pad at a random offset to ``padded x padded``, applied with
+    probability ``prob``. Every draw takes ``r``, the top and the left padding and the coin, in that
+    order, whether or not the coin applies the transformation (torchattacks' sampling)."""
+
+    def __init__(self, smallest: int, padded: int, prob: float, interpolation: str,
+                 generator: torch.Generator | None) -> None:
+        self.smallest, self.padded, self.prob, self.interpolation = smallest, padded, prob, interpolation
+        self.generator = generator
+        self.device = generator.device if generator is not None else torch.device("cpu")
+
+    def draw(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """This step's transformation, or ``None`` when the coin leaves the input as it is."""
+        g, device, padded = self.generator, self.device, self.padded
+        size = int(torch.randint(self.smallest, padded, (1,), generator=g, device=device))
+        top = int(torch.randint(0, padded - size, (1,), generator=g, device=device))
+        left = int(torch.randint(0, padded - size, (1,), generator=g, device=device))
+        if not bool(torch.rand(1, generator=g, device=device) < self.prob):
+            return None
+
+        def transform(image: torch.Tensor) -> torch.Tensor:
+            resized = F.interpolate(image, size=(size, size), mode=self.interpolation)
+            return F.pad(resized, (left, padded - size - left, top, padded - size - top))
+
+        return transform
+
+
 def _momentum_attack(
-    model: Callable[[torch.Tensor], object],
+    model: Model,
     x: torch.Tensor,
     y: torch.Tensor,
+    threat: ThreatModel,
     *,
-    eps: Param,
     steps: int,
-    alpha: Param | None,
     decay: float,
     random_start: bool,
     targeted: bool,
     loss: str | LossFn,
-    bounds: Bounds,
-    scale: Param,
+    early_stop: bool,
     logits: LogitsSelector,
     generator: torch.Generator | None,
-    transform: Callable[[torch.Tensor], torch.Tensor] | None,
+    diversity: _DiverseInputs | None,
     amp: torch.dtype | None,
     return_result: bool,
 ) -> torch.Tensor | AttackResult:
-    """The MI-FGSM loop, with the gradient taken through ``transform`` when given."""
-    steps = check_int(steps, "steps", 1)
-    precision = resolve_amp(amp, x)
-    eps_t = per_sample(eps, x, "eps")
-    alpha_t = eps_t / steps if alpha is None else per_sample(alpha, x, "alpha")
+    """The MI-FGSM loop in ``threat``, with the gradient taken through a diverse-input transformation
+    drawn at every step when ``diversity`` is given."""
     decay = check_real(decay, "decay", low=0.0)
-    scale_t = scale_param(scale, x)
-    lo, hi = parse_bounds(bounds, x)
+    random_start = check_bool(random_start, "random_start")
+    early_stop = check_bool(early_stop, "early_stop")
+    return_result = check_bool(return_result, "return_result")
     loss_fn = resolve_loss(loss, targeted)
+    logits = check_selector(logits)
+    precision = resolve_amp(amp, x)
     x = x.detach()
     y = y.long()
-    params = {"eps": eps_t, "lo": lo, "hi": hi, "scale": scale_t}
     # Half-precision momentum would lose the small normalised terms whose sign decides the step.
     momentum = torch.zeros_like(x, dtype=opmath_dtype(x.dtype))
-    sample_dims = tuple(range(1, x.dim()))
-    tiny = torch.finfo(momentum.dtype).tiny
+    taken = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+    active = torch.ones(x.shape[0], dtype=torch.bool, device=x.device) if early_stop else None
+    watch = FiniteWatch(x.device)
 
     with eval_mode(model):
         x_adv = x.clone()
         if random_start:
-            ops.random_init_(x_adv, x, norm="linf", generator=generator, **params)
+            threat.random_init_(x_adv, x, generator=generator)
         for step in range(steps):
-            grad, _, _ = input_gradient(
-                model, x_adv, y, loss_fn, logits, check=step == 0, transform=transform, precision=precision
-            )
-            grad = grad.to(momentum.dtype)
-            # clamp_min: an all-zero gradient (saturated model) must add 0, not 0/0 = NaN.
-            l1_mean = grad.abs().mean(dim=sample_dims, keepdim=True).clamp_min(tiny)
-            momentum.mul_(decay).add_(grad / l1_mean)
-            # The op needs grad in x's dtype and only reads its sign: cast the sign, not the values,
-            # so that no momentum entry underflows to zero in float16.
-            direction = momentum if momentum.dtype == x.dtype else momentum.sign().to(x.dtype)
-            ops.linf_step_(x_adv, direction, x, alpha=alpha_t, **params)
+            transform = diversity.draw() if diversity is not None else None
+            if active is None:
+                grad, _, _ = input_gradient(model, x_adv, y, loss_fn, logits, check=step == 0, transform=transform,
+                                            precision=precision, watch=watch)
+                _momentum_step_(x_adv, momentum, grad, x, threat, decay, rows=None, still=None)
+                taken += 1
+                continue
+            # Early stop: only the samples not yet fooled are attacked (compacted to a smaller batch).
+            rows = active.nonzero().squeeze(1)
+            if rows.numel() == 0:
+                break
+            still: torch.Tensor | None = None
+            if transform is not None:
+                # The gradient's logits will be those of the transformed input: judge x' itself first.
+                fooled = _fooled_at(model, x_adv[rows], y[rows], logits, targeted, precision, watch, check=step == 0)
+                active[rows] = ~fooled
+                rows = rows[~fooled]
+                if rows.numel() == 0:
+                    break
+                grad, _, _ = input_gradient(model, x_adv[rows], y[rows], loss_fn, logits, transform=transform,
+                                            precision=precision, watch=watch)
+            else:
+                grad, z, _ = input_gradient(model, x_adv[rows], y[rows], loss_fn, logits, check=step == 0,
+                                            precision=precision, watch=watch)
+                still = ~succeeded(z, y[rows], targeted)
+                active[rows] = still
+                if not bool(still.any()):
+                    break
+            _momentum_step_(x_adv, momentum, grad, x, threat, decay, rows=rows, still=still)
+            taken[rows] += 1 if still is None else still
+        watch.check()
         if not return_result:
             return x_adv
         success, value = outcome_at(model, x_adv, y, loss_fn, logits, targeted, precision)
-    taken = torch.full((x.shape[0],), steps, dtype=torch.long, device=x.device)
     return AttackResult(x_adv, success, value, taken, torch.zeros_like(taken))
+
+
+def _fooled_at(
+    model: Model,
+    x_adv: torch.Tensor,
+    y: torch.Tensor,
+    logits: LogitsSelector,
+    targeted: bool,
+    precision: Precision,
+    watch: FiniteWatch,
+    *,
+    check: bool,
+) -> torch.Tensor:
+    """``[B]`` whether ``x_adv`` fools the model: one forward without a gradient."""
+    with torch.no_grad(), precision.autocast():
+        z = select_logits(model(x_adv), logits)
+    if check:
+        check_logits(z, y)
+    watch.note(z)
+    return succeeded(z, y, targeted)
+
+
+def _momentum_step_(
+    x_adv: torch.Tensor,
+    momentum: torch.Tensor,
+    grad: torch.Tensor,
+    x: torch.Tensor,
+    threat: ThreatModel,
+    decay: float,
+    *,
+    rows: torch.Tensor | None,
+    still: torch.Tensor | None,
+) -> None:
+    """``g <- decay * g + grad / mean|grad|`` and one sign step along ``g``, in place, on the samples
+    ``rows`` (all when None) of which only ``still`` (all when None) move; ``grad`` holds those rows."""
+    grad = grad.to(momentum.dtype)
+    sample_dims = tuple(range(1, grad.dim()))
+    # clamp_min: an all-zero gradient (saturated model) must add 0, not 0/0 = NaN.
+    l1_mean = grad.abs().mean(dim=sample_dims, keepdim=True).clamp_min(torch.finfo(momentum.dtype).tiny)
+    if rows is None:
+        g = momentum.mul_(decay).add_(grad / l1_mean)
+        target, centre, sub = x_adv, x, threat
+    else:
+        g = momentum[rows].mul_(decay).add_(grad / l1_mean)
+        momentum[rows] = g
+        target, centre, sub = x_adv[rows], x[rows], threat.rows(rows)
+    # The op needs grad in x's dtype and only reads its sign: cast the sign, not the values, so that
+    # no momentum entry underflows to zero in float16.
+    direction = g if g.dtype == x_adv.dtype else g.sign().to(x_adv.dtype)
+    sub.step_(target, direction, centre, active=still)
+    if rows is not None:
+        x_adv[rows] = target
 
 
 def _resize_range(width: int, resize_rate: float) -> tuple[int, int]:
