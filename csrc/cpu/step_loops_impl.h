@@ -1,5 +1,5 @@
-// Template bodies of the CPU inner loops; included by exactly one file per ISA (isa/*.cpp), each of
-// which defines NRX_ISA_NAME (a namespace and table name) and is compiled with its own -m flags.
+// Template bodies of the CPU attack-step inner loops; included once per ISA translation unit, through
+// isa_table_impl.h (see there), in the namespace NRX_ISA_NAME.
 // Written for the auto-vectoriser: restrict pointers, branch-free selects, fixed-width partial sums.
 #pragma once
 
@@ -55,16 +55,29 @@ struct Tileds {
       : scale{p.scale}, inv_scale{p.inv_scale}, scale_sq{p.scale_sq}, lo{p.lo}, hi{p.hi} {}
 };
 
+// NaN-propagating clamp and sign, as torch.minimum(torch.maximum(v, lo), hi) and the NaN-keeping sign
+// of the reference twins: a NaN value or bound gives NaN, never a silently kept value. Copies of max_nan,
+// min_nan and sign_nan in csrc/common/step_math.h (this translation unit may include no inline function
+// shared with others, see step_loops.h); keep them in sync. Branch-free selects: they vectorise.
+template <typename A>
+inline A max_nan(A a, A b) {
+  return (a > b) | (a != a) ? a : b;
+}
+template <typename A>
+inline A min_nan(A a, A b) {
+  return (a < b) | (a != a) ? a : b;
+}
 template <typename A>
 inline A clamp_to(A v, A lo, A hi) {
-  v = v < lo ? lo : v;
-  return v > hi ? hi : v;
+  return min_nan(max_nan(v, lo), hi);
 }
 
-// Branch-free (a nested ?: keeps GCC from vectorising the loop without AVX-512 masks); sign(0) = 0.
+// sign(0) = 0, sign(NaN) = NaN. Not a nested ?: over the comparisons: that keeps GCC from vectorising
+// the loop without AVX-512 masks.
 template <typename A>
 inline A sign_of(A g) {
-  return A(g > A(0)) - A(g < A(0));
+  const A s = A(g > A(0)) - A(g < A(0));
+  return g != g ? g : s;
 }
 
 template <typename T, typename Params>
@@ -156,22 +169,3 @@ StepLoopsFor<T> make_loops() {
 
 }  // namespace
 }  // namespace nonrobust_ext::cpu::NRX_ISA_NAME
-
-namespace nonrobust_ext::cpu {
-
-#define NRX_CONCAT_(a, b) a##b
-#define NRX_CONCAT(a, b) NRX_CONCAT_(a, b)
-#define NRX_STR_(a) #a
-#define NRX_STR(a) NRX_STR_(a)
-
-const StepLoops& NRX_CONCAT(step_loops_, NRX_ISA_NAME)() {
-  static const StepLoops table{
-      NRX_STR(NRX_ISA_NAME),
-      NRX_ISA_NAME::make_loops<float>(),
-      NRX_ISA_NAME::make_loops<double>(),
-      NRX_ISA_NAME::make_loops<uint16_t>(),
-  };
-  return table;
-}
-
-}  // namespace nonrobust_ext::cpu
