@@ -1,7 +1,7 @@
 """The compiled ops' argument rules on the Python side.
 
 - Turning user-facing hyper-parameters (numbers, sequences, tensors) into the tensors the ops take,
-  checking their values wherever that costs nothing (:func:`as_param_tensor`, :func:`check_bounds_order`).
+  checking their values wherever that costs nothing (:func:`as_param_tensor`, :func:`step_param_tensors`).
 - The Python mirror of the kernels' prologues (``csrc/common/step_args.h``, ``csrc/common/stats_args.h``):
   the same checks in the same order with the same exception types, used by the fake kernels
   (``_meta.py``, which see shapes, dtypes and devices only) and by the reference twins (``reference.py``,
@@ -68,20 +68,40 @@ def _number(value: object, name: str) -> float:
     return float(value)  # type: ignore[arg-type]
 
 
-def _host_values(value: Param, name: str, like: torch.Tensor, check_cpu_tensors: bool) -> list[float] | None:
-    """The values of ``value`` as floats when reading them costs nothing (a Python number or sequence;
-    a CPU tensor about to be copied to another device, or any CPU tensor with ``check_cpu_tensors``);
-    None for a tensor whose values are not to be read here."""
+_INT_PARAM_DTYPES = (torch.int32, torch.int64)
+
+
+def _convert(value: Param, name: str, device: torch.device, dtype: torch.dtype,
+             read_cpu_tensors: bool) -> tuple[torch.Tensor, list[float] | None]:
+    """``value`` as a 1-D tensor on ``device`` in ``dtype``, and its values as floats when they were
+    free to read and so checked (a Python number or sequence; a CPU tensor about to be copied to
+    another device, or any CPU tensor with ``read_cpu_tensors``), else None. Called on every op call:
+    kept lean (one ``.device`` lookup per tensor, no torch call to check a Python number)."""
+    rule = PARAM_RULES.get(name)
     if isinstance(value, torch.Tensor):
-        if value.device.type == "cpu" and (check_cpu_tensors or like.device.type != "cpu"):
-            return value.detach().reshape(-1).double().tolist()
-        return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return [float(value)]
-    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
-        return [_number(v, f"{name}[{i}]") for i, v in enumerate(value)]
-    _number(value, name)  # raises the TypeError (bools, strings, other objects)
-    raise AssertionError("unreachable")
+        if not value.is_floating_point() and value.dtype not in _INT_PARAM_DTYPES:
+            raise TypeError(f"{name} must be a real number or tensor, got a {value.dtype} tensor")
+        where = value.device.type
+        if where == "meta" and device.type != "meta":
+            raise ValueError(f"{name} is a meta tensor (it holds no values) but the batch is on {device}")
+        values = None
+        if where == "cpu" and (read_cpu_tensors or device.type != "cpu"):
+            values = value.detach().reshape(-1).double().tolist()
+            if rule is not None:
+                _check_values(values, name, rule, indexed=len(values) != 1)
+        return value.to(device=device, dtype=dtype).reshape(-1), values
+    if type(value) in (float, int) or is_real(value):
+        values = [float(value)]  # type: ignore[arg-type]
+        indexed = False
+    elif isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        values = [_number(v, f"{name}[{i}]") for i, v in enumerate(value)]
+        indexed = len(values) != 1
+    else:
+        _number(value, name)  # raises the TypeError (bools, strings, other objects)
+        raise AssertionError("unreachable")
+    if rule is not None:
+        _check_values(values, name, rule, indexed=indexed)
+    return torch.tensor(values, device=device, dtype=dtype), values
 
 
 def as_param_tensor(value: Param, like: torch.Tensor, name: str, *, check_cpu_tensors: bool = False) -> torch.Tensor:
@@ -96,19 +116,7 @@ def as_param_tensor(value: Param, like: torch.Tensor, name: str, *, check_cpu_te
         ValueError: a checked value breaks its rule; ``value`` is a meta tensor (it has no values)
             while ``like`` is not.
     """
-    if isinstance(value, torch.Tensor):
-        if not value.is_floating_point() and value.dtype not in (torch.int32, torch.int64):
-            raise TypeError(f"{name} must be a real number or tensor, got a {value.dtype} tensor")
-        if value.device.type == "meta" and like.device.type != "meta":
-            raise ValueError(f"{name} is a meta tensor (it holds no values) but the batch is on {like.device}")
-    rule = PARAM_RULES.get(name)
-    values = _host_values(value, name, like, check_cpu_tensors)
-    if rule is not None and values is not None:
-        _check_values(values, name, rule, indexed=not (is_real(value) or len(values) == 1))
-    dtype = opmath_dtype(like.dtype)
-    if isinstance(value, torch.Tensor):
-        return value.to(device=like.device, dtype=dtype).reshape(-1)
-    return torch.tensor(values, device=like.device, dtype=dtype)
+    return _convert(value, name, like.device, opmath_dtype(like.dtype), check_cpu_tensors)[0]
 
 
 def step_param_tensors(
@@ -116,28 +124,26 @@ def step_param_tensors(
     check_cpu_tensors: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The attack-step parameters as the op takes them (``alpha`` None: ``random_init_``, which has none),
-    values checked as :func:`as_param_tensor` and :func:`check_bounds_order` say."""
-    tensors = (
-        as_param_tensor(eps, like, "eps", check_cpu_tensors=check_cpu_tensors),
-        None if alpha is None else as_param_tensor(alpha, like, "alpha", check_cpu_tensors=check_cpu_tensors),
-        as_param_tensor(scale, like, "scale", check_cpu_tensors=check_cpu_tensors),
-        as_param_tensor(lo, like, "lo", check_cpu_tensors=check_cpu_tensors),
-        as_param_tensor(hi, like, "hi", check_cpu_tensors=check_cpu_tensors),
-    )
-    check_bounds_order(lo, hi, like, check_cpu_tensors=check_cpu_tensors)
-    return tensors
-
-
-def check_bounds_order(lo: Param, hi: Param, like: torch.Tensor, *, check_cpu_tensors: bool = False) -> None:
-    """``lo <= hi`` in every channel, where both sides' values are free to read (see
-    :func:`as_param_tensor`; call it after the NaN checks there, NaN makes every comparison false).
+    their values checked as :func:`as_param_tensor` says, and ``lo <= hi`` where both were read.
 
     Raises:
-        ValueError: some ``lo`` exceeds its ``hi``.
+        TypeError, ValueError: as :func:`as_param_tensor`; ValueError when some ``lo`` exceeds its ``hi``.
     """
-    lo_v = _host_values(lo, "lo", like, check_cpu_tensors)
-    hi_v = _host_values(hi, "hi", like, check_cpu_tensors)
-    if lo_v is None or hi_v is None or not lo_v or not hi_v:
+    device, dtype = like.device, opmath_dtype(like.dtype)
+    eps_t = _convert(eps, "eps", device, dtype, check_cpu_tensors)[0]
+    alpha_t = None if alpha is None else _convert(alpha, "alpha", device, dtype, check_cpu_tensors)[0]
+    scale_t = _convert(scale, "scale", device, dtype, check_cpu_tensors)[0]
+    lo_t, lo_v = _convert(lo, "lo", device, dtype, check_cpu_tensors)
+    hi_t, hi_v = _convert(hi, "hi", device, dtype, check_cpu_tensors)
+    if lo_v is not None and hi_v is not None:
+        _check_order(lo_v, hi_v)
+    return eps_t, alpha_t, scale_t, lo_t, hi_t
+
+
+def _check_order(lo_v: list[float], hi_v: list[float]) -> None:
+    """``lo <= hi`` in every channel, for one value or one per channel on either side (NaN refused before:
+    it makes every comparison false)."""
+    if not lo_v or not hi_v:
         return
     n = max(len(lo_v), len(hi_v))
     if len(lo_v) not in (1, n) or len(hi_v) not in (1, n):
@@ -162,7 +168,7 @@ def check_step_param_values(op: str, eps: torch.Tensor, alpha: torch.Tensor | No
                 raise ValueError(f"{op}: {error}") from None
     if lo.device.type == "cpu" and hi.device.type == "cpu":
         try:
-            check_bounds_order(lo, hi, lo, check_cpu_tensors=True)
+            _check_order(lo.detach().reshape(-1).double().tolist(), hi.detach().reshape(-1).double().tolist())
         except ValueError as error:
             raise ValueError(f"{op}: {error}") from None
 

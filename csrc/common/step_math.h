@@ -3,9 +3,10 @@
 //
 // NaN propagates exactly as in the reference twins (nonrobust_ext/reference.py), which use
 // torch.minimum / torch.maximum and a sign that keeps NaN (torch.sign itself maps NaN to 0): a NaN in
-// any operand of a clamp or a sign gives NaN, never a silently kept or dropped bound or a zero step. The CPU vector loops (csrc/cpu/step_loops_impl.h) have their
-// own copies of max_nan/min_nan/sign_nan (they may include no inline function shared with other
-// translation units, see csrc/cpu/step_loops.h); keep them in sync.
+// any operand of a clamp or a sign gives NaN, never a silently kept or dropped bound or a zero step.
+// The CPU vector loops (csrc/cpu/step_loops_impl.h) have their own, cheaper forms (they may include no
+// inline function shared with other translation units, see csrc/cpu/step_loops.h, and never see a NaN
+// parameter); keep the semantics in sync.
 #pragma once
 
 #include "counter_rng.h"
@@ -17,11 +18,11 @@ namespace nonrobust_ext {
 // torch.maximum / torch.minimum: NaN if either operand is NaN.
 template <typename A>
 NRX_HOST_DEVICE A max_nan(A a, A b) {
-  return (a > b) | (a != a) ? a : b;
+  return (a > b || a != a) ? a : b;
 }
 template <typename A>
 NRX_HOST_DEVICE A min_nan(A a, A b) {
-  return (a < b) | (a != a) ? a : b;
+  return (a < b || a != a) ? a : b;
 }
 // torch.minimum(torch.maximum(v, lo), hi)
 template <typename A>
