@@ -505,3 +505,56 @@ def test_nan_features_propagate_identically(dtype):
     for a, b in zip(got, want, strict=True):
         assert bool(a.isnan().any()) and torch.equal(a.isnan(), b.isnan())
     assert bool(ops.linear_hsic(feats, clean).isnan()) and bool(reference.linear_hsic(feats, clean).isnan())
+
+
+_ISA_NAN_SCRIPT = """
+import math, torch, nonrobust_ext
+from nonrobust_ext import ops, reference
+assert nonrobust_ext.build_info()["cpu_isa"] == "{isa}"
+g = torch.Generator().manual_seed(0)
+for dtype in (torch.float32, torch.float64, torch.bfloat16):
+    for cl in (False, True):
+        shape = (5, 3, 9, 11)  # odd sizes: vector bodies and scalar tails
+        base = dict(x=0.2 + 0.6 * torch.rand(shape, generator=g), grad=torch.randn(shape, generator=g))
+        base["x_adv"] = base["x"] + 0.01 * torch.randn(shape, generator=g)
+        for where in ("x", "grad", "x_adv"):
+            t = {{k: v.clone() for k, v in base.items()}}
+            t[where].view(-1)[[3, 200, 1000, 1484]] = math.nan
+            t = {{k: v.to(dtype) for k, v in t.items()}}
+            if cl:
+                t = {{k: v.contiguous(memory_format=torch.channels_last) for k, v in t.items()}}
+            kw = dict(eps=torch.full((5,), 0.05), alpha=0.01, lo=0.0, hi=torch.tensor([1.0, 0.9, 0.8]),
+                      scale=torch.tensor([0.5, 1.0, 2.0]))
+            for name in ("linf_step_", "l2_step_"):
+                a, b = t["x_adv"].clone(), t["x_adv"].clone()
+                getattr(ops, name)(a, t["grad"], t["x"], **kw)
+                getattr(reference, name)(b, t["grad"], t["x"], **kw)
+                assert a.isnan().any(), (name, where, dtype, cl)
+                assert torch.equal(a.isnan(), b.isnan()), (name, where, dtype, cl)
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("isa", ["baseline", "avx2", "avx512"])
+def test_nan_propagates_on_every_compiled_isa(isa):
+    """Each ISA's vector loops (different select instructions, and scalar tails) propagate a data NaN
+    exactly where the twin does, not only the ISA this CPU selects."""
+    import os
+    import subprocess
+    import sys
+
+    import nonrobust_ext
+
+    if isa not in nonrobust_ext.build_info()["cpu_isas_compiled"]:
+        pytest.skip(f"{isa} is not compiled on this platform")
+    probe = subprocess.run(
+        [sys.executable, "-c", _ISA_NAN_SCRIPT.format(isa=isa)],
+        env={**os.environ, "NONROBUST_EXT_CPU_ISA": isa},
+        capture_output=True,
+        text=True,
+        cwd=os.path.dirname(os.path.abspath(__file__)),
+    )
+    if "lacks" in probe.stderr:
+        pytest.skip(f"this CPU cannot run {isa}")
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    assert probe.stdout.strip().endswith("ok")
