@@ -71,12 +71,12 @@ def _number(value: object, name: str) -> float:
 _INT_PARAM_DTYPES = (torch.int32, torch.int64)
 
 
-def _convert(value: Param, name: str, device: torch.device, dtype: torch.dtype,
-             read_cpu_tensors: bool) -> tuple[torch.Tensor, list[float] | None]:
+def _convert(value: Param, name: str, device: torch.device,
+             dtype: torch.dtype) -> tuple[torch.Tensor, list[float] | None]:
     """``value`` as a 1-D tensor on ``device`` in ``dtype``, and its values as floats when they were
     free to read and so checked (a Python number or sequence; a CPU tensor about to be copied to
-    another device, or any CPU tensor with ``read_cpu_tensors``), else None. Called on every op call:
-    kept lean (one ``.device`` lookup per tensor, no torch call to check a Python number)."""
+    another device), else None. Called on every op call: kept lean (one ``.device`` lookup per
+    tensor, no torch call to check a Python number)."""
     rule = PARAM_RULES.get(name)
     if isinstance(value, torch.Tensor):
         if not value.is_floating_point() and value.dtype not in _INT_PARAM_DTYPES:
@@ -85,7 +85,7 @@ def _convert(value: Param, name: str, device: torch.device, dtype: torch.dtype,
         if where == "meta" and device.type != "meta":
             raise ValueError(f"{name} is a meta tensor (it holds no values) but the batch is on {device}")
         values = None
-        if where == "cpu" and (read_cpu_tensors or device.type != "cpu"):
+        if where == "cpu" and device.type != "cpu":
             values = value.detach().reshape(-1).double().tolist()
             if rule is not None:
                 _check_values(values, name, rule, indexed=len(values) != 1)
@@ -104,24 +104,23 @@ def _convert(value: Param, name: str, device: torch.device, dtype: torch.dtype,
     return torch.tensor(values, device=device, dtype=dtype), values
 
 
-def as_param_tensor(value: Param, like: torch.Tensor, name: str, *, check_cpu_tensors: bool = False) -> torch.Tensor:
+def as_param_tensor(value: Param, like: torch.Tensor, name: str) -> torch.Tensor:
     """``value`` as a 1-D tensor on ``like``'s device in the kernels' compute dtype.
 
     The values of ``eps``, ``alpha``, ``scale``, ``lo`` and ``hi`` (by ``name``) are checked where that is
-    free: Python numbers and sequences always; a CPU tensor when it is copied to ``like``'s device, or
-    always with ``check_cpu_tensors`` (the reference twins, mirroring the CPU kernels).
+    free: Python numbers and sequences always; a CPU tensor when it is copied to another device (a CPU
+    tensor for a CPU batch is left to the CPU kernel, which checks it).
 
     Raises:
         TypeError: ``value`` is not a number, a sequence of numbers or a real tensor.
         ValueError: a checked value breaks its rule; ``value`` is a meta tensor (it has no values)
             while ``like`` is not.
     """
-    return _convert(value, name, like.device, opmath_dtype(like.dtype), check_cpu_tensors)[0]
+    return _convert(value, name, like.device, opmath_dtype(like.dtype))[0]
 
 
 def step_param_tensors(
-    like: torch.Tensor, *, eps: Param, alpha: Param | None, scale: Param, lo: Param, hi: Param,
-    check_cpu_tensors: bool = False,
+    like: torch.Tensor, *, eps: Param, alpha: Param | None, scale: Param, lo: Param, hi: Param
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The attack-step parameters as the op takes them (``alpha`` None: ``random_init_``, which has none),
     their values checked as :func:`as_param_tensor` says, and ``lo <= hi`` where both were read.
@@ -130,11 +129,11 @@ def step_param_tensors(
         TypeError, ValueError: as :func:`as_param_tensor`; ValueError when some ``lo`` exceeds its ``hi``.
     """
     device, dtype = like.device, opmath_dtype(like.dtype)
-    eps_t = _convert(eps, "eps", device, dtype, check_cpu_tensors)[0]
-    alpha_t = None if alpha is None else _convert(alpha, "alpha", device, dtype, check_cpu_tensors)[0]
-    scale_t = _convert(scale, "scale", device, dtype, check_cpu_tensors)[0]
-    lo_t, lo_v = _convert(lo, "lo", device, dtype, check_cpu_tensors)
-    hi_t, hi_v = _convert(hi, "hi", device, dtype, check_cpu_tensors)
+    eps_t = _convert(eps, "eps", device, dtype)[0]
+    alpha_t = None if alpha is None else _convert(alpha, "alpha", device, dtype)[0]
+    scale_t = _convert(scale, "scale", device, dtype)[0]
+    lo_t, lo_v = _convert(lo, "lo", device, dtype)
+    hi_t, hi_v = _convert(hi, "hi", device, dtype)
     if lo_v is not None and hi_v is not None:
         _check_order(lo_v, hi_v)
     return eps_t, alpha_t, scale_t, lo_t, hi_t

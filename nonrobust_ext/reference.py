@@ -5,12 +5,12 @@ They define the ops' semantics: the tests compare the kernels against them and t
 them as the eager baseline. They compute in the kernels' compute dtype (float32 for float16/bfloat16,
 float64 for float64) and round once when writing back, as the kernels do.
 
-They refuse the same bad arguments as the kernels, with the same exception types, in the same order
-(the checks are the Python mirror of the kernels' prologues, in :mod:`nonrobust_ext._params`):
-devices, dtypes and shapes always; memory overlap of ``x_adv``; parameter values where the kernels
-check them (Python numbers and CPU tensors; not tensors on a CUDA device, where a NaN propagates in the
-kernel and in the twin alike). A NaN in a data tensor is never refused, and propagates the same way as
-in the kernels.
+They refuse the same bad arguments as the wrappers and kernels together, with the same exception types
+and in the same order (the checks are the Python mirror of the kernels' prologues, in
+:mod:`nonrobust_ext._params`): Python parameter values (as the wrappers do), then devices, dtypes,
+shapes, memory overlap of ``x_adv``, and on CPU the parameter tensors' values (as the CPU kernels do);
+tensors on a CUDA device are not read, and a NaN there propagates in the kernel and in the twin alike.
+A NaN in a data tensor is never refused, and propagates the same way as in the kernels.
 """
 
 from __future__ import annotations
@@ -55,8 +55,7 @@ def _step_params(op: str, x_adv: torch.Tensor, grad: torch.Tensor | None, x: tor
     if x_adv.requires_grad:  # the kernels' autograd wrapper (csrc/ops.cpp)
         raise ValueError(f"{op}: x_adv requires grad; attack-state updates are not differentiable, pass a detached "
                          "tensor")
-    raw = step_param_tensors(x_adv, eps=eps, alpha=alpha, scale=scale, lo=lo, hi=hi, check_cpu_tensors=True)
-    eps_t, alpha_t, scale_t, lo_t, hi_t = raw
+    eps_t, alpha_t, scale_t, lo_t, hi_t = step_param_tensors(x_adv, eps=eps, alpha=alpha, scale=scale, lo=lo, hi=hi)
     check_step_args(op, x_adv, grad, x, eps_t, alpha_t, scale_t, lo_t, hi_t, active)
     given = {"eps": eps, "alpha": alpha, "scale": scale, "lo": lo, "hi": hi}
     check_step_memory(op, x_adv, grad=grad, x=x, active=active,

@@ -72,10 +72,6 @@ def assert_names(error: BaseException, *names: str) -> None:
 # --------------------------------------------------------------------------------------- mutations
 
 
-def _set(**changes):
-    return lambda a: {**a, **changes(a)} if callable(changes) else {**a, **changes}
-
-
 def _with(fn: Callable[[dict], dict]) -> Callable[[dict], dict]:
     return lambda a: {**a, **fn(a)}
 
