@@ -3,7 +3,7 @@
 //
 // Backend kernels: csrc/cpu/*.cpp (TORCH_LIBRARY_IMPL(..., CPU)), csrc/cuda/*.cu (..., CUDA).
 // Fake (meta) kernels: nonrobust_ext/_meta.py. Pure-PyTorch twins: nonrobust_ext/reference.py.
-#include "cpu/step_loops.h"
+#include "cpu/isa_table.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -25,9 +25,8 @@ namespace {
 void nondifferentiable_inplace(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   const auto num_args = op.schema().arguments().size();
   const at::Tensor mutated = (*stack)[stack->size() - num_args].toTensor();
-  TORCH_CHECK(!mutated.requires_grad(), op.schema().name(), ": ",
-              op.schema().arguments()[0].name(),
-              " requires grad; attack-state updates are not differentiable, pass a detached tensor");
+  TORCH_CHECK_VALUE(!mutated.requires_grad(), op.schema().name(), ": ", op.schema().arguments()[0].name(),
+                    " requires grad; attack-state updates are not differentiable, pass a detached tensor");
   {
     at::AutoDispatchBelowADInplaceOrView guard;
     op.callBoxed(stack);
@@ -109,13 +108,8 @@ PYBIND11_MODULE(_C, module) {
         info["cuda_version"] = pybind11::none();
         info["cuda_archs"] = std::string();
 #endif
-        std::vector<std::string> isas{"baseline"};
-#if defined(NRX_HAVE_X86_ISAS)
-        isas.push_back("avx2");
-        isas.push_back("avx512");
-#endif
-        info["cpu_isas_compiled"] = isas;
-        info["cpu_isa"] = std::string(nonrobust_ext::cpu::select_step_loops().isa);
+        info["cpu_isas_compiled"] = nonrobust_ext::cpu::compiled_isas();
+        info["cpu_isa"] = std::string(nonrobust_ext::cpu::cpu_isa().name);
         info["compiler"] = std::string(NRX_CXX_COMPILER);
         info["build_type"] = std::string(NRX_BUILD_TYPE);
         return info;

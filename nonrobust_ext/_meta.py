@@ -1,85 +1,50 @@
 """Fake (meta) kernels of the compiled ops, for torch.compile, FakeTensor and torch.export.
 
-The attack-state ops mutate ``x_adv`` in place and return nothing, so their fake kernels only check
-what can be checked from shapes; the real kernels check the rest (see csrc/common/step_args.h). Their
-autograd registration is in C++ (csrc/ops.cpp): they are not differentiable.
+Each fake kernel runs the checks of the real kernels' prologue that shapes, dtypes and devices allow
+(:mod:`nonrobust_ext._params` mirrors csrc/common/step_args.h and stats_args.h), with the same exception
+types. That matters beyond tracing: a call that mixes a meta tensor with real ones is dispatched to
+these kernels, which must refuse it (ValueError) instead of returning uninitialised memory or doing
+nothing. Memory overlap and values are left to the real kernels (fake tensors have neither).
+
+The attack-state ops mutate ``x_adv`` in place and return nothing; their autograd registration is in
+C++ (csrc/ops.cpp): they are not differentiable.
 """
 
 from __future__ import annotations
 
 import torch
 
-
-def _check_batch(op: str, x_adv: torch.Tensor, *others: torch.Tensor) -> None:
-    torch._check(x_adv.dim() >= 2, lambda: f"{op}: x_adv must be [B, C, ...], got shape {tuple(x_adv.shape)}")
-    for t in others:
-        torch._check(
-            t.shape == x_adv.shape,
-            lambda t=t: f"{op}: shape {tuple(t.shape)} does not match x_adv's {tuple(x_adv.shape)}",
-        )
+from ._params import check_class_stats_args, check_feature_pair, check_step_args
 
 
 @torch.library.register_fake("nonrobust_ext::linf_step_")
 def _linf_step_fake(x_adv, grad, x, eps, alpha, scale, lo, hi, active=None) -> None:
-    _check_batch("linf_step_", x_adv, grad, x)
+    check_step_args("linf_step_", x_adv, grad, x, eps, alpha, scale, lo, hi, active)
 
 
 @torch.library.register_fake("nonrobust_ext::l2_step_")
 def _l2_step_fake(x_adv, grad, x, eps, alpha, scale, lo, hi, active=None) -> None:
-    _check_batch("l2_step_", x_adv, grad, x)
+    check_step_args("l2_step_", x_adv, grad, x, eps, alpha, scale, lo, hi, active)
 
 
 @torch.library.register_fake("nonrobust_ext::random_init_")
 def _random_init_fake(x_adv, x, eps, scale, lo, hi, active, seed, norm) -> None:
-    _check_batch("random_init_", x_adv, x)
+    torch._check_value(norm in ("linf", "l2"), lambda: f"random_init_: norm must be 'linf' or 'l2', got {norm!r}")
+    check_step_args("random_init_", x_adv, None, x, eps, None, scale, lo, hi, active)
 
 
 # ------------------------------------------------------------------------------ feature statistics
-# Fake kernels check what the shapes and dtypes allow (the real kernels also check label values), and
-# the autograd formulas make the three statistics usable inside a loss.
+# Fake kernels check what the shapes, dtypes and devices allow (the real kernels also check label
+# values), and the autograd formulas make the three statistics usable inside a loss.
 
 
 def _opmath(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-_FEATURE_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
-
-
-def _check_features(op: str, name: str, t: torch.Tensor) -> None:
-    torch._check(t.dim() == 2, lambda: f"{op}: {name} must be a 2-D [N, D] tensor, got shape {tuple(t.shape)}")
-    torch._check(
-        t.dtype in _FEATURE_DTYPES,
-        lambda: f"{op}: {name} must be float32, float64, bfloat16 or float16, got {t.dtype}",
-    )
-
-
-def _check_pair(op: str, a_name: str, a: torch.Tensor, b_name: str, b: torch.Tensor, same_width: bool) -> None:
-    _check_features(op, a_name, a)
-    _check_features(op, b_name, b)
-    if same_width:
-        torch._check(
-            a.shape == b.shape,
-            lambda: f"{op}: {b_name} has shape {tuple(b.shape)} but {a_name} has shape {tuple(a.shape)}",
-        )
-    else:
-        torch._check(
-            a.shape[0] == b.shape[0], lambda: f"{op}: {b_name} has {b.shape[0]} rows but {a_name} has {a.shape[0]}"
-        )
-    torch._check(a.dtype == b.dtype, lambda: f"{op}: {b_name} has dtype {b.dtype} but {a_name} has dtype {a.dtype}")
-
-
 @torch.library.register_fake("nonrobust_ext::class_feature_stats")
 def _class_feature_stats_fake(features, labels, num_classes, covariance=False):
-    op = "class_feature_stats"
-    _check_features(op, "features", features)
-    torch._check(labels.dim() == 1, lambda: f"{op}: labels must be a 1-D [N] tensor, got shape {tuple(labels.shape)}")
-    torch._check(labels.dtype == torch.int64, lambda: f"{op}: labels must be int64, got {labels.dtype}")
-    torch._check(
-        labels.shape[0] == features.shape[0],
-        lambda: f"{op}: labels has {labels.shape[0]} entries but features has {features.shape[0]} rows",
-    )
-    torch._check(num_classes >= 1, lambda: f"{op}: num_classes must be at least 1, got {num_classes}")
+    check_class_stats_args(features, labels, num_classes)
     acc = _opmath(features.dtype)
     D = features.shape[1]
     count = features.new_empty((num_classes,), dtype=torch.float64)
@@ -137,7 +102,7 @@ torch.library.register_autograd(
 
 @torch.library.register_fake("nonrobust_ext::feature_discrepancy")
 def _feature_discrepancy_fake(clean, adv):
-    _check_pair("feature_discrepancy", "clean", clean, "adv", adv, same_width=True)
+    check_feature_pair("feature_discrepancy", "clean", clean, "adv", adv, same_width=True)
     acc = _opmath(clean.dtype)
     return clean.new_empty((clean.shape[0],), dtype=acc), clean.new_empty((clean.shape[1],), dtype=acc)
 
@@ -169,7 +134,7 @@ torch.library.register_autograd(
 
 @torch.library.register_fake("nonrobust_ext::linear_hsic")
 def _linear_hsic_fake(x, y):
-    _check_pair("linear_hsic", "x", x, "y", y, same_width=False)
+    check_feature_pair("linear_hsic", "x", x, "y", y, same_width=False)
     return x.new_empty((), dtype=torch.float64)
 
 

@@ -3,15 +3,35 @@
 Each wrapper accepts Python numbers as well as tensors for the per-sample (``eps``, ``alpha``: one
 value or ``[B]``) and per-channel (``scale``, ``lo``, ``hi``: one value or ``[C]``) parameters, and
 calls the op. Inputs are batches ``[B, C, ...]``; any dense layout (contiguous, channels_last) runs
-in place without copies. The pure-PyTorch twin of each op, with the same semantics, is in
-:mod:`nonrobust_ext.reference`.
+in place without copies. The pure-PyTorch twin of each op, with the same semantics and the same
+argument checks, is in :mod:`nonrobust_ext.reference`.
+
+Argument checks (the same in the kernels, the fake kernels and the twins; a wrong dtype or argument
+type is a ``TypeError``, anything else a ``ValueError`` naming the op and the argument):
+
+- Devices, dtypes, shapes: every tensor argument on ``x_adv``'s (or the features') device, a meta
+  tensor mixed with real ones included; checked by every kernel before it touches any memory.
+- Memory (the in-place ops): ``x_adv`` may not overlap itself (an expanded view) nor share memory
+  with ``grad``, ``x``, a parameter or ``active`` (the same tensor, or two views of one buffer).
+- Parameter values: ``eps`` and ``alpha`` finite and >= 0, ``scale`` finite and > 0, ``lo`` and
+  ``hi`` not NaN (+-inf means unbounded) and ``lo <= hi``. Checked wherever that is free: Python
+  numbers and sequences here, before they become tensors; CPU tensors in the CPU kernels (and here,
+  when a CPU tensor is copied to the batch's device). *Tensors already on a CUDA device are not
+  checked* (a look at their values would synchronise the device on every step and break CUDA-graph
+  capture): there a NaN parameter propagates into the output, in the CUDA kernel exactly as in the
+  twin, and ``lo > hi`` clamps every element to ``hi`` in both.
+- Data tensors (``x``, ``grad``, ``x_adv``, features) are not scanned for NaN (a full extra pass over
+  memory on bandwidth-bound ops): a NaN there propagates into the output, identically in the kernels
+  and the twins (never dropped or clamped away). The library's entry points (attacks, analyses) refuse
+  non-finite inputs where they enter.
 """
 
 from __future__ import annotations
 
 import torch
 
-from ._params import Param, as_param_tensor, check_int
+from ._params import Param, check_int, step_param_tensors
+from ._validate import check_tensor
 
 _ops = torch.ops.nonrobust_ext
 
@@ -42,20 +62,18 @@ def linf_step_(
             are normalised outside the model); one value or one per channel.
         active: optional bool mask ``[B]``; inactive samples are left untouched.
 
+    Raises:
+        TypeError: a tensor argument is not a tensor or has the wrong dtype; a parameter is not a
+            number, a sequence of numbers or a real tensor.
+        ValueError: a wrong shape, device or parameter value, or ``x_adv`` overlapping itself or an
+            input (see the module docstring for which checks run where).
+
     Shape:
         x_adv, grad, x: ``[B, C, *]``, same dtype and device.
     """
-    _ops.linf_step_(
-        x_adv,
-        grad,
-        x,
-        as_param_tensor(eps, x_adv, "eps"),
-        as_param_tensor(alpha, x_adv, "alpha"),
-        as_param_tensor(scale, x_adv, "scale"),
-        as_param_tensor(lo, x_adv, "lo"),
-        as_param_tensor(hi, x_adv, "hi"),
-        active,
-    )
+    _check_tensors(x_adv=x_adv, grad=grad, x=x)
+    eps_t, alpha_t, scale_t, lo_t, hi_t = step_param_tensors(x_adv, eps=eps, alpha=alpha, scale=scale, lo=lo, hi=hi)
+    _ops.linf_step_(x_adv, grad, x, eps_t, alpha_t, scale_t, lo_t, hi_t, active)
 
 
 def l2_step_(
@@ -78,19 +96,19 @@ def l2_step_(
         d  <- d * min(1, eps / ||d||)                               (projection onto the L2 ball)
         x_adv <- clip_[lo,hi](x + d * scale)
 
-    Args: as :func:`linf_step_`.
+    A NaN norm (from a NaN in ``grad``, ``x`` or ``x_adv``) or a NaN ``eps`` makes the whole sample
+    NaN: the projection is never silently skipped.
+
+    Args, Raises: as :func:`linf_step_`.
     """
-    _ops.l2_step_(
-        x_adv,
-        grad,
-        x,
-        as_param_tensor(eps, x_adv, "eps"),
-        as_param_tensor(alpha, x_adv, "alpha"),
-        as_param_tensor(scale, x_adv, "scale"),
-        as_param_tensor(lo, x_adv, "lo"),
-        as_param_tensor(hi, x_adv, "hi"),
-        active,
-    )
+    _check_tensors(x_adv=x_adv, grad=grad, x=x)
+    eps_t, alpha_t, scale_t, lo_t, hi_t = step_param_tensors(x_adv, eps=eps, alpha=alpha, scale=scale, lo=lo, hi=hi)
+    _ops.l2_step_(x_adv, grad, x, eps_t, alpha_t, scale_t, lo_t, hi_t, active)
+
+
+def _check_tensors(**tensors: object) -> None:
+    for name, t in tensors.items():
+        check_tensor(t, name)
 
 
 def draw_seed(generator: torch.Generator | None = None) -> int:
@@ -117,28 +135,28 @@ def random_init_(
     ``delta`` is uniform in the L-inf ball (``norm="linf"``) or uniform in the L2 ball
     (``norm="l2"``: Gaussian direction, radius ``eps * U^(1/n)`` with ``n`` elements per sample) of
     radius ``eps``. The noise is a pure function of ``seed`` and each element's logical index, so it is
-    reproducible, independent of memory layout, and the same on CPU and CUDA.
+    reproducible and independent of memory layout. CPU and CUDA draw the same uniform numbers: the
+    L-inf start is identical on both; the L2 start's Box-Muller normals go through each device's
+    ``log``/``cos``/``sqrt``, so CPU and CUDA may differ in the last bit or two (float32 ulps) there.
 
     Args:
         seed: the noise seed; if None one is drawn from ``generator`` (or torch's default generator,
             so ``torch.manual_seed`` makes it reproducible).
         Others: as :func:`linf_step_`.
+
+    Raises:
+        TypeError, ValueError: as :func:`linf_step_`; also ValueError for a ``norm`` other than
+            ``"linf"``/``"l2"`` or both ``seed`` and ``generator`` given.
     """
+    _check_tensors(x_adv=x_adv, x=x)
     if seed is None:
         seed = draw_seed(generator)
     elif generator is not None:
         raise ValueError("pass either seed or generator to random_init_, not both")
-    _ops.random_init_(
-        x_adv,
-        x,
-        as_param_tensor(eps, x_adv, "eps"),
-        as_param_tensor(scale, x_adv, "scale"),
-        as_param_tensor(lo, x_adv, "lo"),
-        as_param_tensor(hi, x_adv, "hi"),
-        active,
-        int(seed),
-        norm,
-    )
+    else:
+        seed = check_int(seed, "seed", -(2**63), 2**63 - 1)
+    eps_t, _, scale_t, lo_t, hi_t = step_param_tensors(x_adv, eps=eps, alpha=None, scale=scale, lo=lo, hi=hi)
+    _ops.random_init_(x_adv, x, eps_t, scale_t, lo_t, hi_t, active, seed, norm)
 
 
 # ------------------------------------------------------------------------------ feature statistics
@@ -172,10 +190,19 @@ def class_feature_stats(
         differentiable); mean and m2 in the compute dtype (float32 for float32/bfloat16/float16
         features, float64 for float64).
 
+    Raises:
+        TypeError: a wrong argument type or dtype (labels must be int64).
+        ValueError: a wrong shape, tensors on different devices (a meta tensor among real ones
+            included), ``num_classes < 1``, or a label outside ``[0, num_classes)`` (checked by both
+            kernels; on CUDA that costs one small device-to-host copy). A NaN feature is not refused:
+            it propagates into its class's mean and m2 (in that column; with covariance, its row and
+            column of the scatter matrix), as in the twin.
+
     Shape:
         features ``[N, D]`` (float32, float64, bfloat16, float16; any strides), labels ``[N]``;
         count ``[K]``, mean ``[K, D]``, m2 ``[K, D]`` or ``[K, D, D]``.
     """
+    _check_tensors(features=features, labels=labels)
     check_int(num_classes, "num_classes", 1)
     return _ops.class_feature_stats(features, labels, num_classes, bool(covariance))
 
@@ -193,11 +220,18 @@ def feature_discrepancy(clean: torch.Tensor, adv: torch.Tensor) -> tuple[torch.T
 
     Returns:
         ``(sq_dist, mean_abs_change)`` in the compute dtype (float32 for float32/bfloat16/float16,
-        float64 for float64); sums are carried in float64.
+        float64 for float64); sums are carried in float64 (partial sums of at most 64 terms per lane or
+        thread in the compute dtype). A NaN input gives NaN in its row's ``sq_dist`` and its column's
+        ``mean_abs_change``, as in the twin.
+
+    Raises:
+        TypeError: not tensors, or a dtype other than float32/float64/bfloat16/float16, or two dtypes.
+        ValueError: not 2-D, different shapes, or different devices.
 
     Shape:
         clean, adv ``[N, D]``, same dtype and device (any strides); sq_dist ``[N]``, mean_abs_change ``[D]``.
     """
+    _check_tensors(clean=clean, adv=adv)
     return _ops.feature_discrepancy(clean, adv)
 
 
@@ -213,11 +247,16 @@ def linear_hsic(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     respect to both inputs.
 
     Returns:
-        A float64 scalar (0 when N, D1 or D2 is 0).
+        A float64 scalar (0 when N, D1 or D2 is 0; NaN when an input holds NaN).
+
+    Raises:
+        TypeError: not tensors, or a dtype other than float32/float64/bfloat16/float16, or two dtypes.
+        ValueError: not 2-D, different numbers of rows, or different devices.
 
     Shape:
         x ``[N, D1]``, y ``[N, D2]``, same dtype and device.
     """
+    _check_tensors(x=x, y=y)
     return _ops.linear_hsic(x, y)
 
 

@@ -4,25 +4,74 @@
 They define the ops' semantics: the tests compare the kernels against them and the benchmarks use
 them as the eager baseline. They compute in the kernels' compute dtype (float32 for float16/bfloat16,
 float64 for float64) and round once when writing back, as the kernels do.
+
+They refuse the same bad arguments as the wrappers and kernels together, with the same exception types
+and in the same order (the checks are the Python mirror of the kernels' prologues, in
+:mod:`nonrobust_ext._params`): Python parameter values (as the wrappers do), then devices, dtypes,
+shapes, memory overlap of ``x_adv``, and on CPU the parameter tensors' values (as the CPU kernels do);
+tensors on a CUDA device are not read, and a NaN there propagates in the kernel and in the twin alike.
+A NaN in a data tensor is never refused, and propagates the same way as in the kernels.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 
-from ._params import Param, as_param_tensor, check_int, opmath_dtype
+from ._params import (
+    Param,
+    check_class_stats_args,
+    check_feature_pair,
+    check_int,
+    check_label_range,
+    check_step_args,
+    check_step_memory,
+    check_step_param_values,
+    opmath_dtype,
+    step_param_tensors,
+)
+from ._validate import check_tensor
 
 
-def _per_sample(value: Param, like: torch.Tensor, name: str) -> torch.Tensor:
-    t = as_param_tensor(value, like, name)
-    return t.expand(like.shape[0]).reshape((like.shape[0],) + (1,) * (like.dim() - 1))
+class _StepParams(NamedTuple):
+    """The parameters broadcast against ``x_adv``: per sample ``[B, 1, ...]``, per channel ``[1, C, 1, ...]``."""
+
+    eps: torch.Tensor
+    alpha: torch.Tensor | None
+    scale: torch.Tensor
+    lo: torch.Tensor
+    hi: torch.Tensor
 
 
-def _per_channel(value: Param, like: torch.Tensor, name: str) -> torch.Tensor:
-    t = as_param_tensor(value, like, name)
-    return t.expand(like.shape[1]).reshape((1, like.shape[1]) + (1,) * (like.dim() - 2))
+def _step_params(op: str, x_adv: torch.Tensor, grad: torch.Tensor | None, x: torch.Tensor, *, eps: Param,
+                 alpha: Param | None, scale: Param, lo: Param, hi: Param, active: torch.Tensor | None) -> _StepParams:
+    """The kernels' prologue (csrc/common/step_args.h) in Python: every check, in the kernels' order,
+    then the parameters broadcast for the formulas."""
+    for name, t in (("x_adv", x_adv), ("grad", grad), ("x", x)):
+        if name != "grad" or t is not None:
+            check_tensor(t, name)
+    if x_adv.requires_grad:  # the kernels' autograd wrapper (csrc/ops.cpp)
+        raise ValueError(f"{op}: x_adv requires grad; attack-state updates are not differentiable, pass a detached "
+                         "tensor")
+    eps_t, alpha_t, scale_t, lo_t, hi_t = step_param_tensors(x_adv, eps=eps, alpha=alpha, scale=scale, lo=lo, hi=hi)
+    check_step_args(op, x_adv, grad, x, eps_t, alpha_t, scale_t, lo_t, hi_t, active)
+    given = {"eps": eps, "alpha": alpha, "scale": scale, "lo": lo, "hi": hi}
+    check_step_memory(op, x_adv, grad=grad, x=x, active=active,
+                      **{k: v for k, v in given.items() if isinstance(v, torch.Tensor)})
+    if x_adv.device.type == "cpu":
+        check_step_param_values(op, eps_t, alpha_t, scale_t, lo_t, hi_t)
+    B, C = x_adv.shape[0], x_adv.shape[1]
+    sample_shape = (B,) + (1,) * (x_adv.dim() - 1)
+    channel_shape = (1, C) + (1,) * (x_adv.dim() - 2)
+    return _StepParams(
+        eps_t.expand(B).reshape(sample_shape),
+        None if alpha_t is None else alpha_t.expand(B).reshape(sample_shape),
+        scale_t.expand(C).reshape(channel_shape),
+        lo_t.expand(C).reshape(channel_shape),
+        hi_t.expand(C).reshape(channel_shape),
+    )
 
 
 def _write(x_adv: torch.Tensor, new: torch.Tensor, active: torch.Tensor | None) -> None:
@@ -45,13 +94,14 @@ def linf_step_(
     active: torch.Tensor | None = None,
 ) -> None:
     """Twin of :func:`nonrobust_ext.ops.linf_step_`."""
+    e, a, s, lo_t, hi_t = _step_params("linf_step_", x_adv, grad, x, eps=eps, alpha=alpha, scale=scale, lo=lo, hi=hi,
+                                       active=active)
     acc = opmath_dtype(x_adv.dtype)
-    e, a = _per_sample(eps, x_adv, "eps"), _per_sample(alpha, x_adv, "alpha")
-    s = _per_channel(scale, x_adv, "scale")
-    lo_t, hi_t = _per_channel(lo, x_adv, "lo"), _per_channel(hi, x_adv, "hi")
     xv = x.to(acc)
     radius = e * s
-    v = x_adv.to(acc) + a * s * torch.sign(grad.to(acc))
+    g = grad.to(acc)
+    # sign(NaN) is NaN here, as in the kernels (torch.sign gives 0): a NaN gradient is never a zero step.
+    v = x_adv.to(acc) + a * s * torch.where(torch.isnan(g), g, torch.sign(g))
     v = torch.minimum(torch.maximum(v, xv - radius), xv + radius)
     v = torch.minimum(torch.maximum(v, lo_t), hi_t)
     _write(x_adv, v, active)
@@ -70,10 +120,9 @@ def l2_step_(
     active: torch.Tensor | None = None,
 ) -> None:
     """Twin of :func:`nonrobust_ext.ops.l2_step_`."""
+    e, a, s, lo_t, hi_t = _step_params("l2_step_", x_adv, grad, x, eps=eps, alpha=alpha, scale=scale, lo=lo, hi=hi,
+                                       active=active)
     acc = opmath_dtype(x_adv.dtype)
-    e, a = _per_sample(eps, x_adv, "eps"), _per_sample(alpha, x_adv, "alpha")
-    s = _per_channel(scale, x_adv, "scale")
-    lo_t, hi_t = _per_channel(lo, x_adv, "lo"), _per_channel(hi, x_adv, "hi")
     g = grad.to(acc)
     xv = x.to(acc)
 
@@ -84,6 +133,8 @@ def l2_step_(
     d = (x_adv.to(acc) - xv) / s + step * g * s
     dn = sample_norm(d)
     factor = torch.where(dn > e, e / dn, torch.ones_like(dn))
+    # min(1, eps/|d|) propagating NaN: a NaN norm or eps makes the sample NaN, never unprojected.
+    factor = torch.where(torch.isnan(dn) | torch.isnan(e), dn + e, factor)
     v = xv + factor * d * s
     v = torch.minimum(torch.maximum(v, lo_t), hi_t)
     _write(x_adv, v, active)
@@ -142,13 +193,16 @@ def random_init_(
     from .ops import draw_seed
 
     if norm not in ("linf", "l2"):
-        raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
+        raise ValueError(f"random_init_: norm must be 'linf' or 'l2', got {norm!r}")
     if seed is None:
         seed = draw_seed(generator)
+    elif generator is not None:
+        raise ValueError("pass either seed or generator to random_init_, not both")
+    else:
+        seed = check_int(seed, "seed", -(2**63), 2**63 - 1)
+    e, _, s, lo_t, hi_t = _step_params("random_init_", x_adv, None, x, eps=eps, alpha=None, scale=scale, lo=lo, hi=hi,
+                                       active=active)
     acc = opmath_dtype(x_adv.dtype)
-    e = _per_sample(eps, x_adv, "eps")
-    s = _per_channel(scale, x_adv, "scale")
-    lo_t, hi_t = _per_channel(lo, x_adv, "lo"), _per_channel(hi, x_adv, "hi")
     index = torch.arange(x_adv.numel(), device=x_adv.device, dtype=torch.int64).reshape(x_adv.shape)
     xv = x.to(acc)
     if norm == "linf":
@@ -172,30 +226,16 @@ def random_init_(
 # ------------------------------------------------------------------------------ feature statistics
 
 
-def _check_feature_matrix(t: torch.Tensor, name: str) -> None:
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a tensor, got {type(t).__name__}")
-    if t.dim() != 2:
-        raise ValueError(f"{name} must be a 2-D [N, D] tensor, got shape {tuple(t.shape)}")
-    if t.dtype not in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
-        raise TypeError(f"{name} must be float32, float64, bfloat16 or float16, got {t.dtype}")
-
-
 def class_feature_stats(
     features: torch.Tensor, labels: torch.Tensor, *, num_classes: int, covariance: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Twin of :func:`nonrobust_ext.ops.class_feature_stats`: bincount, then two index_add passes
     (class sums, then squared deviations from the class means) in the compute dtype."""
+    check_tensor(features, "features")
+    check_tensor(labels, "labels")
     check_int(num_classes, "num_classes", 1)
-    _check_feature_matrix(features, "features")
-    if labels.dtype != torch.int64:
-        raise TypeError(f"labels must be int64, got {labels.dtype}")
-    if labels.dim() != 1 or labels.shape[0] != features.shape[0]:
-        raise ValueError(f"labels must have shape [{features.shape[0]}] (one per row of features), "
-                         f"got {tuple(labels.shape)}")
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise ValueError(f"labels must be in [0, num_classes) = [0, {num_classes}), got values in "
-                         f"[{int(labels.min())}, {int(labels.max())}]")
+    check_class_stats_args(features, labels, num_classes)
+    check_label_range(labels, num_classes)
     acc = opmath_dtype(features.dtype)
     x = features.to(acc)
     K, D = num_classes, x.shape[1]
@@ -211,10 +251,9 @@ def class_feature_stats(
 
 def feature_discrepancy(clean: torch.Tensor, adv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Twin of :func:`nonrobust_ext.ops.feature_discrepancy`, in the compute dtype."""
-    _check_feature_matrix(clean, "clean")
-    _check_feature_matrix(adv, "adv")
-    if clean.shape != adv.shape:
-        raise ValueError(f"adv has shape {tuple(adv.shape)} but clean has shape {tuple(clean.shape)}")
+    check_tensor(clean, "clean")
+    check_tensor(adv, "adv")
+    check_feature_pair("feature_discrepancy", "clean", clean, "adv", adv, same_width=True)
     acc = opmath_dtype(clean.dtype)
     diff = adv.to(acc) - clean.to(acc)
     return (diff * diff).sum(1), diff.abs().sum(0) / max(diff.shape[0], 1)
@@ -223,10 +262,9 @@ def feature_discrepancy(clean: torch.Tensor, adv: torch.Tensor) -> tuple[torch.T
 def linear_hsic(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Twin of :func:`nonrobust_ext.ops.linear_hsic`: explicitly centred copies and the cross-covariance
     product, all in float64 (the op's value is float64 too; its products run in the compute dtype)."""
-    _check_feature_matrix(x, "x")
-    _check_feature_matrix(y, "y")
-    if x.shape[0] != y.shape[0]:
-        raise ValueError(f"y has {y.shape[0]} rows but x has {x.shape[0]}")
+    check_tensor(x, "x")
+    check_tensor(y, "y")
+    check_feature_pair("linear_hsic", "x", x, "y", y, same_width=False)
     if x.shape[0] == 0:
         return torch.zeros((), dtype=torch.float64, device=x.device)
     xc = x.double() - x.double().mean(0)

@@ -31,3 +31,40 @@ def test_ops_are_registered_with_mutation_in_schema(name):
     schema = getattr(torch.ops.nonrobust_ext, name).default._schema
     assert schema.arguments[0].alias_info is not None and schema.arguments[0].alias_info.is_write
     assert len(schema.returns) == 0
+
+
+_ISA_PROBE = """
+import torch, nonrobust_ext
+from nonrobust_ext import ops
+try:
+    {call}
+except ValueError as error:
+    print("ValueError:", error)
+"""
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        "nonrobust_ext.build_info()",
+        "x = torch.rand(2, 3, 4, 4); ops.linf_step_(x.clone(), x, x, eps=0.1, alpha=0.01)",
+        "ops.class_feature_stats(torch.rand(4, 3), torch.tensor([0, 1, 0, 1]), num_classes=2)",
+    ],
+    ids=["build_info", "attack step", "feature statistics"],
+)
+def test_one_cpu_isa_selector_for_every_op_family(call):
+    """NONROBUST_EXT_CPU_ISA is read by the one selector every CPU kernel uses: an unknown value is a
+    ValueError naming the variable, whichever op family asks first."""
+    import os
+    import subprocess
+    import sys
+
+    probe = subprocess.run(
+        [sys.executable, "-c", _ISA_PROBE.format(call=call)],
+        env={**os.environ, "NONROBUST_EXT_CPU_ISA": "sse9"},
+        capture_output=True,
+        text=True,
+        cwd=os.path.dirname(os.path.abspath(__file__)),
+    )
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    assert "ValueError: NONROBUST_EXT_CPU_ISA=sse9 is not one of the ISAs this build has" in probe.stdout

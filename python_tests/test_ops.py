@@ -285,38 +285,40 @@ def _good(device="cpu"):
     return make_case((3, 2, 4, 4), "contiguous", torch.float32, device, active=False)
 
 
+# A wrong dtype is a TypeError, anything else a ValueError (as at the Python API); the message names the
+# op and the argument. The full table of bad inputs, with the twins, is python_tests/test_bad_input_ops.py.
 @pytest.mark.parametrize(
-    "mutate,match",
+    "mutate,error,match",
     [
-        (lambda c: dataclasses.replace(c, grad=c.grad[:, :1]), "grad has shape"),
-        (lambda c: dataclasses.replace(c, x=c.x.double()), "x has dtype"),
-        (lambda c: dataclasses.replace(c, grad=c.grad.double()), "grad has dtype"),
-        (lambda c: dataclasses.replace(c, params={**c.params, "eps": torch.ones(2)}), "eps must have one element or one per sample"),
-        (lambda c: dataclasses.replace(c, params={**c.params, "lo": torch.zeros(5)}), "lo must have one element or one per channel"),
-        (lambda c: dataclasses.replace(c, params={**c.params, "active": torch.ones(3)}), "active must be a bool tensor"),
-        (lambda c: dataclasses.replace(c, params={**c.params, "active": torch.ones(4, dtype=torch.bool)}), "active must have one element per sample"),
-        (lambda c: dataclasses.replace(c, x_adv=c.x_adv[:, 0, 0, 0], grad=c.grad[:, 0, 0, 0], x=c.x[:, 0, 0, 0]), r"\[B, C, ...\]"),
-        (lambda c: dataclasses.replace(c, x_adv=c.x_adv.half(), grad=c.grad.half(), x=c.x.half()), "float16 is supported on CUDA only"),
+        (lambda c: dataclasses.replace(c, grad=c.grad[:, :1]), ValueError, "grad has shape"),
+        (lambda c: dataclasses.replace(c, x=c.x.double()), TypeError, "x has dtype"),
+        (lambda c: dataclasses.replace(c, grad=c.grad.double()), TypeError, "grad has dtype"),
+        (lambda c: dataclasses.replace(c, params={**c.params, "eps": torch.ones(2)}), ValueError, "eps must have one element or one per sample"),
+        (lambda c: dataclasses.replace(c, params={**c.params, "lo": torch.zeros(5)}), ValueError, "lo must have one element or one per channel"),
+        (lambda c: dataclasses.replace(c, params={**c.params, "active": torch.ones(3)}), TypeError, "active must be a bool tensor"),
+        (lambda c: dataclasses.replace(c, params={**c.params, "active": torch.ones(4, dtype=torch.bool)}), ValueError, "active must have one element per sample"),
+        (lambda c: dataclasses.replace(c, x_adv=c.x_adv[:, 0, 0, 0], grad=c.grad[:, 0, 0, 0], x=c.x[:, 0, 0, 0]), ValueError, r"\[B, C, ...\]"),
+        (lambda c: dataclasses.replace(c, x_adv=c.x_adv.half(), grad=c.grad.half(), x=c.x.half()), TypeError, "float16 is supported on CUDA only"),
     ],
 )
 @pytest.mark.parametrize("name", STEP_OPS)
-def test_step_rejects_bad_arguments(name, mutate, match):
+def test_step_rejects_bad_arguments(name, mutate, error, match):
     case = mutate(_good())
-    with pytest.raises(RuntimeError, match=match) as info:
+    with pytest.raises(error, match=match) as info:
         getattr(torch.ops.nonrobust_ext, name)(*_raw_args(case))
     assert name in str(info.value)
 
 
 def test_random_init_rejects_unknown_norm():
     case = _good()
-    with pytest.raises(RuntimeError, match="norm must be 'linf' or 'l2'"):
+    with pytest.raises(ValueError, match="norm must be 'linf' or 'l2'"):
         torch.ops.nonrobust_ext.random_init_(*_raw_args(case, with_alpha=False), 1, "l1")
 
 
 def test_mutating_a_tensor_that_requires_grad_is_refused():
     case = _good()
     x_adv = case.x_adv.clone().requires_grad_(True)
-    with pytest.raises(RuntimeError, match="requires grad.*detached"):
+    with pytest.raises(ValueError, match="requires grad.*detached"):
         ops.linf_step_(x_adv, case.grad, case.x, eps=0.1, alpha=0.01)
 
 

@@ -1,5 +1,6 @@
-// Argument checks and the device-independent parts of the feature-statistics ops, shared by the CPU
-// (csrc/cpu/feature_stats.cpp) and CUDA (csrc/cuda/feature_stats.cu) kernels:
+// The device-independent parts of the feature-statistics ops, shared by the CPU
+// (csrc/cpu/feature_stats.cpp) and CUDA (csrc/cuda/feature_stats.cu) kernels (their argument checks
+// are in stats_args.h):
 //   - the per-class scatter matrices of class_feature_stats(covariance=True), and
 //   - linear_hsic,
 // both composed of ATen calls (their cost is matrix products, where BLAS is the limit), so that the two
@@ -14,50 +15,6 @@
 #include <vector>
 
 namespace nonrobust_ext::stats {
-
-inline bool is_feature_dtype(at::ScalarType t) {
-  return t == at::kFloat || t == at::kDouble || t == at::kBFloat16 || t == at::kHalf;
-}
-
-inline void check_features(const char* op, const char* name, const at::Tensor& t) {
-  TORCH_CHECK(t.dim() == 2, op, ": ", name, " must be a 2-D [N, D] tensor, got shape ", t.sizes());
-  TORCH_CHECK(is_feature_dtype(t.scalar_type()), op, ": ", name,
-              " must be float32, float64, bfloat16 or float16, got ", t.scalar_type());
-}
-
-inline void check_class_stats_args(const at::Tensor& features, const at::Tensor& labels, int64_t num_classes) {
-  constexpr const char* op = "class_feature_stats";
-  check_features(op, "features", features);
-  TORCH_CHECK(labels.dim() == 1, op, ": labels must be a 1-D [N] tensor, got shape ", labels.sizes());
-  TORCH_CHECK(labels.scalar_type() == at::kLong, op, ": labels must be int64, got ", labels.scalar_type());
-  TORCH_CHECK(labels.size(0) == features.size(0), op, ": labels has ", labels.size(0),
-              " entries but features has ", features.size(0), " rows");
-  TORCH_CHECK(labels.device() == features.device(), op, ": labels is on ", labels.device(),
-              " but features is on ", features.device());
-  TORCH_CHECK(num_classes >= 1, op, ": num_classes must be at least 1, got ", num_classes);
-}
-
-inline void check_pair(const char* op, const char* a_name, const at::Tensor& a, const char* b_name,
-                       const at::Tensor& b, bool same_width) {
-  check_features(op, a_name, a);
-  check_features(op, b_name, b);
-  if (same_width) {
-    TORCH_CHECK(a.sizes() == b.sizes(), op, ": ", b_name, " has shape ", b.sizes(), " but ", a_name,
-                " has shape ", a.sizes());
-  } else {
-    TORCH_CHECK(a.size(0) == b.size(0), op, ": ", b_name, " has ", b.size(0), " rows but ", a_name, " has ",
-                a.size(0));
-  }
-  TORCH_CHECK(a.scalar_type() == b.scalar_type(), op, ": ", b_name, " has dtype ", b.scalar_type(), " but ",
-              a_name, " has dtype ", a.scalar_type());
-  TORCH_CHECK(a.device() == b.device(), op, ": ", b_name, " is on ", b.device(), " but ", a_name, " is on ",
-              a.device());
-}
-
-// Rows are read as `base + row * stride(0)` with unit column stride; anything else is copied once.
-inline at::Tensor with_unit_column_stride(const at::Tensor& t) {
-  return (t.size(1) <= 1 || t.stride(1) == 1) ? t : t.contiguous();
-}
 
 // m2[c] = sum over the rows i of class c of (x_i - mean_c)(x_i - mean_c)^T, in the compute dtype.
 // The deviations are formed in float64 from the float64 class means and rounded once, so a large
@@ -93,7 +50,6 @@ inline at::Tensor class_scatter_matrices(const at::Tensor& features, const at::T
 // for the shifted block) into a float64 D1 x D2 matrix; the means and the final sum of squares are
 // float64 too.
 inline at::Tensor linear_hsic_impl(const at::Tensor& x, const at::Tensor& y) {
-  check_pair("linear_hsic", "x", x, "y", y, /*same_width=*/false);
   const auto acc = at::toOpMathType(x.scalar_type());
   const auto dbl = x.options().dtype(at::kDouble);
   const int64_t N = x.size(0);

@@ -1,52 +1,23 @@
 // CPU kernels of the attack-state ops: linf_step_, l2_step_, random_init_.
 //
 // Threading and work partitioning live here; the vectorised inner loops live in step_loops_impl.h,
-// compiled per ISA. Semantics (and the pure-PyTorch twin of each op) are in nonrobust_ext/reference.py.
+// compiled per ISA (isa_table.h). The argument checks are the shared prologue (StepArgs,
+// csrc/common/step_args.h). Semantics (and the pure-PyTorch twin of each op) are in
+// nonrobust_ext/reference.py.
 #include "../common/counter_rng.h"
 #include "../common/step_args.h"
 #include "../common/step_math.h"
-#include "step_loops.h"
+#include "isa_table.h"
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <cmath>
-#include <cstdlib>
-#include <cstring>
 #include <string>
 #include <vector>
 
 namespace nonrobust_ext::cpu {
-
-const StepLoops& select_step_loops() {
-  static const StepLoops& chosen = []() -> const StepLoops& {
-    const char* forced = std::getenv("NONROBUST_EXT_CPU_ISA");
-    const std::string want = forced ? forced : "";
-#if defined(NRX_HAVE_X86_ISAS)
-    __builtin_cpu_init();
-    const bool has512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-    const bool has2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    if (want == "avx512") {
-      TORCH_CHECK(has512, "NONROBUST_EXT_CPU_ISA=avx512 but this CPU lacks AVX-512");
-      return step_loops_avx512();
-    }
-    if (want == "avx2") {
-      TORCH_CHECK(has2, "NONROBUST_EXT_CPU_ISA=avx2 but this CPU lacks AVX2/FMA");
-      return step_loops_avx2();
-    }
-    if (want.empty()) {
-      if (has512) return step_loops_avx512();
-      if (has2) return step_loops_avx2();
-    }
-#endif
-    TORCH_CHECK(want.empty() || want == "baseline", "NONROBUST_EXT_CPU_ISA=", want,
-                " is not one of the ISAs this build has (baseline, avx2, avx512 on x86-64)");
-    return step_loops_baseline();
-  }();
-  return chosen;
-}
 
 namespace {
 
@@ -135,13 +106,6 @@ struct ChannelTables {
   }
 };
 
-void check_cpu_dtype(const char* op, const at::Tensor& t) {
-  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble ||
-                  t.scalar_type() == at::kBFloat16,
-              op, ": on CPU x_adv must be float32, float64 or bfloat16, got ", t.scalar_type(),
-              " (float16 is supported on CUDA only)");
-}
-
 const bool* active_ptr(const StepArgs& a) {
   return a.active ? a.active->data_ptr<bool>() : nullptr;
 }
@@ -150,7 +114,7 @@ template <typename T>
 void linf_step_impl(const StepArgs& a) {
   using S = storage_t<T>;
   using A = typename AccType<S>::type;
-  const auto& loops = select_step_loops().get<S>();
+  const auto& loops = cpu_isa().step.get<S>();
   const Partition part(a);
   const ChannelTables<A> tab(a, part);
   S* xa = raw<T>(a.target);
@@ -176,7 +140,7 @@ template <typename T>
 void l2_step_impl(const StepArgs& a) {
   using S = storage_t<T>;
   using A = typename AccType<S>::type;
-  const auto& loops = select_step_loops().get<S>();
+  const auto& loops = cpu_isa().step.get<S>();
   const Partition part(a);
   const ChannelTables<A> tab(a, part);
   S* xa = raw<T>(a.target);
@@ -268,7 +232,7 @@ void random_init_impl(const StepArgs& a, uint64_t seed, bool l2) {
           const A u = static_cast<A>(rng::uniform01(rng::draw(key_u, i)));
           const A xv = static_cast<A>(x[base + o]);
           const A v = xv + eps[b] * scale[c] * (A(2) * u - A(1));
-          xa[base + o] = static_cast<T>(std::min(std::max(v, lo[c]), hi[c]));
+          xa[base + o] = static_cast<T>(clamp_nan(v, lo[c], hi[c]));
         }
         continue;
       }
@@ -287,7 +251,7 @@ void random_init_impl(const StepArgs& a, uint64_t seed, bool l2) {
         const A z = static_cast<A>(normal_at(key_u, key_angle, static_cast<uint64_t>(base + o)));
         const A xv = static_cast<A>(x[base + o]);
         const A v = xv + coef * z * scale[c];
-        xa[base + o] = static_cast<T>(std::min(std::max(v, lo[c]), hi[c]));
+        xa[base + o] = static_cast<T>(clamp_nan(v, lo[c], hi[c]));
       }
     }
   });
@@ -298,8 +262,8 @@ enum class StepNorm { kLinf, kL2 };
 void step_cpu(const char* op, StepNorm norm, const at::Tensor& x_adv, const at::Tensor& grad,
               const at::Tensor& x, const at::Tensor& eps, const at::Tensor& alpha, const at::Tensor& scale,
               const at::Tensor& lo, const at::Tensor& hi, const std::optional<at::Tensor>& active) {
-  auto a = prepare_step_args(op, x_adv, grad, x, eps, alpha, scale, lo, hi, active, false);
-  check_cpu_dtype(op, x_adv);
+  StepArgs a(op, Backend::kCPU, StepInputs{x_adv, &grad, x, eps, &alpha, scale, lo, hi, active},
+             /*logical_order=*/false);
   if (x_adv.numel() == 0) return;
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x_adv.scalar_type(), "attack step", [&] {
     if (norm == StepNorm::kLinf) {
@@ -326,14 +290,12 @@ void l2_step_cpu(const at::Tensor& x_adv, const at::Tensor& grad, const at::Tens
 void random_init_cpu(const at::Tensor& x_adv, const at::Tensor& x, const at::Tensor& eps,
                      const at::Tensor& scale, const at::Tensor& lo, const at::Tensor& hi,
                      const std::optional<at::Tensor>& active, int64_t seed, c10::string_view norm) {
-  TORCH_CHECK(norm == "linf" || norm == "l2", "random_init_: norm must be 'linf' or 'l2', got '",
-              std::string(norm), "'");
-  auto a = prepare_step_args("random_init_", x_adv, std::nullopt, x, eps, std::nullopt, scale, lo, hi,
-                             active, /*logical_order=*/true);
-  check_cpu_dtype("random_init_", x_adv);
+  const bool l2 = random_init_norm_is_l2(norm);
+  StepArgs a("random_init_", Backend::kCPU, StepInputs{x_adv, nullptr, x, eps, nullptr, scale, lo, hi, active},
+             /*logical_order=*/true);
   if (x_adv.numel() == 0) return;
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x_adv.scalar_type(), "random_init_", [&] {
-    random_init_impl<scalar_t>(a, static_cast<uint64_t>(seed), norm == "l2");
+    random_init_impl<scalar_t>(a, static_cast<uint64_t>(seed), l2);
   });
   a.finish();
 }

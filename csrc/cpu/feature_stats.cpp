@@ -1,15 +1,16 @@
 // CPU kernels of the feature-statistics ops: class_feature_stats, feature_discrepancy, linear_hsic.
 //
 // Threading, work partitioning and merging live here; the vectorised inner loops live in
-// stats_loops_impl.h, compiled per ISA. Semantics (and the pure-PyTorch twin of each op) are in
+// stats_loops_impl.h, compiled per ISA (isa_table.h). The argument checks are the shared prologues
+// (csrc/common/stats_args.h). Semantics (and the pure-PyTorch twin of each op) are in
 // nonrobust_ext/reference.py; the autograd formulas are in nonrobust_ext/_meta.py.
 //
 // Results do not depend on the number of threads: work is cut into units that depend only on the
 // shapes, every unit's partial result is computed the same way whoever runs it, and partial results
 // are merged in a fixed order.
 #include "../common/feature_stats.h"
-#include "stats_loops.h"
-#include "step_loops.h"
+#include "../common/stats_args.h"
+#include "isa_table.h"
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -22,19 +23,6 @@
 #include <vector>
 
 namespace nonrobust_ext::cpu {
-
-const StatsLoops& select_stats_loops() {
-  static const StatsLoops& chosen = []() -> const StatsLoops& {
-    // One ISA decision for every CPU kernel, including the NONROBUST_EXT_CPU_ISA override.
-    const std::string isa = select_step_loops().isa;
-#if defined(NRX_HAVE_X86_ISAS)
-    if (isa == "avx512") return stats_loops_avx512();
-    if (isa == "avx2") return stats_loops_avx2();
-#endif
-    return stats_loops_baseline();
-  }();
-  return chosen;
-}
 
 namespace {
 
@@ -73,8 +61,7 @@ ClassOrder sort_by_class(const at::Tensor& labels, int64_t K) {
   std::vector<int64_t> offsets(static_cast<size_t>(K) + 1, 0);
   for (int64_t i = 0; i < N; ++i) {
     const int64_t c = y[i];
-    TORCH_CHECK(c >= 0 && c < K, "class_feature_stats: labels must be in [0, num_classes) = [0, ", K,
-                "), got labels[", i, "] = ", c);
+    if (c < 0 || c >= K) stats::labels_out_of_range(K, i, c);
     ++offsets[c + 1];
   }
   for (int64_t c = 0; c < K; ++c) offsets[c + 1] += offsets[c];
@@ -140,7 +127,7 @@ void class_stats_kernel(const at::Tensor& features, const ClassOrder& ord, const
                         const at::Tensor& m2_out, double* mean64) {
   using S = typename Storage<T>::type;
   using A = typename StatsAcc<S>::type;
-  const auto class_rows = select_stats_loops().get<S>().class_rows;
+  const auto class_rows = cpu_isa().stats.get<S>().class_rows;
   const int64_t D = features.size(1);
   const int64_t row_stride = features.stride(0);
   const S* base = raw<T>(features);
@@ -232,7 +219,7 @@ void class_stats_kernel(const at::Tensor& features, const ClassOrder& ord, const
 std::tuple<at::Tensor, at::Tensor, at::Tensor> class_feature_stats_cpu(const at::Tensor& features,
                                                                        const at::Tensor& labels,
                                                                        int64_t num_classes, bool covariance) {
-  stats::check_class_stats_args(features, labels, num_classes);
+  const stats::ClassStatsArgs args(features, labels, num_classes);
   const int64_t K = num_classes;
   const int64_t D = features.size(1);
   const auto acc = at::toOpMathType(features.scalar_type());
@@ -273,7 +260,7 @@ void discrepancy_kernel(const at::Tensor& clean, const at::Tensor& adv, const at
                         const at::Tensor& mac_out) {
   using S = typename Storage<T>::type;
   using A = typename StatsAcc<S>::type;
-  const auto rows_fn = select_stats_loops().get<S>().discrepancy_rows;
+  const auto rows_fn = cpu_isa().stats.get<S>().discrepancy_rows;
   const int64_t N = clean.size(0);
   const int64_t D = clean.size(1);
   const S* c = raw<T>(clean);
@@ -314,7 +301,7 @@ void discrepancy_kernel(const at::Tensor& clean, const at::Tensor& adv, const at
 }
 
 std::tuple<at::Tensor, at::Tensor> feature_discrepancy_cpu(const at::Tensor& clean, const at::Tensor& adv) {
-  stats::check_pair("feature_discrepancy", "clean", clean, "adv", adv, /*same_width=*/true);
+  const stats::FeaturePairArgs args("feature_discrepancy", "clean", clean, "adv", adv, /*same_width=*/true);
   const auto opts = clean.options().dtype(at::toOpMathType(clean.scalar_type()));
   const int64_t N = clean.size(0);
   const int64_t D = clean.size(1);
@@ -331,7 +318,10 @@ std::tuple<at::Tensor, at::Tensor> feature_discrepancy_cpu(const at::Tensor& cle
 
 // ------------------------------------------------------------------------------------- linear_hsic
 
-at::Tensor linear_hsic_cpu(const at::Tensor& x, const at::Tensor& y) { return stats::linear_hsic_impl(x, y); }
+at::Tensor linear_hsic_cpu(const at::Tensor& x, const at::Tensor& y) {
+  const stats::FeaturePairArgs args("linear_hsic", "x", x, "y", y, /*same_width=*/false);
+  return stats::linear_hsic_impl(x, y);
+}
 
 }  // namespace
 

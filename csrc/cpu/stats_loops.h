@@ -1,6 +1,7 @@
 // Inner loops of the CPU feature-statistics kernels (class_feature_stats, feature_discrepancy),
-// compiled once per vector ISA, like the attack-step loops (see step_loops.h for why: plain C++ for the
-// auto-vectoriser, no c10/ATen header in the ISA translation units, one table picked at load time).
+// compiled once per vector ISA in the same translation units as the attack-step loops (see step_loops.h
+// for why: plain C++ for the auto-vectoriser, no c10/ATen header in the ISA translation units, one
+// table picked at load time: isa_table.h).
 //
 // Features are rows of D contiguous elements. Half types travel as their raw bits, in distinct tag
 // structs so that bfloat16 and float16 get different loads. Every sum is formed in short runs in the
@@ -41,8 +42,8 @@ struct StatsLoopsFor {
                            int64_t D, double* sq, double* col_abs, A* scratch);
 };
 
+// The feature-statistics loops of one ISA, per storage type.
 struct StatsLoops {
-  const char* isa;
   StatsLoopsFor<float> f32;
   StatsLoopsFor<double> f64;
   StatsLoopsFor<Bf16Bits> bf16;
@@ -63,15 +64,5 @@ inline const StatsLoopsFor<F16Bits>& StatsLoops::get<F16Bits>() const { return f
 
 // Work units of class_feature_stats are whole multiples of this many rows (class_rows' first block).
 constexpr int64_t kStatsBlockRows = 64;
-
-// One per ISA translation unit (isa/stats_*.cpp); avx2/avx512 exist only on x86-64 builds.
-const StatsLoops& stats_loops_baseline();
-#if defined(NRX_HAVE_X86_ISAS)
-const StatsLoops& stats_loops_avx2();
-const StatsLoops& stats_loops_avx512();
-#endif
-
-// The table of the ISA that select_step_loops() chose (so NONROBUST_EXT_CPU_ISA steers both).
-const StatsLoops& select_stats_loops();
 
 }  // namespace nonrobust_ext::cpu

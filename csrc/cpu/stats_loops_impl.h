@@ -1,7 +1,6 @@
-// Template bodies of the feature-statistics inner loops; included by exactly one file per ISA
-// (isa/stats_*.cpp), each of which defines NRX_ISA_NAME and NRX_STATS_TILE_BYTES (how many bytes of
-// compute-type accumulators one register tile holds: four vector registers of that ISA) and is
-// compiled with its own -m flags. Written for the auto-vectoriser: fixed-size local arrays that stay
+// Template bodies of the feature-statistics inner loops; included once per ISA translation unit,
+// through isa_table_impl.h (see there), in the namespace NRX_ISA_NAME::stats. NRX_STATS_TILE_BYTES is
+// how many bytes of compute-type accumulators one register tile holds (four vector registers of the ISA). Written for the auto-vectoriser: fixed-size local arrays that stay
 // in registers, restrict pointers, branch-free selects.
 #pragma once
 
@@ -13,7 +12,9 @@
 
 // GCC's unroll-and-jam would fuse two rows of a tile loop into one scalar loop (measured: 3x slower
 // than the vector loop it otherwise emits).
+// push/pop: only the statistics loops, not the attack-step loops of the same translation unit.
 #if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC push_options
 #pragma GCC optimize("no-loop-unroll-and-jam")
 #endif
 
@@ -52,7 +53,9 @@ template <typename A>
 inline A abs_of(A v) {
   return v < A(0) ? -v : v;
 }
-inline double non_negative(double v) { return v > 0.0 ? v : 0.0; }
+// Rounding can make a sum of squared deviations slightly negative; NaN stays NaN (a NaN feature must
+// show in its class's statistics, as in the reference twin).
+inline double non_negative(double v) { return v < 0.0 ? 0.0 : v; }
 
 // acc + v * v, fused where the ISA has FMA (one instruction instead of two on the busiest port); the
 // baseline build has no FMA unit, where a fused call would be a slow library function.
@@ -242,22 +245,6 @@ StatsLoopsFor<S> make_stats_loops() {
 }  // namespace
 }  // namespace nonrobust_ext::cpu::NRX_ISA_NAME::stats
 
-namespace nonrobust_ext::cpu {
-
-#define NRX_STATS_CONCAT_(a, b) a##b
-#define NRX_STATS_CONCAT(a, b) NRX_STATS_CONCAT_(a, b)
-#define NRX_STATS_STR_(a) #a
-#define NRX_STATS_STR(a) NRX_STATS_STR_(a)
-
-const StatsLoops& NRX_STATS_CONCAT(stats_loops_, NRX_ISA_NAME)() {
-  static const StatsLoops table{
-      NRX_STATS_STR(NRX_ISA_NAME),
-      NRX_ISA_NAME::stats::make_stats_loops<float>(),
-      NRX_ISA_NAME::stats::make_stats_loops<double>(),
-      NRX_ISA_NAME::stats::make_stats_loops<Bf16Bits>(),
-      NRX_ISA_NAME::stats::make_stats_loops<F16Bits>(),
-  };
-  return table;
-}
-
-}  // namespace nonrobust_ext::cpu
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC pop_options
+#endif

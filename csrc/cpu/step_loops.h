@@ -1,9 +1,10 @@
 // Inner loops of the CPU attack-step kernels, compiled once per vector ISA.
 //
 // The loops are plain C++ written for the auto-vectoriser; step_loops_impl.h is compiled three times
-// (isa/avx512.cpp, isa/avx2.cpp, isa/baseline.cpp) with different -m flags and the best table the
-// running CPU supports is picked once at load time (select_step_loops()). This header has no ATen
-// dependency so the three ISA translation units compile in seconds.
+// (isa/avx512.cpp, isa/avx2.cpp, isa/baseline.cpp, each also compiling the feature-statistics loops)
+// with different -m flags, and the best table the running CPU supports is picked once at load time
+// (cpu_isa() in isa_table.h). This header has no ATen dependency so the ISA translation units compile
+// in seconds.
 //
 // A "run" is a stretch of contiguous memory inside one sample. Per-channel parameters are either
 // Uniform (the whole run is one channel: NCHW-like layouts) or Tiled (element j has channel j % C and
@@ -48,8 +49,8 @@ struct StepLoopsFor {
   void (*l2_write_tiled)(T* xa, const T* g, const T* x, int64_t n, A keep, A gcoef, RunParams<A> p);
 };
 
+// The step loops of one ISA, per storage type.
 struct StepLoops {
-  const char* isa;
   StepLoopsFor<float> f32;
   StepLoopsFor<double> f64;
   StepLoopsFor<uint16_t> bf16;
@@ -64,16 +65,5 @@ template <>
 inline const StepLoopsFor<double>& StepLoops::get<double>() const { return f64; }
 template <>
 inline const StepLoopsFor<uint16_t>& StepLoops::get<uint16_t>() const { return bf16; }
-
-// One per ISA translation unit; avx512/avx2 exist only on x86-64 builds.
-const StepLoops& step_loops_baseline();
-#if defined(NRX_HAVE_X86_ISAS)
-const StepLoops& step_loops_avx2();
-const StepLoops& step_loops_avx512();
-#endif
-
-// The table for the running CPU (first call decides; NONROBUST_EXT_CPU_ISA=baseline|avx2|avx512
-// forces one, for benchmarking and tests).
-const StepLoops& select_step_loops();
 
 }  // namespace nonrobust_ext::cpu

@@ -3,7 +3,10 @@
 // Same semantics and the same rounding as the CPU kernels (csrc/cpu/attack_steps.cpp): every
 // per-element expression is written in the CPU's order of operations, and the build passes -fmad=false
 // so that nvcc does not contract them into FMAs. The pure-PyTorch twin of each op is in
-// nonrobust_ext/reference.py.
+// nonrobust_ext/reference.py. The argument checks are the prologue shared with the CPU (StepArgs,
+// csrc/common/step_args.h); the parameter values are not checked here (that would be a host sync per
+// step), but a NaN parameter propagates into the output exactly as in the twin (clamp_nan, sign_nan and
+// l2_coefficients in csrc/common/step_math.h). The launch skeleton is csrc/cuda/skeleton.cuh.
 //
 // Work partitioning: each sample of the canonical (dense, batch-outermost) tensor is cut into pieces,
 // and a block processes one (sample, piece) unit at a time. The number of pieces per sample adapts so
@@ -18,13 +21,10 @@
 #include "../common/counter_rng.h"
 #include "../common/step_args.h"
 #include "../common/step_math.h"
+#include "skeleton.cuh"
 
 #include <ATen/ATen.h>
-#include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -35,17 +35,10 @@
 namespace nonrobust_ext::cuda {
 namespace {
 
-constexpr int kThreads = 256;
-constexpr int kWarpSize = 32;
-constexpr int kWarps = kThreads / kWarpSize;
 // Units a launch aims for: about two waves of 256-thread blocks on the largest current GPUs. A constant
 // rather than the SM count, so that how the L2 sums are grouped (and so the rounding of the result)
 // does not depend on which GPU runs the op.
 constexpr int64_t kTargetUnits = 2048;
-// Beyond this many units, blocks loop over units instead: more blocks would only add scheduling work.
-constexpr int64_t kMaxBlocks = 65535;
-
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // Elements moved by one 16-byte memory transaction.
 template <typename T>
@@ -161,18 +154,6 @@ __device__ __forceinline__ void store_pack(T* ptr, const Pack<T>& pack, int coun
   }
 }
 
-// Comparisons written as on CPU, so that NaN propagates the same way.
-template <typename A>
-__device__ __forceinline__ A clamp_to(A v, A lo, A hi) {
-  v = v < lo ? lo : v;
-  return v > hi ? hi : v;
-}
-
-template <typename A>
-__device__ __forceinline__ A sign_of(A g) {
-  return g > A(0) ? A(1) : (g < A(0) ? A(-1) : A(0));
-}
-
 // Deterministic sum over the block (fixed shuffle and shared-memory order); the total is in thread 0.
 template <int N>
 __device__ void block_sum(double (&v)[N]) {
@@ -180,9 +161,7 @@ __device__ void block_sum(double (&v)[N]) {
   const int lane = threadIdx.x % kWarpSize;
   const int warp = threadIdx.x / kWarpSize;
 #pragma unroll
-  for (int k = 0; k < N; ++k) {
-    for (int delta = kWarpSize / 2; delta > 0; delta /= 2) v[k] += __shfl_down_sync(0xffffffffu, v[k], delta);
-  }
+  for (int k = 0; k < N; ++k) v[k] = warp_sum(v[k]);
   if (lane == 0) {
 #pragma unroll
     for (int k = 0; k < N; ++k) warp_totals[warp][k] = v[k];
@@ -243,19 +222,26 @@ Operands<T> operands_of(const StepArgs& a) {
   };
 }
 
-template <typename Kernel, typename... Args>
-void launch(Kernel kernel, const Partition& part, Args... args) {
-  const auto blocks = static_cast<unsigned int>(std::min(part.units, kMaxBlocks));
-  kernel<<<blocks, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(args...);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+// The unit loop of every step kernel: body(unit, b) for this block's (sample b, piece) units, grid-stride,
+// skipping inactive samples (uniform across the block: a unit never straddles samples).
+template <typename T, typename Body>
+__device__ __forceinline__ void for_each_active_unit(const Operands<T>& op, const Partition& part, Body&& body) {
+  for_each_unit(part.units, [&](int64_t unit) {
+    const int64_t b = unit / part.pieces_per_sample;
+    if (!op.inactive(b)) body(unit, b);
+  });
+}
+
+// One grid-stride launch over the partition's units.
+template <typename... Params, typename... Args>
+void launch_units(void (*kernel)(Params...), const Partition& part, Args... args) {
+  launch(kernel, dim3(grid_stride_blocks(part.units)), kThreads, args...);
 }
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads) linf_step_kernel(Operands<T> op, Partition part) {
   using A = at::opmath_type<T>;
-  for (int64_t unit = blockIdx.x; unit < part.units; unit += gridDim.x) {
-    const int64_t b = unit / part.pieces_per_sample;
-    if (op.inactive(b)) continue;
+  for_each_active_unit(op, part, [&](int64_t unit, int64_t b) {
     const A eps = op.eps[b];
     const A alpha = op.alpha[b];
     const int64_t base = b * part.sample_len;
@@ -272,15 +258,15 @@ __global__ void __launch_bounds__(kThreads) linf_step_kernel(Operands<T> op, Par
           const A s = op.scale[c];
           const A xv = static_cast<A>(x.v[k]);
           const A radius = eps * s;
-          A v = static_cast<A>(xa.v[k]) + alpha * s * sign_of(static_cast<A>(g.v[k]));
-          v = clamp_to(v, xv - radius, xv + radius);
-          out.v[k] = static_cast<T>(clamp_to(v, op.lo[c], op.hi[c]));
+          A v = static_cast<A>(xa.v[k]) + alpha * s * sign_nan(static_cast<A>(g.v[k]));
+          v = clamp_nan(v, xv - radius, xv + radius);
+          out.v[k] = static_cast<T>(clamp_nan(v, op.lo[c], op.hi[c]));
         }
         cursor.next_element(part);
       }
       store_pack(op.x_adv + i, out, count, part.vectorised);
     });
-  }
+  });
 }
 
 // partial[unit * 3 + k] <- the unit's { sum (g*s)^2, sum (xa-x)*g, sum ((xa-x)/s)^2 }. Each pack is
@@ -288,9 +274,7 @@ __global__ void __launch_bounds__(kThreads) linf_step_kernel(Operands<T> op, Par
 template <typename T>
 __global__ void __launch_bounds__(kThreads) l2_step_sums_kernel(Operands<T> op, Partition part, double* partial) {
   using A = at::opmath_type<T>;
-  for (int64_t unit = blockIdx.x; unit < part.units; unit += gridDim.x) {
-    const int64_t b = unit / part.pieces_per_sample;
-    if (op.inactive(b)) continue;
+  for_each_active_unit(op, part, [&](int64_t unit, int64_t b) {
     const int64_t base = b * part.sample_len;
     double sums[3] = {0.0, 0.0, 0.0};
     for_each_pack<kPackLen<T>>(part, unit, [&](int64_t offset, int count, ChannelCursor cursor) {
@@ -321,7 +305,7 @@ __global__ void __launch_bounds__(kThreads) l2_step_sums_kernel(Operands<T> op, 
     if (threadIdx.x == 0) {
       for (int k = 0; k < 3; ++k) partial[unit * 3 + k] = sums[k];
     }
-  }
+  });
 }
 
 template <typename T>
@@ -329,9 +313,7 @@ __global__ void __launch_bounds__(kThreads) l2_step_write_kernel(Operands<T> op,
                                                                  const double* partial) {
   using A = at::opmath_type<T>;
   __shared__ A coefficients[2];  // keep, gcoef of the current unit's sample
-  for (int64_t unit = blockIdx.x; unit < part.units; unit += gridDim.x) {
-    const int64_t b = unit / part.pieces_per_sample;
-    if (op.inactive(b)) continue;
+  for_each_active_unit(op, part, [&](int64_t unit, int64_t b) {
     double sums[3];
     sample_sums(partial, b, part.pieces_per_sample, sums);
     if (threadIdx.x == 0) {
@@ -356,13 +338,13 @@ __global__ void __launch_bounds__(kThreads) l2_step_write_kernel(Operands<T> op,
           const A s = op.scale[c];
           const A xv = static_cast<A>(x.v[k]);
           const A v = xv + keep * (static_cast<A>(xa.v[k]) - xv) + gcoef * (s * s) * static_cast<A>(g.v[k]);
-          out.v[k] = static_cast<T>(clamp_to(v, op.lo[c], op.hi[c]));
+          out.v[k] = static_cast<T>(clamp_nan(v, op.lo[c], op.hi[c]));
         }
         cursor.next_element(part);
       }
       store_pack(op.x_adv + i, out, count, part.vectorised);
     });
-  }
+  });
 }
 
 // Keys of the random streams, derived once per op call on the host.
@@ -377,9 +359,7 @@ struct RandomKeys {
 template <typename T>
 __global__ void __launch_bounds__(kThreads) random_init_linf_kernel(Operands<T> op, Partition part, RandomKeys keys) {
   using A = at::opmath_type<T>;
-  for (int64_t unit = blockIdx.x; unit < part.units; unit += gridDim.x) {
-    const int64_t b = unit / part.pieces_per_sample;
-    if (op.inactive(b)) continue;
+  for_each_active_unit(op, part, [&](int64_t unit, int64_t b) {
     const A eps = op.eps[b];
     const int64_t base = b * part.sample_len;
     for_each_pack<kPackLen<T>>(part, unit, [&](int64_t offset, int count, ChannelCursor cursor) {
@@ -392,13 +372,13 @@ __global__ void __launch_bounds__(kThreads) random_init_linf_kernel(Operands<T> 
           const int64_t c = cursor.channel;
           const A u = static_cast<A>(rng::uniform01(rng::draw(keys.uniform, static_cast<uint64_t>(i + k))));
           const A v = static_cast<A>(x.v[k]) + eps * op.scale[c] * (A(2) * u - A(1));
-          out.v[k] = static_cast<T>(clamp_to(v, op.lo[c], op.hi[c]));
+          out.v[k] = static_cast<T>(clamp_nan(v, op.lo[c], op.hi[c]));
         }
         cursor.next_element(part);
       }
       store_pack(op.x_adv + i, out, count, part.vectorised);
     });
-  }
+  });
 }
 
 // partial[unit] <- the unit's sum of squared normals, in double as on CPU. Reads no tensor: the
@@ -406,9 +386,7 @@ __global__ void __launch_bounds__(kThreads) random_init_linf_kernel(Operands<T> 
 template <typename T>
 __global__ void __launch_bounds__(kThreads) random_init_l2_norms_kernel(Operands<T> op, Partition part,
                                                                         RandomKeys keys, double* partial) {
-  for (int64_t unit = blockIdx.x; unit < part.units; unit += gridDim.x) {
-    const int64_t b = unit / part.pieces_per_sample;
-    if (op.inactive(b)) continue;
+  for_each_active_unit(op, part, [&](int64_t unit, int64_t b) {
     const int64_t base = b * part.sample_len;
     double sq[1] = {0.0};
     for_each_pack<kPackLen<T>>(part, unit, [&](int64_t offset, int count, ChannelCursor) {
@@ -419,7 +397,7 @@ __global__ void __launch_bounds__(kThreads) random_init_l2_norms_kernel(Operands
     });
     block_sum(sq);
     if (threadIdx.x == 0) partial[unit] = sq[0];
-  }
+  });
 }
 
 // Uniform in the L2 ball: Gaussian direction, radius eps * U^(1/S). The normals are generated again
@@ -429,9 +407,7 @@ __global__ void __launch_bounds__(kThreads) random_init_l2_write_kernel(Operands
                                                                         RandomKeys keys, const double* partial) {
   using A = at::opmath_type<T>;
   __shared__ A sample_coef;
-  for (int64_t unit = blockIdx.x; unit < part.units; unit += gridDim.x) {
-    const int64_t b = unit / part.pieces_per_sample;
-    if (op.inactive(b)) continue;
+  for_each_active_unit(op, part, [&](int64_t unit, int64_t b) {
     double sq[1];
     sample_sums(partial, b, part.pieces_per_sample, sq);
     if (threadIdx.x == 0) {
@@ -453,13 +429,13 @@ __global__ void __launch_bounds__(kThreads) random_init_l2_write_kernel(Operands
           const int64_t c = cursor.channel;
           const A z = static_cast<A>(normal_at(keys.uniform, keys.angle, static_cast<uint64_t>(i + k)));
           const A v = static_cast<A>(x.v[k]) + coef * z * op.scale[c];
-          out.v[k] = static_cast<T>(clamp_to(v, op.lo[c], op.hi[c]));
+          out.v[k] = static_cast<T>(clamp_nan(v, op.lo[c], op.hi[c]));
         }
         cursor.next_element(part);
       }
       store_pack(op.x_adv + i, out, count, part.vectorised);
     });
-  }
+  });
 }
 
 template <typename T>
@@ -467,7 +443,7 @@ void linf_step_launch(const StepArgs& a) {
   const auto op = operands_of<T>(a);
   const Partition part =
       make_partition(a, kPackLen<T>, aligned16(op.x_adv) && aligned16(op.grad) && aligned16(op.x));
-  launch(linf_step_kernel<T>, part, op, part);
+  launch_units(linf_step_kernel<T>, part, op, part);
 }
 
 template <typename T>
@@ -476,8 +452,8 @@ void l2_step_launch(const StepArgs& a) {
   const Partition part =
       make_partition(a, kPackLen<T>, aligned16(op.x_adv) && aligned16(op.grad) && aligned16(op.x));
   const at::Tensor partial = at::empty({part.units * 3}, a.target.options().dtype(at::kDouble));
-  launch(l2_step_sums_kernel<T>, part, op, part, partial.data_ptr<double>());
-  launch(l2_step_write_kernel<T>, part, op, part, static_cast<const double*>(partial.data_ptr<double>()));
+  launch_units(l2_step_sums_kernel<T>, part, op, part, partial.data_ptr<double>());
+  launch_units(l2_step_write_kernel<T>, part, op, part, static_cast<const double*>(partial.data_ptr<double>()));
 }
 
 template <typename T>
@@ -487,19 +463,13 @@ void random_init_launch(const StepArgs& a, uint64_t seed, bool l2) {
   const RandomKeys keys{rng::stream_key(seed, rng::kStreamUniform), rng::stream_key(seed, rng::kStreamAngle),
                         rng::stream_key(seed, rng::kStreamRadius)};
   if (!l2) {
-    launch(random_init_linf_kernel<T>, part, op, part, keys);
+    launch_units(random_init_linf_kernel<T>, part, op, part, keys);
     return;
   }
   const at::Tensor partial = at::empty({part.units}, a.target.options().dtype(at::kDouble));
-  launch(random_init_l2_norms_kernel<T>, part, op, part, keys, partial.data_ptr<double>());
-  launch(random_init_l2_write_kernel<T>, part, op, part, keys,
+  launch_units(random_init_l2_norms_kernel<T>, part, op, part, keys, partial.data_ptr<double>());
+  launch_units(random_init_l2_write_kernel<T>, part, op, part, keys,
          static_cast<const double*>(partial.data_ptr<double>()));
-}
-
-void check_cuda_dtype(const char* op, const at::Tensor& t) {
-  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble ||
-                  t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16,
-              op, ": on CUDA x_adv must be float32, float64, float16 or bfloat16, got ", t.scalar_type());
 }
 
 enum class StepNorm { kLinf, kL2 };
@@ -507,11 +477,10 @@ enum class StepNorm { kLinf, kL2 };
 void step_cuda(const char* op, StepNorm norm, const at::Tensor& x_adv, const at::Tensor& grad,
                const at::Tensor& x, const at::Tensor& eps, const at::Tensor& alpha, const at::Tensor& scale,
                const at::Tensor& lo, const at::Tensor& hi, const std::optional<at::Tensor>& active) {
-  const c10::cuda::CUDAGuard device_guard(x_adv.device());
-  auto a = prepare_step_args(op, x_adv, grad, x, eps, alpha, scale, lo, hi, active, false);
-  check_cuda_dtype(op, x_adv);
+  StepArgs a(op, Backend::kCUDA, StepInputs{x_adv, &grad, x, eps, &alpha, scale, lo, hi, active},
+             /*logical_order=*/false);
   if (x_adv.numel() == 0) return;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x_adv.scalar_type(), "attack step", [&] {
+  NRX_CUDA_DISPATCH_FLOATING(x_adv.scalar_type(), "attack step", [&] {
     if (norm == StepNorm::kLinf) {
       linf_step_launch<scalar_t>(a);
     } else {
@@ -536,15 +505,12 @@ void l2_step_cuda(const at::Tensor& x_adv, const at::Tensor& grad, const at::Ten
 void random_init_cuda(const at::Tensor& x_adv, const at::Tensor& x, const at::Tensor& eps,
                       const at::Tensor& scale, const at::Tensor& lo, const at::Tensor& hi,
                       const std::optional<at::Tensor>& active, int64_t seed, c10::string_view norm) {
-  TORCH_CHECK(norm == "linf" || norm == "l2", "random_init_: norm must be 'linf' or 'l2', got '",
-              std::string(norm), "'");
-  const c10::cuda::CUDAGuard device_guard(x_adv.device());
-  auto a = prepare_step_args("random_init_", x_adv, std::nullopt, x, eps, std::nullopt, scale, lo, hi,
-                             active, /*logical_order=*/true);
-  check_cuda_dtype("random_init_", x_adv);
+  const bool l2 = random_init_norm_is_l2(norm);
+  StepArgs a("random_init_", Backend::kCUDA, StepInputs{x_adv, nullptr, x, eps, nullptr, scale, lo, hi, active},
+             /*logical_order=*/true);
   if (x_adv.numel() == 0) return;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x_adv.scalar_type(), "random_init_", [&] {
-    random_init_launch<scalar_t>(a, static_cast<uint64_t>(seed), norm == "l2");
+  NRX_CUDA_DISPATCH_FLOATING(x_adv.scalar_type(), "random_init_", [&] {
+    random_init_launch<scalar_t>(a, static_cast<uint64_t>(seed), l2);
   });
   a.finish();
 }

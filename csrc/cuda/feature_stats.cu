@@ -18,15 +18,15 @@
 // (reduced over the block's threads with shuffles).
 //
 // linear_hsic and the covariance scatter matrices are ATen compositions shared with the CPU
-// (csrc/common/feature_stats.h).
+// (csrc/common/feature_stats.h); so are the argument checks (csrc/common/stats_args.h). The launch
+// skeleton is csrc/cuda/skeleton.cuh. A NaN feature propagates into the statistics of its class, row
+// or column, as in the reference twins.
 #include "../common/feature_stats.h"
+#include "../common/stats_args.h"
+#include "skeleton.cuh"
 
 #include <ATen/ATen.h>
-#include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -37,17 +37,14 @@
 namespace nonrobust_ext::cuda {
 namespace {
 
-constexpr int kThreads = 256;
-constexpr int kWarpSize = 32;
-constexpr int kWarps = kThreads / kWarpSize;
 constexpr int kRegRows = 16;      // rows of one column a thread holds in registers
 constexpr int kDiscRows = 32;     // rows of one feature_discrepancy block
-constexpr int64_t kMaxGridX = 65535;
 // Blocks of the discrepancy launch, at most: fixed (not the SM count) so that how rows are grouped,
 // and so the rounding of mean_abs_change, is the same on every GPU.
 constexpr int64_t kDiscBlocks = 1024;
-
-__host__ __device__ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+// Columns a thread sums in the compute type before its row sums go on in double (through the block
+// reduction): the CPU loops' float lanes flush to double after as many terms.
+constexpr int64_t kDiscFlushTerms = 64;
 
 // ------------------------------------------------------------------------------ class_feature_stats
 
@@ -61,7 +58,7 @@ __global__ void __launch_bounds__(kThreads)
   using A = at::opmath_type<T>;
   const int64_t d = int64_t{blockIdx.y} * blockDim.x + threadIdx.x;
   if (d >= D) return;  // no block-level synchronisation below
-  for (int64_t u = blockIdx.x; u < units; u += gridDim.x) {
+  for_each_unit(units, [&](int64_t u) {
     const int64_t begin = unit_begin[u];
     const int64_t end = unit_end[u];
     double n = 0.0, mean = 0.0, m2 = 0.0;
@@ -86,7 +83,9 @@ __global__ void __launch_bounds__(kThreads)
       }
       const double dn = static_cast<double>(nb);
       const double block_mean = static_cast<double>(c) + static_cast<double>(s1) / dn;
-      const double block_m2 = fmax(0.0, static_cast<double>(s2) - static_cast<double>(s1) * s1 / dn);
+      // Not fmax: that would turn a NaN (from a NaN feature) into 0 instead of propagating it.
+      const double block_m2_raw = static_cast<double>(s2) - static_cast<double>(s1) * s1 / dn;
+      const double block_m2 = block_m2_raw < 0.0 ? 0.0 : block_m2_raw;
       const double total = n + dn;
       const double delta = block_mean - mean;
       mean += delta * (dn / total);
@@ -95,7 +94,7 @@ __global__ void __launch_bounds__(kThreads)
     }
     partial[(2 * u) * D + d] = mean;
     partial[(2 * u + 1) * D + d] = m2;
-  }
+  });
 }
 
 // Class c's units are class_units[c] .. class_units[c + 1] - 1, merged in order.
@@ -106,7 +105,7 @@ __global__ void __launch_bounds__(kThreads)
                        int64_t D, A* __restrict__ mean_out, A* __restrict__ m2_out, double* __restrict__ mean64) {
   const int64_t d = int64_t{blockIdx.y} * blockDim.x + threadIdx.x;
   if (d >= D) return;
-  for (int64_t c = blockIdx.x; c < K; c += gridDim.x) {
+  for_each_unit(K, [&](int64_t c) {
     double n = 0.0, mean = 0.0, m2 = 0.0;
     for (int64_t u = class_units[c]; u < class_units[c + 1]; ++u) {
       const double nb = static_cast<double>(unit_end[u] - unit_begin[u]);
@@ -121,31 +120,36 @@ __global__ void __launch_bounds__(kThreads)
     mean_out[c * D + d] = static_cast<A>(mean);
     m2_out[c * D + d] = static_cast<A>(m2);
     if (mean64 != nullptr) mean64[c * D + d] = mean;
-  }
+  });
 }
 
 int column_threads(int64_t D) {
   return static_cast<int>(std::clamp<int64_t>(ceil_div(D, kWarpSize) * kWarpSize, kWarpSize, kThreads));
 }
 
+// The label-range check, as on CPU (same message): one small device-to-host copy of the smallest and
+// largest label; only when one is out of range, a second look for the first offending label.
+void check_label_range(const at::Tensor& labels, int64_t K) {
+  const auto [lo, hi] = at::aminmax(labels);
+  const auto range = at::stack({lo, hi}).cpu();
+  const int64_t* r = range.const_data_ptr<int64_t>();
+  if (r[0] >= 0 && r[1] < K) return;
+  const auto bad = at::logical_or(labels < 0, labels >= K).to(at::kInt);
+  const int64_t first = bad.argmax().item<int64_t>();  // argmax returns the first maximal index
+  stats::labels_out_of_range(K, first, labels[first].item<int64_t>());
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> class_feature_stats_cuda(const at::Tensor& features,
                                                                         const at::Tensor& labels,
                                                                         int64_t num_classes, bool covariance) {
-  stats::check_class_stats_args(features, labels, num_classes);
-  const c10::cuda::CUDAGuard device_guard(features.device());
+  const stats::ClassStatsArgs args(features, labels, num_classes);
   const int64_t K = num_classes;
   const int64_t N = features.size(0);
   const int64_t D = features.size(1);
   const auto acc = at::toOpMathType(features.scalar_type());
   const auto opts = features.options().dtype(acc);
-  if (N > 0) {
-    // One small device-to-host copy: the check must raise here, as on CPU, rather than fault later.
-    const auto [lo, hi] = at::aminmax(labels);
-    const int64_t lo_v = lo.item<int64_t>();
-    const int64_t hi_v = hi.item<int64_t>();
-    TORCH_CHECK(lo_v >= 0 && hi_v < K, "class_feature_stats: labels must be in [0, num_classes) = [0, ", K,
-                "), got values in [", lo_v, ", ", hi_v, "]");
-  }
+  // Raise here, as on CPU, rather than index out of bounds later.
+  if (N > 0) check_label_range(labels, K);
   const auto count_int = at::bincount(labels, /*weights=*/{}, K);
   auto mean = at::zeros({K, D}, opts);
   auto m2 = at::zeros({K, D}, opts);
@@ -184,20 +188,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> class_feature_stats_cuda(const at
     const auto feats = stats::with_unit_column_stride(features);
     const int threads = column_threads(D);
     const int64_t col_blocks = ceil_div(D, threads);
-    TORCH_CHECK(col_blocks <= kMaxGridX, "class_feature_stats: D = ", D, " is too large for this kernel");
-    const auto stream = c10::cuda::getCurrentCUDAStream();
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, features.scalar_type(), "class_feature_stats", [&] {
+    // The columns go on gridDim.y, which is limited to 65535 blocks (D up to 16.7 M).
+    TORCH_CHECK(col_blocks <= kMaxBlocks, "class_feature_stats: D = ", D, " is too large for this CUDA kernel");
+    NRX_CUDA_DISPATCH_FLOATING(features.scalar_type(), "class_feature_stats", [&] {
       using A = at::opmath_type<scalar_t>;
-      const dim3 unit_grid(static_cast<unsigned int>(std::min(U, kMaxGridX)), static_cast<unsigned int>(col_blocks));
-      class_unit_kernel<scalar_t><<<unit_grid, threads, 0, stream>>>(
-          feats.data_ptr<scalar_t>(), feats.stride(0), D, order.data_ptr<int64_t>(), unit_begin, unit_end, U,
-          partial.data_ptr<double>());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-      const dim3 merge_grid(static_cast<unsigned int>(std::min(K, kMaxGridX)), static_cast<unsigned int>(col_blocks));
-      class_merge_kernel<A><<<merge_grid, threads, 0, stream>>>(
-          partial.data_ptr<double>(), unit_begin, unit_end, cls_units, K, D, mean.data_ptr<A>(), m2.data_ptr<A>(),
-          covariance ? mean64.data_ptr<double>() : nullptr);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      launch(class_unit_kernel<scalar_t>, dim3(grid_stride_blocks(U), static_cast<unsigned int>(col_blocks)), threads,
+             static_cast<const scalar_t*>(feats.data_ptr<scalar_t>()), feats.stride(0), D,
+             static_cast<const int64_t*>(order.data_ptr<int64_t>()), unit_begin, unit_end, U,
+             partial.data_ptr<double>());
+      launch(class_merge_kernel<A>, dim3(grid_stride_blocks(K), static_cast<unsigned int>(col_blocks)), threads,
+             static_cast<const double*>(partial.data_ptr<double>()), unit_begin, unit_end, cls_units, K, D,
+             mean.data_ptr<A>(), m2.data_ptr<A>(), covariance ? mean64.data_ptr<double>() : nullptr);
     });
   }
   if (covariance) m2 = stats::class_scatter_matrices(features, order, offsets, mean64, acc);
@@ -207,7 +208,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> class_feature_stats_cuda(const at
 // ------------------------------------------------------------------------------ feature_discrepancy
 
 // Block b handles the chunks b, b + gridDim.x, ... of kDiscRows rows; col_partial[b * D + d] collects
-// its sum of |adv - clean| over those rows (the block owns that row of the scratch: no atomics).
+// its sum of |adv - clean| over those rows (the block owns that row of the scratch: no atomics). Row sums
+// of squares: each thread sums at most kDiscFlushTerms of its columns per row in the compute type, then
+// they go on in double: shuffles within each warp, accumulated per warp in shared memory over the
+// column blocks, then the warps in order.
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     discrepancy_kernel(const T* __restrict__ clean, int64_t clean_stride, const T* __restrict__ adv,
@@ -217,32 +221,35 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ double warp_rows[kWarps][kDiscRows];
   const int lane = threadIdx.x % kWarpSize;
   const int warp = threadIdx.x / kWarpSize;
-  const int64_t chunks = ceil_div(N, kDiscRows);
-  for (int64_t chunk = blockIdx.x; chunk < chunks; chunk += gridDim.x) {
+  constexpr int64_t kColumnBlock = kThreads * kDiscFlushTerms;
+  for_each_unit(ceil_div(N, kDiscRows), [&](int64_t chunk) {
     const int64_t r0 = chunk * kDiscRows;
     const int nb = static_cast<int>(std::min<int64_t>(kDiscRows, N - r0));
-    A row_sq[kDiscRows];
+    for (int64_t d0 = 0; d0 < D; d0 += kColumnBlock) {
+      A row_sq[kDiscRows];
 #pragma unroll
-    for (int r = 0; r < kDiscRows; ++r) row_sq[r] = A(0);
-    for (int64_t d = threadIdx.x; d < D; d += kThreads) {
-      A col = A(0);
+      for (int r = 0; r < kDiscRows; ++r) row_sq[r] = A(0);
+      const int64_t d_end = std::min(D, d0 + kColumnBlock);
+      for (int64_t d = d0 + threadIdx.x; d < d_end; d += kThreads) {
+        A col = A(0);
+#pragma unroll
+        for (int r = 0; r < kDiscRows; ++r) {
+          if (r < nb) {
+            const A v =
+                static_cast<A>(adv[(r0 + r) * adv_stride + d]) - static_cast<A>(clean[(r0 + r) * clean_stride + d]);
+            row_sq[r] += v * v;
+            col += v < A(0) ? -v : v;
+          }
+        }
+        double* slot = col_partial + int64_t{blockIdx.x} * D + d;
+        *slot = (chunk == blockIdx.x ? 0.0 : *slot) + static_cast<double>(col);
+      }
+      // Lane 0 of each warp owns its warp's row of warp_rows: no synchronisation between column blocks.
 #pragma unroll
       for (int r = 0; r < kDiscRows; ++r) {
-        if (r < nb) {
-          const A v = static_cast<A>(adv[(r0 + r) * adv_stride + d]) - static_cast<A>(clean[(r0 + r) * clean_stride + d]);
-          row_sq[r] += v * v;
-          col += v < A(0) ? -v : v;
-        }
+        const double v = warp_sum(static_cast<double>(row_sq[r]));
+        if (lane == 0) warp_rows[warp][r] = (d0 == 0 ? 0.0 : warp_rows[warp][r]) + v;
       }
-      double* slot = col_partial + int64_t{blockIdx.x} * D + d;
-      *slot = (chunk == blockIdx.x ? 0.0 : *slot) + static_cast<double>(col);
-    }
-    // Row sums over the block: shuffles within each warp, then the warps in order.
-#pragma unroll
-    for (int r = 0; r < kDiscRows; ++r) {
-      double v = row_sq[r];
-      for (int delta = kWarpSize / 2; delta > 0; delta /= 2) v += __shfl_down_sync(0xffffffffu, v, delta);
-      if (lane == 0) warp_rows[warp][r] = v;
     }
     __syncthreads();
     if (threadIdx.x < nb) {
@@ -251,7 +258,7 @@ __global__ void __launch_bounds__(kThreads)
       sq_out[r0 + threadIdx.x] = static_cast<A>(total);
     }
     __syncthreads();  // warp_rows is reused by the next chunk
-  }
+  });
 }
 
 // mean_abs_change[d] = sum over the P block partials, in order, / N. A block covers 32 columns; its 8
@@ -277,8 +284,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 std::tuple<at::Tensor, at::Tensor> feature_discrepancy_cuda(const at::Tensor& clean, const at::Tensor& adv) {
-  stats::check_pair("feature_discrepancy", "clean", clean, "adv", adv, /*same_width=*/true);
-  const c10::cuda::CUDAGuard device_guard(clean.device());
+  const stats::FeaturePairArgs args("feature_discrepancy", "clean", clean, "adv", adv, /*same_width=*/true);
   const auto opts = clean.options().dtype(at::toOpMathType(clean.scalar_type()));
   const int64_t N = clean.size(0);
   const int64_t D = clean.size(1);
@@ -289,17 +295,15 @@ std::tuple<at::Tensor, at::Tensor> feature_discrepancy_cuda(const at::Tensor& cl
   const auto a = stats::with_unit_column_stride(adv);
   const int64_t blocks = std::min(ceil_div(N, kDiscRows), kDiscBlocks);
   auto col_partial = at::empty({blocks, D}, opts.dtype(at::kDouble));
-  TORCH_CHECK(ceil_div(D, kWarpSize) <= kMaxGridX, "feature_discrepancy: D = ", D, " is too large for this kernel");
-  const auto stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, clean.scalar_type(), "feature_discrepancy", [&] {
+  NRX_CUDA_DISPATCH_FLOATING(clean.scalar_type(), "feature_discrepancy", [&] {
     using A = at::opmath_type<scalar_t>;
-    discrepancy_kernel<scalar_t><<<static_cast<unsigned int>(blocks), kThreads, 0, stream>>>(
-        c.data_ptr<scalar_t>(), c.stride(0), a.data_ptr<scalar_t>(), a.stride(0), N, D, sq.data_ptr<A>(),
-        col_partial.data_ptr<double>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    column_mean_kernel<A><<<static_cast<unsigned int>(ceil_div(D, kWarpSize)), kThreads, 0, stream>>>(
-        col_partial.data_ptr<double>(), blocks, N, D, mac.data_ptr<A>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch(discrepancy_kernel<scalar_t>, dim3(static_cast<unsigned int>(blocks)), kThreads,
+           static_cast<const scalar_t*>(c.data_ptr<scalar_t>()), c.stride(0),
+           static_cast<const scalar_t*>(a.data_ptr<scalar_t>()), a.stride(0), N, D, sq.data_ptr<A>(),
+           col_partial.data_ptr<double>());
+    // gridDim.x may reach 2^31 - 1: one block per 32 columns needs no limit on D.
+    launch(column_mean_kernel<A>, dim3(static_cast<unsigned int>(ceil_div(D, kWarpSize))), kThreads,
+           static_cast<const double*>(col_partial.data_ptr<double>()), blocks, N, D, mac.data_ptr<A>());
   });
   return {sq, mac};
 }
@@ -307,7 +311,7 @@ std::tuple<at::Tensor, at::Tensor> feature_discrepancy_cuda(const at::Tensor& cl
 // ------------------------------------------------------------------------------------- linear_hsic
 
 at::Tensor linear_hsic_cuda(const at::Tensor& x, const at::Tensor& y) {
-  const c10::cuda::CUDAGuard device_guard(x.device());
+  const stats::FeaturePairArgs args("linear_hsic", "x", x, "y", y, /*same_width=*/false);
   return stats::linear_hsic_impl(x, y);
 }
 

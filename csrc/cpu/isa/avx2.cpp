@@ -1,3 +1,5 @@
-// The CPU inner loops compiled for the "avx2" ISA (flags set in CMakeLists.txt).
+// The CPU inner loops of every op family compiled for the "avx2" ISA (AVX2 + FMA + F16C; flags in
+// CMakeLists.txt); a statistics register tile is four 256-bit registers (128 bytes).
 #define NRX_ISA_NAME avx2
-#include "../step_loops_impl.h"
+#define NRX_STATS_TILE_BYTES 128
+#include "../isa_table_impl.h"
