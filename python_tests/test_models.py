@@ -158,10 +158,12 @@ def test_create_rejects_unknown_names_listing_the_available_ones():
 
 
 @pytest.mark.parametrize("arg", ["num_classes", "in_channels"])
-@pytest.mark.parametrize("bad", [0, -3, 2.5, True, "10", None])
-def test_create_rejects_bad_sizes_naming_the_argument(arg, bad):
+@pytest.mark.parametrize("bad, error", [(0, ValueError), (-3, ValueError), (2.5, TypeError), (True, TypeError),
+                                        ("10", TypeError), (None, TypeError)])
+def test_create_rejects_bad_sizes_naming_the_argument(arg, bad, error):
+    """A wrong value is a ValueError, a wrong type a TypeError (as everywhere: nonrobust_ext._validate)."""
     kwargs = {"num_classes": 10, "in_channels": 3, arg: bad}
-    with pytest.raises(ValueError, match=arg):
+    with pytest.raises(error, match=arg):
         models.create("resnet8", **kwargs)
 
 
@@ -198,15 +200,15 @@ def test_normalize_numerics():
     assert norm(x.bfloat16()).dtype == torch.bfloat16
 
 
-@pytest.mark.parametrize("mean, std, match", [
-    ([0.5, 0.5], [0.1, 0.2, 0.3], "same number"),
-    ([0.5], [0.0], "std must be > 0"),
-    ([float("nan")], [1.0], "mean must be finite"),
-    ("0.5", [1.0], "mean"),
-    ([], [1.0], "mean"),
+@pytest.mark.parametrize("mean, std, match, error", [
+    ([0.5, 0.5], [0.1, 0.2, 0.3], "same number", ValueError),
+    ([0.5], [0.0], "std must be > 0", ValueError),
+    ([float("nan")], [1.0], "mean must be finite", ValueError),
+    ("0.5", [1.0], "mean", TypeError),  # a wrong type, as everywhere (nonrobust_ext._validate)
+    ([], [1.0], "mean", ValueError),
 ])
-def test_normalize_rejects_bad_statistics(mean, std, match):
-    with pytest.raises(ValueError, match=match):
+def test_normalize_rejects_bad_statistics(mean, std, match, error):
+    with pytest.raises(error, match=match):
         models.Normalize(mean, std)
 
 
