@@ -40,6 +40,8 @@ def available() -> list[str]:
 
 def canonical_name(name: str) -> str:
     """``name`` with an alias replaced by the architecture it stands for (``"wrn50"`` -> ``"wide_resnet50_2"``)."""
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, got {type(name).__name__}")
     return _ALIASES.get(name, name)
 
 

@@ -168,7 +168,17 @@ class TrainResult:
 
 
 def learning_rate_factor(config: TrainConfig, step: int, total: int) -> float:
-    """The schedule's multiplier of the base learning rate at optimiser step ``step`` (0-based)."""
+    """The schedule's multiplier of the base learning rate at optimiser step ``step`` (0-based) of a
+    run of ``total`` steps.
+
+    Raises:
+        TypeError: ``config`` not a :class:`TrainConfig`; ``step`` or ``total`` not an int.
+        ValueError: ``step < 0`` or ``total < 1``.
+    """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    check_int(step, "step", 0)
+    check_int(total, "total", 1)
     if step < config.warmup_steps:
         return (step + 1) / config.warmup_steps
     progress = (step - config.warmup_steps) / max(1, total - config.warmup_steps)
