@@ -119,7 +119,7 @@ def test_make_objective_by_name_and_errors():
         training.make_objective("madry")
     with pytest.raises(ValueError, match="unknown \\['gamma'\\]"):
         training.make_objective("pgd", gamma=1)
-    with pytest.raises(ValueError, match="eps must be a number >= 0"):
+    with pytest.raises(ValueError, match="eps must be >= 0, got -1"):
         training.PGDAdversarial(eps=-1.0)
 
 
@@ -198,18 +198,27 @@ def test_train_config_errors():
 
 
 class InterruptAt(training.PGDAdversarial):
-    """PGD-AT that raises KeyboardInterrupt (as Ctrl-C would) on its n-th call."""
+    """PGD-AT interrupted on its n-th call, after its forward passes (mid-step): by a real SIGINT
+    (Ctrl-C), or by a KeyboardInterrupt raised from inside the objective."""
 
     def __call__(self, net, module, x, y, *, seed):
         calls = getattr(module, "_calls", 0) + 1
         module._calls = calls
+        out = super().__call__(net, module, x, y, seed=seed)
         if calls == int(os.environ.get("NONROBUST_TEST_INTERRUPT_AT", "0")):
-            raise KeyboardInterrupt
-        return super().__call__(net, module, x, y, seed=seed)
+            if os.environ["NONROBUST_TEST_INTERRUPT_BY"] == "signal":
+                os.kill(os.getpid(), signal.SIGINT)
+            else:
+                raise KeyboardInterrupt
+        return out
 
 
-@pytest.mark.parametrize("interrupt_at", [6, 9])  # mid-epoch (6 of 4 per epoch -> epoch 1, batch 2) and at an end
-def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch, interrupt_at):
+# Call 6 is mid-epoch (4 steps per epoch: epoch 1, batch 2), call 8 the last of an epoch and call 9 the first.
+@pytest.mark.parametrize("interrupt_at", [6, 8, 9])
+@pytest.mark.parametrize("by", ["signal", "raise"])
+def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch, interrupt_at, by):
+    """A signal takes effect at the end of the step it lands in: that step completes and is saved.
+    A KeyboardInterrupt raised mid-step saves nothing: the last checkpoint (an epoch end) stands."""
     data = _task(256, seed=1)  # 4 batches of 64 per epoch
     config = TrainConfig(epochs=3, **FAST)
     objective = InterruptAt(eps=0.1, steps=2)
@@ -218,17 +227,20 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path, monke
     training.train(reference, objective, data, config=config, out_dir=tmp_path / "full", progress=False)
 
     monkeypatch.setenv("NONROBUST_TEST_INTERRUPT_AT", str(interrupt_at))
+    monkeypatch.setenv("NONROBUST_TEST_INTERRUPT_BY", by)
     model = _net()
     with pytest.raises(KeyboardInterrupt):
         training.train(model, objective, data, config=config, out_dir=tmp_path / "run", progress=False)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the previous handler is back
     saved = torch.load(tmp_path / "run" / training.loop.CHECKPOINT, weights_only=True)
-    assert saved["step"] == interrupt_at - 1 and not saved["finished"]
+    expected = interrupt_at if by == "signal" else 4 * ((interrupt_at - 1) // 4)
+    assert saved["step"] == expected and not saved["finished"]
     assert not [p for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")]
 
     monkeypatch.delenv("NONROBUST_TEST_INTERRUPT_AT")
     resumed = _net(seed=123)  # different initial weights: everything must come from the checkpoint
     result = training.train(resumed, objective, data, config=config, out_dir=tmp_path / "run", progress=False)
-    assert result.resumed_from == interrupt_at - 1
+    assert result.resumed_from == expected
     for (key, a), b in zip(reference.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), key
     lines = [json.loads(line) for line in (tmp_path / "run" / training.loop.METRICS).read_text().splitlines()]

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import torch
 
-from .._params import check_int as _check_int
+from .._validate import check_bool, check_int
 from ._seeding import generator
 from .tensor_data import TensorData
 
@@ -14,7 +14,14 @@ from .tensor_data import TensorData
 def epoch_order(
     n: int, *, shuffle: bool, seed: int = 0, epoch: int = 0, rank: int = 0, world_size: int = 1, drop_last: bool = False
 ) -> torch.Tensor:
-    """The sample indices rank ``rank`` visits in epoch ``epoch``, in order (see :func:`batches`)."""
+    """The sample indices rank ``rank`` visits in epoch ``epoch``, in order (see :func:`batches`).
+
+    Raises:
+        TypeError, ValueError: as :func:`batches` (``n`` must be an int >= 0).
+    """
+    n = check_int(n, "n", 0)
+    _check_order_arguments(shuffle=shuffle, seed=seed, epoch=epoch, rank=rank, world_size=world_size,
+                           drop_last=drop_last)
     order = torch.randperm(n, generator=generator(seed, epoch)) if shuffle else torch.arange(n)
     if world_size > 1:
         if drop_last:
@@ -66,22 +73,33 @@ def batches(
     Returns:
         An iterator of ``(x, y)`` pairs, ``x`` ``[B, C, H, W]`` and ``y`` ``[B]``; B is ``batch_size``
         except possibly for the last batch.
+
+    Raises:
+        TypeError: ``d`` is not a :class:`TensorData`; an int given as something else (``1.5``,
+            ``True``); ``shuffle`` / ``drop_last`` not a bool.
+        ValueError: ``batch_size < 1``, ``epoch < 0``, ``world_size < 1``, ``rank`` outside
+            ``0 .. world_size - 1``.
     """
     if not isinstance(d, TensorData):
         raise TypeError(f"d must be TensorData, got {type(d).__name__}")
-    _check_int(batch_size, "batch_size", 1)
-    _check_int(epoch, "epoch", 0)
-    _check_int(world_size, "world_size", 1)
-    _check_int(rank, "rank", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    if rank >= world_size:
-        raise ValueError(f"rank must be < world_size ({world_size}), got {rank}")
+    check_int(batch_size, "batch_size", 1)
     order = epoch_order(
-        len(d), shuffle=bool(shuffle), seed=seed, epoch=epoch, rank=rank, world_size=world_size, drop_last=drop_last
+        len(d), shuffle=shuffle, seed=seed, epoch=epoch, rank=rank, world_size=world_size, drop_last=drop_last
     )
     # Generator body kept separate so the argument checks above run at call time, not at the first next().
     return _iterate(d, order.to(d.x.device), batch_size, drop_last)
+
+
+def _check_order_arguments(*, shuffle: object, seed: object, epoch: object, rank: object, world_size: object,
+                           drop_last: object) -> None:
+    check_bool(shuffle, "shuffle")
+    check_int(seed, "seed")
+    check_int(epoch, "epoch", 0)
+    check_int(world_size, "world_size", 1)
+    check_int(rank, "rank", 0)
+    if rank >= world_size:  # type: ignore[operator]
+        raise ValueError(f"rank must be < world_size ({world_size}), got {rank}")
+    check_bool(drop_last, "drop_last")
 
 
 def _iterate(
@@ -95,6 +113,15 @@ def _iterate(
 
 
 def num_batches(n: int, batch_size: int, *, world_size: int = 1, drop_last: bool = False) -> int:
-    """How many batches :func:`batches` yields per rank for a set of ``n`` samples."""
+    """How many batches :func:`batches` yields per rank for a set of ``n`` samples.
+
+    Raises:
+        TypeError: an argument of the wrong type.
+        ValueError: ``n < 0``, ``batch_size < 1`` or ``world_size < 1``.
+    """
+    check_int(n, "n", 0)
+    check_int(batch_size, "batch_size", 1)
+    check_int(world_size, "world_size", 1)
+    check_bool(drop_last, "drop_last")
     per_rank = n if world_size == 1 else (n // world_size if drop_last else -(-n // world_size))
     return per_rank // batch_size if drop_last else -(-per_rank // batch_size)

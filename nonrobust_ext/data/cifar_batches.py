@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from .._validate import check_bool, check_nonempty
 from .fmnist import DATA_ENV
 from .tensor_data import TensorData
 
@@ -176,10 +177,15 @@ def cifar(
     Raises:
         FileNotFoundError: the folder or one of its files is missing (named in the message).
         pickle.UnpicklingError: a file names a global other than numpy array reconstruction.
-        ValueError: a file's content is not a CIFAR batch (named in the message).
+        TypeError: ``name`` not a str, ``root`` not a path, ``train`` not a bool.
+        ValueError: a file's content is not a CIFAR batch (named in the message), or the batches hold
+            no images.
     """
-    if not isinstance(name, str) or name.lower().replace("-", "") not in _LAYOUT:
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str ('cifar10' or 'cifar100'), got {type(name).__name__}")
+    if name.lower().replace("-", "") not in _LAYOUT:
         raise ValueError(f"name must be 'cifar10' or 'cifar100', got {name!r}")
+    check_bool(train, "train")
     name = name.lower().replace("-", "")
     if root is not None and not isinstance(root, (str, os.PathLike)):
         raise TypeError(f"root must be a str, os.PathLike or None, got {type(root).__name__}")
@@ -208,4 +214,5 @@ def cifar(
         xs.append(torch.from_numpy(np.array(data, dtype=np.uint8, order="C")).view(-1, 3, 32, 32))
         ys.append(torch.from_numpy(labels.astype(np.int64)))
     x = torch.cat(xs).to(torch.float32).div_(255.0)
+    check_nonempty(len(x), f"{folder} ({'train' if train else 'test'} batches)", "images")
     return TensorData(x, torch.cat(ys), classes)

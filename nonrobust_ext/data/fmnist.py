@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from .._validate import check_bool, check_nonempty
 from .idx import read_idx
 from .tensor_data import TensorData
 
@@ -115,10 +116,12 @@ def fashion_mnist(root: str | os.PathLike[str] | None = None, *, train: bool = T
     Raises:
         FileNotFoundError: the files are not in any searched folder; the message lists the folders
             and says how to get the data.
-        ValueError: a file is damaged, or images and labels do not match.
+        TypeError: ``root`` not a path, ``train`` not a bool.
+        ValueError: a file is damaged, holds no images, or images and labels do not match.
     """
     if root is not None and not isinstance(root, (str, os.PathLike)):
         raise TypeError(f"root must be a str, os.PathLike or None, got {type(root).__name__}")
+    check_bool(train, "train")
     images_path, labels_path = find_fashion_mnist(root, train=train)
     images = read_idx(images_path)
     labels = read_idx(labels_path)
@@ -132,7 +135,8 @@ def fashion_mnist(root: str | os.PathLike[str] | None = None, *, train: bool = T
         raise ValueError(
             f"{labels_path} holds {labels.shape[0]} labels but {images_path} holds {images.shape[0]} images"
         )
-    if labels.numel() and int(labels.max()) >= len(FASHION_MNIST_CLASSES):
+    check_nonempty(images.shape[0], str(images_path), "images")
+    if int(labels.max()) >= len(FASHION_MNIST_CLASSES):
         raise ValueError(f"{labels_path}: labels must be in 0..9, found {int(labels.max())}")
     x = images.unsqueeze(1).to(torch.float32).div_(255.0)
     return TensorData(x, labels.to(torch.int64), list(FASHION_MNIST_CLASSES))

@@ -8,6 +8,7 @@ from typing import Any, Union
 
 import torch
 
+from .._validate import check_int, check_ints
 from .tensor_data import TensorData
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
@@ -27,19 +28,13 @@ def _pillow() -> Any:
 def _parse_size(size: Size) -> tuple[int, int] | None:
     if size is None:
         return None
-    if isinstance(size, bool):
-        raise TypeError("size must be None, an int or a pair (height, width) of ints, got bool")
-    if isinstance(size, int):
-        size = (size, size)
-    if (
-        not isinstance(size, (tuple, list))
-        or len(size) != 2
-        or not all(isinstance(s, int) and not isinstance(s, bool) for s in size)
-    ):
-        raise TypeError(f"size must be None, an int or a pair (height, width) of ints, got {size!r}")
-    if size[0] < 1 or size[1] < 1:
-        raise ValueError(f"size must be positive, got {tuple(size)}")
-    return int(size[0]), int(size[1])
+    if isinstance(size, (tuple, list)):
+        pair = check_ints(size, "size", 1)
+        if len(pair) != 2:
+            raise ValueError(f"size as a sequence must be a pair (height, width), got {tuple(pair)}")
+        return pair[0], pair[1]
+    side = check_int(size, "size", 1)  # TypeError for anything but None, an int or a pair
+    return side, side
 
 
 def image_folder(root: str | os.PathLike[str], *, size: Size = None, channels: int = 3) -> TensorData:
@@ -60,14 +55,16 @@ def image_folder(root: str | os.PathLike[str], *, size: Size = None, channels: i
         - y: ``[N]``
 
     Raises:
+        TypeError: ``root`` not a path; ``size`` or ``channels`` not ints.
         ImportError: Pillow is not installed (``pip install pillow``).
         FileNotFoundError: ``root`` is not a folder.
-        ValueError: no class folders, a class folder without images, or (``size=None``) an image whose
+        ValueError: ``size < 1``; ``channels`` not 1 or 3; no class folders, a class folder without
+            images, or (``size=None``) an image whose
             size differs from the first one (both files are named).
     """
     if not isinstance(root, (str, os.PathLike)):
         raise TypeError(f"root must be a str or os.PathLike, got {type(root).__name__}")
-    if isinstance(channels, bool) or channels not in (1, 3):
+    if check_int(channels, "channels") not in (1, 3):
         raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels!r}")
     hw = _parse_size(size)
     root = Path(root).expanduser()

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .._validate import check_bool, check_int
 from .cifar_batches import cifar
 from .fmnist import fashion_mnist
 from .folder import image_folder
@@ -57,9 +58,18 @@ def load(name: str, *, root: str | os.PathLike[str] | None = None, train: bool =
 
     Returns:
         The :class:`TensorData`.
+
+    Raises:
+        TypeError: ``name`` not a str, ``root`` not a path, ``train`` not a bool, extra keyword
+            arguments for a loader that takes none, or a loader's argument of the wrong type.
+        ValueError: unknown name, or a value the loader refuses (the message names the argument).
+        FileNotFoundError: the data files are not where ``root`` (or the default locations) say.
     """
     if not isinstance(name, str):
         raise TypeError(f"name must be a str, got {type(name).__name__}")
+    check_bool(train, "train")
+    if root is not None and not isinstance(root, (str, os.PathLike)):
+        raise TypeError(f"root must be a str, os.PathLike or None, got {type(root).__name__}")
     key = _ALIASES.get(name.lower().replace("-", "_"))
     if key is None:
         raise ValueError(f"name must be one of {', '.join(DATASETS)}, got {name!r}")
@@ -74,7 +84,6 @@ def load(name: str, *, root: str | os.PathLike[str] | None = None, train: bool =
             raise ValueError("load('folder') needs root= the folder of class subfolders")
         return image_folder(_folder_split(Path(root).expanduser(), train), **kwargs)
     n = kwargs.pop("n", SYNTHETIC_TRAIN_N if train else SYNTHETIC_TEST_N)
-    seed = kwargs.pop("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    # The train and test draws use seeds 2 * seed and 2 * seed + 1, which must stay in torch's range.
+    seed = check_int(kwargs.pop("seed", 0), "seed", -(2**62), 2**63 - 1)
     return synthetic(n, seed=2 * seed + (0 if train else 1), **kwargs)

@@ -8,7 +8,7 @@ from typing import Union
 
 import torch
 
-from .._params import check_int
+from .._validate import check_int, check_ints
 from ._seeding import generator
 from .tensor_data import TensorData
 
@@ -53,11 +53,7 @@ def _class_list(value: object, name: str, num_classes: int, *, allow_empty: bool
         value = value.reshape(-1).tolist()
     if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
         raise TypeError(f"{name} must be a sequence of class ids, got {type(value).__name__}")
-    out = list(value)
-    if not all(isinstance(c, int) and not isinstance(c, bool) for c in out):
-        raise TypeError(f"{name} must hold int class ids, got {out!r}")
-    if not out and not allow_empty:
-        raise ValueError(f"{name} must not be empty")
+    out = list(check_ints(list(value), name, nonempty=not allow_empty))
     bad = [c for c in out if not 0 <= c < num_classes]
     if bad:
         raise ValueError(f"{name} must hold class ids in 0..{num_classes - 1}, got {bad}")
@@ -125,8 +121,10 @@ def source_target_split(
         A :class:`SourceTarget`; each set's labels are ``0..k-1`` and its ``classes`` the chosen names.
 
     Raises:
+        TypeError: ``train`` / ``test`` not :class:`TensorData`; class ids, counts or ``seed`` not ints.
         ValueError: empty, repeated, out-of-range or overlapping classes; ``train`` and ``test`` with
-            different classes; a class with too few training samples for the requested counts.
+            different classes; a negative count; a class with too few training samples for the
+            requested counts.
     """
     if not isinstance(train, TensorData) or not isinstance(test, TensorData):
         raise TypeError(
@@ -144,8 +142,7 @@ def source_target_split(
         raise ValueError(f"source_classes and target_classes must be disjoint, both contain {overlap}")
     if shots_per_class is not None:
         check_int(shots_per_class, "shots_per_class", 1)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    check_int(seed, "seed")
     if val_per_class is None:
         src_val: int | None = None
         tgt_val: int | None = None
@@ -225,13 +222,14 @@ def few_shot(d: TensorData, shots_per_class: int, *, seed: int = 0) -> TensorDat
         A :class:`TensorData` of ``num_classes * shots_per_class`` samples.
 
     Raises:
-        ValueError: a class has fewer than ``shots_per_class`` samples (the class is named).
+        TypeError: ``d`` not :class:`TensorData`; ``shots_per_class`` or ``seed`` not an int.
+        ValueError: ``shots_per_class < 1``, or a class has fewer than ``shots_per_class`` samples (the
+            class is named).
     """
     if not isinstance(d, TensorData):
         raise TypeError(f"d must be TensorData, got {type(d).__name__}")
     check_int(shots_per_class, "shots_per_class", 1)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    check_int(seed, "seed")
     members = _class_members(d, list(range(d.num_classes)))
     picked = []
     for c, idx in members.items():

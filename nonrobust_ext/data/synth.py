@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 
+from .._validate import check_int, check_ints, check_real
 from .tensor_data import TensorData
 
 #: The seed the class patterns are drawn from, fixed and independent of the sample seed, so sets drawn
 #: with different seeds (train / test) are samples of one task.
 PATTERN_SEED = 20230207
+
+#: The seeds ``torch.Generator.manual_seed`` takes.
+TORCH_SEED_RANGE = (-(2**63), 2**64 - 1)
 
 
 def class_patterns(num_classes: int, shape: Sequence[int], *, pattern_seed: int = PATTERN_SEED) -> torch.Tensor:
@@ -21,7 +24,12 @@ def class_patterns(num_classes: int, shape: Sequence[int], *, pattern_seed: int 
     Shape:
         ``[num_classes, *shape]``
     """
-    g = torch.Generator().manual_seed(int(pattern_seed))
+    num_classes = check_int(num_classes, "num_classes", 1)
+    shape = check_ints(shape, "shape", 1)
+    if len(shape) != 3:
+        raise ValueError(f"shape must be (C, H, W), got {shape!r}")
+    pattern_seed = check_int(pattern_seed, "pattern_seed", *TORCH_SEED_RANGE)
+    g = torch.Generator().manual_seed(pattern_seed)
     c, h, w = shape
     coarse = torch.rand(num_classes, c, (h + 1) // 2, (w + 1) // 2, generator=g) * 2 - 1
     fine = coarse.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)[:, :, :h, :w]
@@ -45,7 +53,7 @@ def synthetic(
     trained on ``synthetic(n, seed=1)`` generalises to ``synthetic(n, seed=2)``.
 
     Args:
-        n: number of samples (>= 0).
+        n: number of samples (>= 1).
         num_classes: number of classes (>= 2); each appears ``n // num_classes`` or one more times.
         shape: image shape ``(C, H, W)``.
         seed: the samples' seed (labels and noise).
@@ -59,21 +67,20 @@ def synthetic(
     Shape:
         - x: ``[n, *shape]``
         - y: ``[n]``
+
+    Raises:
+        TypeError: an argument of the wrong type (``n=1.5``, ``shape="28"``).
+        ValueError: ``n < 1``, ``num_classes < 2``, a shape that is not three ints >= 1, a negative,
+            NaN or infinite ``noise``, a seed outside what ``torch.Generator`` takes.
     """
-    for arg, value, low in (("n", n, 0), ("num_classes", num_classes, 2)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{arg} must be an int, got {type(value).__name__}")
-        if value < low:
-            raise ValueError(f"{arg} must be >= {low}, got {value}")
-    if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence) or len(shape) != 3:
+    n = check_int(n, "n", 1)
+    num_classes = check_int(num_classes, "num_classes", 2)
+    shape = check_ints(shape, "shape", 1)
+    if len(shape) != 3:
         raise ValueError(f"shape must be (C, H, W), got {shape!r}")
-    if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in shape):
-        raise ValueError(f"shape must hold three positive ints (C, H, W), got {tuple(shape)!r}")
-    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not math.isfinite(noise) or noise < 0:
-        raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
-    for arg, value in (("seed", seed), ("pattern_seed", pattern_seed)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{arg} must be an int, got {type(value).__name__}")
+    noise = check_real(noise, "noise", low=0.0)
+    seed = check_int(seed, "seed", *TORCH_SEED_RANGE)
+    pattern_seed = check_int(pattern_seed, "pattern_seed", *TORCH_SEED_RANGE)
 
     patterns = class_patterns(num_classes, shape, pattern_seed=pattern_seed)
     g = torch.Generator().manual_seed(seed)

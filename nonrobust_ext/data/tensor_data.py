@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .._validate import check_finite
+
 
 @dataclass(eq=False, repr=False)
 class TensorData:
@@ -25,9 +27,17 @@ class TensorData:
         - x: ``[N, C, H, W]``
         - y: ``[N]``
 
-    The constructor checks dtypes, shapes, devices and the label range (one pass over ``y``); it
-    does not scan ``x`` for its value range, which would cost a pass over every pixel on every
-    :meth:`subset`.
+    The constructor checks dtypes, shapes, devices, the label range (one pass over ``y``) and that
+    every pixel is finite (one pass over ``x``: a NaN pixel makes every loss, gradient and accuracy
+    computed from it meaningless, and it slips past range checks). Sets derived from a checked one
+    (:meth:`subset`, :meth:`to`) are not scanned again. The value range ``[0, 1]`` is the caller's
+    promise, not checked.
+
+    Raises:
+        TypeError: ``x`` / ``y`` not tensors, ``x`` not floating point, ``y`` not int64, ``classes``
+            not a list of names.
+        ValueError: wrong shapes, ``x`` and ``y`` on different devices, a label outside
+            ``0 .. len(classes) - 1``, a NaN or infinite pixel.
     """
 
     x: torch.Tensor
@@ -54,6 +64,8 @@ class TensorData:
             )
         if self.y.device != self.x.device:
             raise ValueError(f"TensorData.y is on {self.y.device} but x is on {self.x.device}")
+        if not getattr(self, "_derived", False):
+            check_finite(self.x, "TensorData.x")
         if isinstance(self.classes, (str, bytes)) or not isinstance(self.classes, Sequence):
             raise TypeError(f"TensorData.classes must be a list of class names, got {type(self.classes).__name__}")
         self.classes = [str(c) for c in self.classes]
@@ -102,8 +114,17 @@ class TensorData:
         index = index.to(self.x.device)
         if index.dtype != torch.bool:
             index = index.long()
-        return TensorData(self.x[index], self.y[index], list(self.classes))
+        return self._derive(self.x[index], self.y[index])
 
     def to(self, device: torch.device | str) -> TensorData:
         """The same set on ``device`` (no copy when it is already there)."""
-        return TensorData(self.x.to(device), self.y.to(device), list(self.classes))
+        return self._derive(self.x.to(device), self.y.to(device))
+
+    def _derive(self, x: torch.Tensor, y: torch.Tensor) -> TensorData:
+        """A set made of this one's samples: checked as any other, except the pass over its pixels
+        (they were checked when this set was made)."""
+        derived = object.__new__(TensorData)
+        derived._derived = True
+        derived.__init__(x, y, list(self.classes))  # type: ignore[misc]
+        del derived._derived
+        return derived

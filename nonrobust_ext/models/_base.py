@@ -14,25 +14,23 @@ from typing import Union
 import torch
 from torch import nn
 
+from .._validate import check_int, check_ints
+
 Stats = Union[None, float, Sequence[float], torch.Tensor]
 
 
-def check_positive_int(value: object, name: str) -> int:
-    """``value`` as an ``int`` >= 1, or a ``ValueError`` naming the argument."""
-    # bool is an int subclass; True classes / channels is always a mistake. numpy integers are fine.
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be a positive int, got {value!r} ({type(value).__name__})")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return int(value)
-
-
 def check_stage_spec(layers: Sequence[int], widths: Sequence[int]) -> tuple[list[int], list[int]]:
-    """Blocks and channels per stage of a ResNet-style network, checked: equally long, all positive."""
-    layers, widths = [int(n) for n in layers], [int(w) for w in widths]
-    if not layers or len(layers) != len(widths) or min(layers) < 1 or min(widths) < 1:
-        raise ValueError(f"layers and widths must be equally long lists of positive ints, got {layers} and {widths}")
-    return layers, widths
+    """Blocks and channels per stage of a ResNet-style network, checked: ints >= 1, equally long lists.
+
+    Raises:
+        TypeError: not a list/tuple of ints.
+        ValueError: empty, an entry < 1, or different lengths.
+    """
+    blocks, channels = check_ints(layers, "layers", 1), check_ints(widths, "widths", 1)
+    if len(blocks) != len(channels):
+        raise ValueError(f"layers and widths must be equally long (one entry per stage), got {list(blocks)} "
+                         f"and {list(channels)}")
+    return list(blocks), list(channels)
 
 
 def _as_stats(value: Stats, name: str) -> torch.Tensor | None:
@@ -40,11 +38,11 @@ def _as_stats(value: Stats, name: str) -> torch.Tensor | None:
         return None
     array_like = isinstance(value, (numbers.Real, Sequence, torch.Tensor)) or hasattr(value, "__array__")
     if isinstance(value, (bool, str, bytes)) or not array_like:
-        raise ValueError(f"{name} must be None, a number or one value per channel, got {type(value).__name__}")
+        raise TypeError(f"{name} must be None, a number or one value per channel, got {type(value).__name__}")
     try:
         t = torch.as_tensor(value, dtype=torch.float32).detach().reshape(-1).clone()
-    except (TypeError, ValueError, RuntimeError) as e:
-        raise ValueError(f"{name} must be None, a number or one value per channel, got {value!r}") from e
+    except (TypeError, ValueError, RuntimeError) as e:  # e.g. a list holding strings
+        raise TypeError(f"{name} must be None, a number or one value per channel, got {value!r}") from e
     if t.numel() == 0:
         raise ValueError(f"{name} must hold at least one value, got an empty sequence")
     if not bool(torch.isfinite(t).all()):
@@ -158,7 +156,7 @@ class ImageClassifier(nn.Module):
 
     def __init__(self, *, in_channels: int, mean: Stats = None, std: Stats = None) -> None:
         super().__init__()
-        self.in_channels = check_positive_int(in_channels, "in_channels")
+        self.in_channels = check_int(in_channels, "in_channels", 1)
         self.arch = type(self).__name__
         self.normalize = Normalize(mean, std)
         n = self.normalize.num_channels
@@ -224,7 +222,7 @@ class ImageClassifier(nn.Module):
 
     def reset_head(self, num_classes: int) -> None:
         """Replaces ``fc`` by a freshly initialised ``Linear(feature_dim, num_classes)`` (same device/dtype)."""
-        num_classes = check_positive_int(num_classes, "num_classes")
+        num_classes = check_int(num_classes, "num_classes", 1)
         old = self.fc.weight
         fc = nn.Linear(self.feature_dim, num_classes, device=old.device, dtype=old.dtype)
         init_linear(fc)

@@ -11,7 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._base import ImageClassifier, Stats, check_positive_int
+from .._validate import check_int
+from ._base import ImageClassifier, Stats
 
 BUILTIN_EQUIVALENTS = ("resnet18", "resnet50", "wide_resnet50_2")
 
@@ -103,8 +104,8 @@ class TorchvisionClassifier(ImageClassifier):
 def create_torchvision(name: str, *, num_classes: int, in_channels: int = 3, mean: Stats = None,
                        std: Stats = None, **kwargs: Any) -> TorchvisionClassifier:
     """``torchvision.models.get_model(name, num_classes=..., **kwargs)`` wrapped as an ImageClassifier."""
-    num_classes = check_positive_int(num_classes, "num_classes")
-    if check_positive_int(in_channels, "in_channels") != 3:
+    num_classes = check_int(num_classes, "num_classes", 1)
+    if check_int(in_channels, "in_channels", 1) != 3:
         raise ValueError(
             f"in_channels must be 3 for torchvision models, got {in_channels}; the built-in models take any "
             "number of channels"

@@ -2,7 +2,10 @@
 
 Checkpoints come from other people's machines, so files are read with
 ``torch.load(..., weights_only=True)``: tensors and plain containers only, never arbitrary pickled
-objects (which can run code when unpickled).
+objects (which can run code when unpickled). Every file is verified first (the CRC-32 of each record
+of torch's zip archive, which ``torch.load`` itself never checks): a corrupted file raises a
+``ValueError`` naming it instead of loading changed weights; a legacy (pre-zip) torch file has no
+checksums and loads with an :class:`~nonrobust_ext._io.UnverifiedFileWarning`.
 
 Formats :func:`load_weights` understands (``format="auto"`` tells them apart):
 
@@ -25,8 +28,7 @@ Files written by :func:`save_weights` are ``{"format": ..., "state_dict": sd, "n
 from __future__ import annotations
 
 import os
-import pickle
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
@@ -34,7 +36,8 @@ from typing import Any, Union
 import torch
 from torch import nn
 
-from .._io import atomic_torch_save
+from .._io import atomic_torch_save, safe_torch_load
+from .._validate import check_bool, check_choice, check_finite
 from ._base import Normalize
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -80,23 +83,9 @@ class LoadReport:
 
 
 def _read(path: PathLike) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except OSError:  # missing file, a folder, permissions: the OS's message says it best
-        raise
-    except pickle.UnpicklingError as error:
-        # The weights-only unpickler names the class it refused ("Unsupported global: GLOBAL mod.Class");
-        # other unpickling errors mean the file is not a pickle / torch checkpoint at all.
-        if "global" not in str(error).lower():
-            raise ValueError(f"could not read {os.fspath(path)!r} as a torch checkpoint: {error}") from error
-        raise ValueError(
-            f"refusing to load {os.fspath(path)!r}: it holds pickled objects other than tensors and plain "
-            "containers, and checkpoints are read with torch.load(weights_only=True) so that a file cannot run "
-            "code. If you trust this file, load it yourself (torch.load(path, weights_only=False)) and pass the "
-            f"state dict to load_weights. torch said: {error}"
-        ) from error
-    except Exception as error:  # corrupt or non-torch files: RuntimeError from the zip reader, EOFError, ...
-        raise ValueError(f"could not read {os.fspath(path)!r} as a torch checkpoint: {error}") from error
+    """The file's contents, verified (every record's checksum) and read weights-only: the one loader
+    (:func:`nonrobust_ext._io.safe_torch_load`) every file of the library goes through."""
+    return safe_torch_load(path, map_location="cpu")
 
 
 def _is_state_dict(obj: Any) -> bool:
@@ -202,8 +191,8 @@ def load_weights(model: nn.Module, path_or_state_dict: PathLike | Mapping[str, A
     Args:
         model: the model to load into (an :class:`ImageClassifier`, or any ``nn.Module``; the
             normalisation is applied only where the model has a ``normalize`` :class:`Normalize`).
-        path_or_state_dict: a file path (read with ``weights_only=True``), or an already loaded state
-            dict / checkpoint dict.
+        path_or_state_dict: a file path (verified, then read with ``weights_only=True``), or an already
+            loaded state dict / checkpoint dict.
         format: ``"auto"`` (detect), ``"native"`` (alias ``"torchvision"``: keys used as they are),
             ``"dataparallel"`` or ``"robustness"``.
         exclude_head: skip the file's ``fc.*`` and keep the model's head (fine-tuning to a new label
@@ -214,14 +203,19 @@ def load_weights(model: nn.Module, path_or_state_dict: PathLike | Mapping[str, A
         A :class:`LoadReport`.
 
     Raises:
-        ValueError: unreadable or unsafe file, unknown format, no state dict in the file, or keys /
-            shapes that do not match: the message lists missing keys, unexpected keys and shape
+        TypeError: ``model`` is not an ``nn.Module``, ``path_or_state_dict`` neither a path nor a mapping,
+            ``exclude_head`` / ``strict`` not a bool.
+        FileNotFoundError: no such file.
+        ValueError: corrupt (a record's checksum does not match), unreadable or unsafe file, unknown
+            format, no state dict in the file, a NaN or infinite value in a tensor that would be loaded, or
+            keys / shapes that do not match: the message lists missing keys, unexpected keys and shape
             mismatches (model shape vs file shape), the first 10 of each with counts.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    if format not in FORMATS:
-        raise ValueError(f"format must be one of {list(FORMATS)}, got {format!r}")
+    check_choice(format, "format", FORMATS)
+    check_bool(exclude_head, "exclude_head")
+    check_bool(strict, "strict")
     fmt = "native" if format == "torchvision" else format
     if isinstance(path_or_state_dict, Mapping):
         obj, source = path_or_state_dict, "<state dict>"
@@ -282,6 +276,8 @@ def load_weights(model: nn.Module, path_or_state_dict: PathLike | Mapping[str, A
             report.normalization_from_file = False
 
     to_load = {k: v for k, (_, v) in converted.items() if k in target}
+    # A NaN weight (a diverged run saved as it was) makes every output NaN: refuse it before anything changes.
+    check_finite_state(((converted[k][0], v) for k, v in to_load.items()), source)
     with torch.no_grad():
         result = model.load_state_dict(to_load, strict=False)
     if result.unexpected_keys:  # cannot happen after the checks above; guards against a silent partial load
@@ -297,6 +293,17 @@ def load_weights(model: nn.Module, path_or_state_dict: PathLike | Mapping[str, A
     return report
 
 
+def check_finite_state(tensors: Iterable[tuple[str, torch.Tensor]], source: str) -> None:
+    """Every floating-point tensor finite, or a ``ValueError`` naming ``source`` and the first bad key.
+
+    Used on every state that is loaded or saved: a NaN weight or BatchNorm statistic never computes
+    anything meaningful, so it is refused where it would enter or leave.
+    """
+    for key, value in tensors:
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            check_finite(value, f"{source}: {key}")
+
+
 def save_weights(model: nn.Module, path: PathLike) -> Path:
     """Writes ``model``'s weights and input normalisation to ``path`` atomically.
 
@@ -309,10 +316,18 @@ def save_weights(model: nn.Module, path: PathLike) -> Path:
 
     Returns:
         The path written.
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module``, or ``path`` not a path.
+        ValueError: a weight or buffer holds NaN or infinite values (nothing is written: a file of
+            NaN weights would only spread the failure).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
     path = Path(path)
+    check_finite_state(model.state_dict().items(), f"save_weights: {type(model).__name__}")
     payload: dict[str, Any] = {
         "format": SAVE_FORMAT,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},

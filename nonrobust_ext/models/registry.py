@@ -6,7 +6,8 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from ._base import ImageClassifier, Stats, check_positive_int
+from .._validate import check_int, check_optional_int
+from ._base import ImageClassifier, Stats
 from ._torchvision import create_torchvision
 from .imagenet import resnet18, resnet50, wide_resnet50_2
 from .small import preact_resnet18, resnet8, resnet18_small, wrn16_4, wrn28_10
@@ -39,6 +40,8 @@ def available() -> list[str]:
 
 def canonical_name(name: str) -> str:
     """``name`` with an alias replaced by the architecture it stands for (``"wrn50"`` -> ``"wide_resnet50_2"``)."""
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, got {type(name).__name__}")
     return _ALIASES.get(name, name)
 
 
@@ -66,16 +69,18 @@ def create(name: str, *, num_classes: int, in_channels: int = 3, mean: Stats = N
         ``(embedding, logits)``), in training mode, on the CPU, float32.
 
     Raises:
-        ValueError: unknown name (the message lists :func:`available`), bad ``num_classes`` /
-            ``in_channels`` / ``mean`` / ``std``, or an option the architecture does not take.
+        TypeError: ``name`` not a str; ``num_classes`` / ``in_channels`` / ``input_size`` not an int;
+            ``mean`` / ``std`` not numbers; an architecture option of the wrong type.
+        ValueError: unknown name (the message lists :func:`available`), ``num_classes`` /
+            ``in_channels`` / ``input_size`` < 1, bad ``mean`` / ``std`` values (NaN, ``std <= 0``), or an
+            option the architecture does not take or a value it refuses.
         ImportError: a ``"torchvision:"`` name when torchvision cannot be imported.
     """
     if not isinstance(name, str):
-        raise ValueError(f"name must be a string, got {type(name).__name__}; available: {available()}")
-    num_classes = check_positive_int(num_classes, "num_classes")
-    in_channels = check_positive_int(in_channels, "in_channels")
-    if input_size is not None:
-        input_size = check_positive_int(input_size, "input_size")
+        raise TypeError(f"name must be a str, got {type(name).__name__}; available: {available()}")
+    num_classes = check_int(num_classes, "num_classes", 1)
+    in_channels = check_int(in_channels, "in_channels", 1)
+    input_size = check_optional_int(input_size, "input_size", 1)
     if name.startswith(TORCHVISION_PREFIX):
         model = create_torchvision(name[len(TORCHVISION_PREFIX):], num_classes=num_classes, in_channels=in_channels,
                                    mean=mean, std=std, **kwargs)

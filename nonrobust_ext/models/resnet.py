@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._base import ImageClassifier, Stats, check_positive_int, check_stage_spec, conv1x1, conv3x3, init_conv_bn
+from .._validate import check_bool, check_choice, check_int
+from ._base import ImageClassifier, Stats, check_stage_spec, conv1x1, conv3x3, init_conv_bn
 
 
 class BasicBlock(nn.Module):
@@ -118,14 +119,15 @@ class ResNet(ImageClassifier):
                  base_width: int = 64, zero_init_residual: bool = False, mean: Stats = None,
                  std: Stats = None) -> None:
         super().__init__(in_channels=in_channels, mean=mean, std=std)
-        num_classes = check_positive_int(num_classes, "num_classes")
+        num_classes = check_int(num_classes, "num_classes", 1)
         layers, widths = check_stage_spec(layers, widths)
+        check_choice(stem, "stem", ("imagenet", "small"))
+        base_width = check_int(base_width, "base_width", 1)
+        check_bool(zero_init_residual, "zero_init_residual")
         if stem == "imagenet":
             self.conv1 = nn.Conv2d(self.in_channels, widths[0], kernel_size=7, stride=2, padding=3, bias=False)
-        elif stem == "small":
-            self.conv1 = conv3x3(self.in_channels, widths[0])
         else:
-            raise ValueError(f"stem must be 'imagenet' or 'small', got {stem!r}")
+            self.conv1 = conv3x3(self.in_channels, widths[0])
         self.stem_kind = stem
         self.bn1 = nn.BatchNorm2d(widths[0])
         self.relu = nn.ReLU()

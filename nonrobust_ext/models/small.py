@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._base import ImageClassifier, Stats, check_positive_int, check_stage_spec, conv1x1, conv3x3, init_conv_bn
+from .._validate import check_int, check_optional_int, check_real
+from ._base import ImageClassifier, Stats, check_stage_spec, conv1x1, conv3x3, init_conv_bn
 from .resnet import BasicBlock, ResNet
 
 
@@ -64,11 +65,11 @@ class PreActResNet(ImageClassifier):
     def __init__(self, layers: Sequence[int], widths: Sequence[int], *, num_classes: int, in_channels: int = 3,
                  stem_width: int | None = None, dropout: float = 0.0, mean: Stats = None, std: Stats = None) -> None:
         super().__init__(in_channels=in_channels, mean=mean, std=std)
-        num_classes = check_positive_int(num_classes, "num_classes")
+        num_classes = check_int(num_classes, "num_classes", 1)
         layers, widths = check_stage_spec(layers, widths)
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}")
-        inplanes = widths[0] if stem_width is None else check_positive_int(stem_width, "stem_width")
+        dropout = check_real(dropout, "dropout", low=0.0, high=1.0, high_inclusive=False)
+        stem_width = check_optional_int(stem_width, "stem_width", 1)
+        inplanes = widths[0] if stem_width is None else stem_width
         self.conv1 = conv3x3(self.in_channels, inplanes)
         self._stage_names: list[str] = []
         for i, (planes, n) in enumerate(zip(widths, layers, strict=True)):
@@ -110,8 +111,8 @@ class WideResNet(PreActResNet):
 
     def __init__(self, depth: int, widen_factor: int, *, num_classes: int, in_channels: int = 3,
                  dropout: float = 0.0, mean: Stats = None, std: Stats = None) -> None:
-        depth = check_positive_int(depth, "depth")
-        widen_factor = check_positive_int(widen_factor, "widen_factor")
+        depth = check_int(depth, "depth", 1)
+        widen_factor = check_int(widen_factor, "widen_factor", 1)
         if depth < 10 or (depth - 4) % 6:
             raise ValueError(f"depth must be 6n + 4 with n >= 1 (10, 16, 22, 28, ...), got {depth}")
         n = (depth - 4) // 6

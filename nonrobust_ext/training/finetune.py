@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from .._validate import check_choice, check_int, check_optional_int, check_optional_real
+
 _MODES = ("full", "freeze", "linear")
 _FROZEN_ATTR = "_nonrobust_ext_frozen"
 
@@ -28,6 +30,11 @@ class FinetuneConfig:
             (``None`` keeps the head).
         head_lr, backbone_lr: learning rates of the head and of the rest (``None``: the optimiser's
             base learning rate).
+
+    Raises:
+        TypeError: a setting of the wrong type (``freeze_stages=1.5``, ``head_lr="0.1"``).
+        ValueError: an unknown ``mode``; ``freeze_stages`` without ``mode="freeze"`` or < 1 with it;
+            a learning rate <= 0, NaN or infinite; ``num_classes`` < 1.
     """
 
     mode: str = "full"
@@ -37,18 +44,15 @@ class FinetuneConfig:
     backbone_lr: float | None = None
 
     def __post_init__(self) -> None:
-        if self.mode not in _MODES:
-            raise ValueError(f"mode must be one of {_MODES}, got {self.mode!r}")
-        if self.mode == "freeze" and (not isinstance(self.freeze_stages, int) or self.freeze_stages < 1):
+        check_choice(self.mode, "mode", _MODES)
+        check_int(self.freeze_stages, "freeze_stages", 0)
+        if self.mode == "freeze" and self.freeze_stages < 1:
             raise ValueError(f"freeze_stages must be an int >= 1 with mode='freeze', got {self.freeze_stages!r}")
         if self.mode != "freeze" and self.freeze_stages:
             raise ValueError(f"freeze_stages={self.freeze_stages} needs mode='freeze', got mode={self.mode!r}")
         for name in ("head_lr", "backbone_lr"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ValueError(f"{name} must be > 0 or None, got {value!r}")
-        if self.num_classes is not None and (not isinstance(self.num_classes, int) or self.num_classes < 1):
-            raise ValueError(f"num_classes must be an int >= 1 or None, got {self.num_classes!r}")
+            check_optional_real(getattr(self, name), name, low=0.0, low_inclusive=False)
+        check_optional_int(self.num_classes, "num_classes", 1)
 
 
 def prepare_finetune(model: torch.nn.Module, config: FinetuneConfig) -> list[dict[str, Any]]:
@@ -58,7 +62,14 @@ def prepare_finetune(model: torch.nn.Module, config: FinetuneConfig) -> list[dic
     Frozen parameters get ``requires_grad=False`` and frozen stages' BatchNorm layers stay in eval
     mode during training (their running statistics are part of what was pretrained):
     :func:`train_mode` re-applies that after every ``model.train()``.
+
+    Raises:
+        TypeError: ``model`` without a linear head ``fc`` (or ``reset_head`` when ``num_classes`` is set),
+            ``config`` not a :class:`FinetuneConfig`.
+        ValueError: more stages to freeze than the model has.
     """
+    if not isinstance(config, FinetuneConfig):
+        raise TypeError(f"config must be a FinetuneConfig, got {type(config).__name__}")
     if not hasattr(model, "fc") or not isinstance(model.fc, torch.nn.Linear):
         raise TypeError(
             f"fine-tuning needs a model with a linear head `fc` (nonrobust_ext.models); got {type(model).__name__}"

@@ -22,20 +22,21 @@ import torch
 import torch.nn.functional as F
 
 from .. import ops
+from .._validate import check_choice, check_int, check_optional_real, check_real
 from ..attacks import feature_pgd, fgsm, pgd
 from ..attacks._common import eval_mode
 
 Net = Callable[..., Any]
 
 
-def _check_eps(eps: float, name: str = "eps") -> None:
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
-        raise ValueError(f"{name} must be a number >= 0, got {eps!r}")
+def _check_radius(objective: Objective) -> None:
+    """``eps`` and ``alpha`` (when set) of an attack-based objective: finite numbers >= 0.
 
-
-def _check_steps(steps: int) -> None:
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    Checked with :mod:`nonrobust_ext._validate` as the attacks check them, so ``PGDAdversarial(eps=nan)``
+    and ``pgd(eps=nan)`` fail alike: TypeError for a wrong type, ValueError for a wrong value.
+    """
+    check_real(objective.eps, "eps", low=0.0)  # type: ignore[attr-defined]
+    check_optional_real(objective.alpha, "alpha", low=0.0)  # type: ignore[attr-defined]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,12 +76,12 @@ class _IterativeAttackObjective(Objective):
     adversarial: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        _check_eps(self.eps)
-        _check_steps(self.steps)
-        if self.alpha is not None:
-            _check_eps(self.alpha, "alpha")
+        _check_radius(self)
+        check_int(self.steps, "steps", 1)
         if hasattr(self, "beta"):
-            _check_eps(self.beta, "beta")
+            check_real(self.beta, "beta", low=0.0)
+        if hasattr(self, "norm"):
+            check_choice(self.norm, "norm", ("linf", "l2"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,7 +110,7 @@ class FastFGSM(Objective):
     adversarial: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        _check_eps(self.eps)
+        _check_radius(self)
 
     def __call__(self, net, module, x, y, *, seed):
         x_adv = fgsm(module, x, y, eps=self.eps, alpha=self.alpha, random_start=True, seed=seed)
@@ -177,7 +178,15 @@ OBJECTIVES: dict[str, type[Objective]] = {
 
 
 def make_objective(name: str, **hyper_parameters: Any) -> Objective:
-    """An objective by name (``standard``, ``pgd``, ``fgsm_rs``, ``trades``, ``dm``) with its hyper-parameters."""
+    """An objective by name (``standard``, ``pgd``, ``fgsm_rs``, ``trades``, ``dm``) with its hyper-parameters.
+
+    Raises:
+        TypeError: ``name`` not a str, or a hyper-parameter of the wrong type.
+        ValueError: an unknown name or hyper-parameter, or a hyper-parameter's value out of range,
+            NaN or infinite.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"objective must be a str, one of {sorted(OBJECTIVES)}; got {type(name).__name__}")
     if name not in OBJECTIVES:
         raise ValueError(f"objective must be one of {sorted(OBJECTIVES)}, got {name!r}")
     cls = OBJECTIVES[name]
