@@ -175,7 +175,9 @@ def test_every_study_option_sets_its_setting():
         "--attack": ("bim", "eval_attack", "bim"), "--eps": ("0,0.3", "eval_eps", (0.0, 0.3)),
         "--steps": ("6", "eval_steps", 6), "--apgd-steps": ("0", "apgd_steps", 0),
         "--samples": ("50", "eval_samples", 50), "--analysis-samples": ("40", "analysis_samples", 40),
-        "--device": ("cuda", "device", "cuda"),
+        "--frequency-radii": ("1,3", "frequency_radii", (1.0, 3.0)),
+        # the device must exist here: StudyConfig checks it
+        "--device": ("cuda", "device", "cuda") if torch.cuda.is_available() else ("cpu:0", "device", "cpu:0"),
     }
     argv = [token for option, (value, _, _) in given.items() for token in (option, value)]
     config = _config(*argv)
@@ -198,13 +200,14 @@ def test_config_file_and_a_previous_results_json_rerun_the_same_study(tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--attack", "nope"], "eval_attack must be one of"),
+    # The messages name the option, not StudyConfig's field (eval_attack, eval_eps, ...).
+    (["--attack", "nope"], "--attack must be one of"),
     (["--backbone", "resnet9000"], "unknown backbone 'resnet9000'"),
-    (["--robust-pretrained", "r.pt"], "robust_pretrained needs pretrained"),
+    (["--robust-pretrained", "r.pt"], "--robust-pretrained needs pretrained"),
     (["--source-classes", "1,2", "--target-classes", "2,3"], "overlap"),
-    (["--eps", "-0.1"], "eval_eps must list radii >= 0"),
-    (["--image-size", "0"], "image_size must be a positive int"),
-    (["--seeds", "1,1"], "seeds lists a seed more than once"),
+    (["--eps", "-0.1"], "--eps[0] must be >= 0"),
+    (["--image-size", "0"], "--image-size must be >= 1"),
+    (["--seeds", "1,1"], "--seeds lists [1] more than once"),
     (["--pretrained", "/nowhere/w.pt", "--dataset", "synthetic"], "--pretrained: no weights file at /nowhere/w.pt"),
 ])
 def test_bad_study_options_exit_2_with_a_message_naming_them(tmp_path, capsys, argv, message):
@@ -333,7 +336,7 @@ def test_evaluation_and_analyses_show_progress(tmp_path, monkeypatch):
 
     config = StudyConfig(**{**TINY, "seeds": (0,)})
     run_study(config, tmp_path, progress=False, log=lambda _: None)  # train first: the bars below are the rest
-    monkeypatch.setattr(study, "progress_bar", recording)
+    monkeypatch.setattr(study.measure, "progress_bar", recording)  # the step that evaluates and analyses
     run_study(config, tmp_path, progress=True, log=lambda _: None)
     assert shown == ["seed 0 evaluation", "seed 0 analyses"]
     disabled = _progress.progress_bar([1, 2], description="x", enabled=False)
