@@ -4,7 +4,8 @@ the study's fixed vocabulary (stage names, selection rules, ImageNet constants).
 Every setting is a dataclass field whose ``metadata`` says what it means (``help``), under which
 command-line option it is set (``option``), in which group ``--help`` lists it (``group``) and, for a
 closed set of values, which ones (``choices``). The CLI builds the ``study`` command's options from
-these descriptions alone (:func:`settings`), so a new setting is added here and nowhere else.
+these descriptions alone (:func:`nonrobust_ext.experiments._settings.settings`), so a new setting is
+added here and nowhere else.
 
 Every value is checked in ``__post_init__`` with :mod:`nonrobust_ext._validate` — types, ranges,
 finiteness, choices, the device — so the Python API and the CLI refuse the same values, before any
