@@ -41,6 +41,7 @@ def tiny_study(tmp_path_factory):
     return out, run_study(StudyConfig(**TINY), out, progress=False, log=lambda _: None)
 
 
+@pytest.mark.slow
 def test_quick_study_writes_results_and_a_report_made_of_its_numbers(tiny_study):
     tmp_path, results = tiny_study
     saved = json.loads((tmp_path / "results.json").read_text())
@@ -84,6 +85,7 @@ def _stat(mean: float, std: float = 0.01) -> dict[str, float]:
     return {"mean": mean, "std": std}
 
 
+@pytest.mark.slow
 def test_the_reports_verdicts_follow_the_numbers(tiny_study):
     """The sentences are chosen from the numbers: the same results with the paper's pattern written in,
     then reversed, then within the spread, give the three verdicts."""
@@ -121,6 +123,7 @@ def test_the_reports_verdicts_follow_the_numbers(tiny_study):
                      study.render_report(results))
 
 
+@pytest.mark.slow
 def test_an_interrupted_study_resumes_and_reuses_finished_stages(tmp_path, monkeypatch):
     config = StudyConfig(**{**TINY, "seeds": (0,)})
     original = training.DM.__call__
@@ -175,7 +178,9 @@ def test_every_study_option_sets_its_setting():
         "--attack": ("bim", "eval_attack", "bim"), "--eps": ("0,0.3", "eval_eps", (0.0, 0.3)),
         "--steps": ("6", "eval_steps", 6), "--apgd-steps": ("0", "apgd_steps", 0),
         "--samples": ("50", "eval_samples", 50), "--analysis-samples": ("40", "analysis_samples", 40),
-        "--device": ("cuda", "device", "cuda"),
+        "--frequency-radii": ("1,3", "frequency_radii", (1.0, 3.0)),
+        # the device must exist here: StudyConfig checks it
+        "--device": ("cuda", "device", "cuda") if torch.cuda.is_available() else ("cpu:0", "device", "cpu:0"),
     }
     argv = [token for option, (value, _, _) in given.items() for token in (option, value)]
     config = _config(*argv)
@@ -198,13 +203,14 @@ def test_config_file_and_a_previous_results_json_rerun_the_same_study(tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--attack", "nope"], "eval_attack must be one of"),
+    # The messages name the option, not StudyConfig's field (eval_attack, eval_eps, ...).
+    (["--attack", "nope"], "--attack must be one of"),
     (["--backbone", "resnet9000"], "unknown backbone 'resnet9000'"),
-    (["--robust-pretrained", "r.pt"], "robust_pretrained needs pretrained"),
+    (["--robust-pretrained", "r.pt"], "--robust-pretrained needs pretrained"),
     (["--source-classes", "1,2", "--target-classes", "2,3"], "overlap"),
-    (["--eps", "-0.1"], "eval_eps must list radii >= 0"),
-    (["--image-size", "0"], "image_size must be a positive int"),
-    (["--seeds", "1,1"], "seeds lists a seed more than once"),
+    (["--eps", "-0.1"], "--eps[0] must be >= 0"),
+    (["--image-size", "0"], "--image-size must be >= 1"),
+    (["--seeds", "1,1"], "--seeds lists [1] more than once"),
     (["--pretrained", "/nowhere/w.pt", "--dataset", "synthetic"], "--pretrained: no weights file at /nowhere/w.pt"),
 ])
 def test_bad_study_options_exit_2_with_a_message_naming_them(tmp_path, capsys, argv, message):
@@ -212,6 +218,7 @@ def test_bad_study_options_exit_2_with_a_message_naming_them(tmp_path, capsys, a
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_changing_training_settings_is_refused_changing_the_evaluation_reuses_the_models(tmp_path):
     config = StudyConfig(**{**TINY, "seeds": (0,)})
     run_study(config, tmp_path, progress=False, log=lambda _: None)
@@ -231,6 +238,7 @@ def test_changing_training_settings_is_refused_changing_the_evaluation_reuses_th
     assert json.loads((tmp_path / "stages.json").read_text())["shots"] == 4
 
 
+@pytest.mark.slow
 def test_select_val_accuracy_ends_every_model_at_its_best_validation_checkpoint(tmp_path):
     config = StudyConfig(**{**TINY, "seeds": (0,), "select": "val_accuracy"})
     results = run_study(config, tmp_path, progress=False, log=lambda _: None)
@@ -269,6 +277,7 @@ IMAGENET_TINY = dict(TINY, seeds=(0,), backbone="resnet18", image_size=32, batch
                      analysis_samples=24, target_classes=(0, 1, 2, 3, 4, 5, 6, 7, 8, 9))
 
 
+@pytest.mark.slow
 def test_imagenet_weights_replace_the_source_stages(tmp_path):
     config = StudyConfig(**IMAGENET_TINY, pretrained=_imagenet_like_weights(tmp_path / "std.pth", 0),
                          robust_pretrained=_imagenet_like_weights(tmp_path / "robust.pth", 1))
@@ -293,6 +302,7 @@ def test_imagenet_weights_replace_the_source_stages(tmp_path):
     assert 0 < moved("finetuned") < 0.5 < moved("standard")
 
 
+@pytest.mark.slow
 def test_torchvision_weights_without_robust_ones_leave_the_robust_models_out(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "home"))
     (tmp_path / "home" / "hub" / "checkpoints").mkdir(parents=True)
@@ -307,6 +317,7 @@ def test_torchvision_weights_without_robust_ones_leave_the_robust_models_out(tmp
     assert all(token in _numbers(results) for token in re.findall(r"\d+\.\d+", report))
 
 
+@pytest.mark.slow
 def test_the_study_under_torchrun_trains_on_every_rank_and_reports_once(tmp_path):
     (tmp_path / "tiny.json").write_text(json.dumps(StudyConfig(**{**TINY, "seeds": (0,)}).as_dict()))
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
@@ -322,6 +333,7 @@ def test_the_study_under_torchrun_trains_on_every_rank_and_reports_once(tmp_path
     assert (tmp_path / "out" / "report.md").exists()
 
 
+@pytest.mark.slow
 def test_evaluation_and_analyses_show_progress(tmp_path, monkeypatch):
     from nonrobust_ext import _progress
 
@@ -333,13 +345,14 @@ def test_evaluation_and_analyses_show_progress(tmp_path, monkeypatch):
 
     config = StudyConfig(**{**TINY, "seeds": (0,)})
     run_study(config, tmp_path, progress=False, log=lambda _: None)  # train first: the bars below are the rest
-    monkeypatch.setattr(study, "progress_bar", recording)
+    monkeypatch.setattr(study.measure, "progress_bar", recording)  # the step that evaluates and analyses
     run_study(config, tmp_path, progress=True, log=lambda _: None)
     assert shown == ["seed 0 evaluation", "seed 0 analyses"]
     disabled = _progress.progress_bar([1, 2], description="x", enabled=False)
     assert disabled == [1, 2] and _progress.progress_bar(description="x", enabled=False).update(3) is None
 
 
+@pytest.mark.slow
 def test_the_study_runs_unchanged_on_cifar10_files(tmp_path):
     from _helpers import fake_cifar10
 
@@ -350,6 +363,7 @@ def test_the_study_runs_unchanged_on_cifar10_files(tmp_path):
     assert "Dataset `cifar10`" in (tmp_path / "out" / "report.md").read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_the_study_runs_on_cuda(tmp_path):
     results = run_study(StudyConfig(**{**TINY, "seeds": (0,), "device": "cuda"}), tmp_path, progress=False,

@@ -14,27 +14,56 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .._validate import check_int, check_reals
 from ..attacks import pgd
+from ._output import check_output_dir
+from ._settings import check_optional_path, setting
 
 
 @dataclasses.dataclass
 class DemoConfig:
-    out: Path = Path("out/demo")
-    seed: int = 0
+    """What the demo trains and attacks. The fields made with :func:`setting` are the ``demo``
+    command's options (the CLI builds them from these descriptions).
+
+    Raises:
+        TypeError: a setting of the wrong type (``steps=1.5``).
+        ValueError: a setting out of range, NaN or infinite; the message starts with its name.
+    """
+
+    out: Path = setting(Path("out/demo"), "where results.json and report.md go", option="--out")
+    seed: int = setting(0, "seeds the data, the model and the attacks", option="--seed")
     num_classes: int = 10
     image_size: int = 16
     train_samples: int = 6000
     test_samples: int = 1000
-    epochs: int = 4
+    epochs: int = setting(4, "training epochs", option="--epochs")
     batch_size: int = 128
-    eps_grid: tuple[float, ...] = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2)
-    steps: int = 10
+    eps_grid: tuple[float, ...] = setting((0.0, 0.02, 0.05, 0.1, 0.15, 0.2), "comma-separated L-inf radii",
+                                          option="--eps")
+    steps: int = setting(10, "PGD steps", option="--steps")
     restarts: int = 1
+
+    def __post_init__(self) -> None:
+        out = check_optional_path(self.out, "out")
+        if out is None:
+            raise TypeError("out must be a path, got None")
+        self.out = Path(out)
+        self.seed = check_int(self.seed, "seed", 0)
+        self.num_classes = check_int(self.num_classes, "num_classes", 2)
+        self.image_size = check_int(self.image_size, "image_size", 2)  # the CNN pools by 2 once
+        self.train_samples = check_int(self.train_samples, "train_samples", 1)
+        self.test_samples = check_int(self.test_samples, "test_samples", 1)
+        self.epochs = check_int(self.epochs, "epochs", 1)
+        self.batch_size = check_int(self.batch_size, "batch_size", 1)
+        self.eps_grid = check_reals(self.eps_grid, "eps_grid", low=0)
+        self.steps = check_int(self.steps, "steps", 1)
+        self.restarts = check_int(self.restarts, "restarts", 1)
 
 
 def synthetic_patterns(n: int, *, seed: int, num_classes: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,7 +104,19 @@ def _write_atomically(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def run_demo(cfg: DemoConfig, log=print) -> dict[str, Any]:
+def run_demo(cfg: DemoConfig, log: Callable[..., None] = print) -> dict[str, Any]:
+    """Train the demo's CNN, attack it over ``cfg.eps_grid``, write ``results.json`` and ``report.md``
+    under ``cfg.out`` and return the results.
+
+    Raises:
+        TypeError, ValueError: a bad setting (checked again here: a DemoConfig can be changed after
+            it was made).
+        NotADirectoryError, PermissionError: ``cfg.out`` cannot be a folder written to.
+    """
+    if not isinstance(cfg, DemoConfig):
+        raise TypeError(f"cfg must be a DemoConfig, got {type(cfg).__name__}")
+    cfg = dataclasses.replace(cfg)  # runs __post_init__'s checks on the values as they are now
+    check_output_dir(cfg.out, "out")
     torch.manual_seed(cfg.seed)
     shape = dict(num_classes=cfg.num_classes, size=cfg.image_size)
     x_train, y_train = synthetic_patterns(cfg.train_samples, seed=cfg.seed + 1, **shape)

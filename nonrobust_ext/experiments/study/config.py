@@ -1,0 +1,291 @@
+"""What the study trains and measures: :class:`StudyConfig`, its settings each described once, and
+the study's fixed vocabulary (stage names, selection rules, ImageNet constants).
+
+Every setting is a dataclass field whose ``metadata`` says what it means (``help``), under which
+command-line option it is set (``option``), in which group ``--help`` lists it (``group``) and, for a
+closed set of values, which ones (``choices``). The CLI builds the ``study`` command's options from
+these descriptions alone (:func:`nonrobust_ext.experiments._settings.settings`), so a new setting is
+added here and nowhere else.
+
+Every value is checked in ``__post_init__`` with :mod:`nonrobust_ext._validate` — types, ranges,
+finiteness, choices, the device — so the Python API and the CLI refuse the same values, before any
+model is trained, with a message that starts with the setting's name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from ... import models
+from ..._validate import (
+    check_choice,
+    check_int,
+    check_ints,
+    check_optional_int,
+    check_optional_real,
+    check_real,
+    check_reals,
+)
+from ...attacks.registry import ATTACKS
+from ...data import DATASETS
+from .._settings import check_device, check_optional_path, setting
+
+SOURCE_STAGES = ("pretrained", "robust_pretrained")
+TARGET_STAGES = ("finetuned", "standard", "robust_finetuned", "dm")
+STAGES = SOURCE_STAGES + TARGET_STAGES
+# The source model each fine-tuned stage starts from.
+FROM = {"finetuned": "pretrained", "robust_finetuned": "robust_pretrained", "dm": "robust_pretrained"}
+# The stages that need a robust source model: left out with ImageNet weights but no robust ones.
+ROBUST_STAGES = ("robust_pretrained", "robust_finetuned", "dm")
+
+# ImageNet weights: their classes and the input statistics they were trained with.
+IMAGENET_CLASSES = 1000
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+IMAGENET_SIZE = 224
+
+# The settings the trained models depend on: a cached stage trained under other values is not reused.
+# (Seeds are not here: each seed has its own folder.) Everything else only changes the evaluation.
+TRAINING_FIELDS = ("dataset", "data_root", "source_classes", "target_classes", "source_per_class", "shots",
+                   "backbone", "source_epochs", "target_steps", "batch_size", "lr", "freeze_stages", "head_lr",
+                   "backbone_lr", "train_eps", "train_steps", "dm_beta", "select", "pretrained", "robust_pretrained",
+                   "image_size")
+
+# How each trained stage's weights are chosen: its last step, or its best validation accuracy.
+SELECT_RULES = ("last", "val_accuracy")
+# The attacks the eps grid can use: the evaluation registry's names.
+EVAL_ATTACKS = tuple(ATTACKS)
+# Linear CKA centres over the samples: fewer than two leave nothing to compare.
+MIN_ANALYSIS_SAMPLES = 2
+
+# --help groups, in the order they are listed. ``None``: the command's own options.
+DATA, TRAINING, EVALUATION = "data", "models and training", "evaluation (changing these re-evaluates cached models)"
+GROUPS = (DATA, TRAINING, EVALUATION)
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyConfig:
+    """What the study trains and measures. The defaults are the built-in default (Fashion-MNIST),
+    sized to finish within 20 minutes on a 2-core AVX2 CPU with three seeds.
+
+    Each field's ``metadata["help"]`` says what it sets; in short:
+
+    Attributes:
+        dataset, data_root: a name for :func:`nonrobust_ext.data.load` and where its files are.
+        source_classes, target_classes: the class split (original label ids).
+        source_per_class: at most this many source training images per class (``None``: all);
+            subsampled to fit the CPU budget.
+        shots: target training images per class (few-shot).
+        backbone: a :func:`nonrobust_ext.models.create` name.
+        seeds: one full run (splits, initialisations, attacks) per seed.
+        source_epochs, target_steps: training length on the source (epochs) and target (optimiser steps).
+        batch_size, lr: for every stage.
+        freeze_stages: backbone stages frozen during fine-tuning (0 = full fine-tuning).
+        head_lr, backbone_lr: fine-tuning learning rates of the head and the backbone (``None``: ``lr``).
+        train_eps, train_steps: the L-inf attack of adversarial pretraining and of DM's inner maximisation.
+        dm_beta: weight of DM's feature-discrepancy term.
+        select: which weights every trained stage ends with: ``"last"`` (the fixed budget's last step,
+            the same rule for every model) or ``"val_accuracy"`` (its best clean accuracy on the
+            validation split carved from the training data; never the test set). Either way the
+            validation accuracy is logged at every checkpoint and reported, to show whether the budget
+            reached a plateau.
+        eval_eps, eval_steps: the L-inf evaluation grid and its attack's steps.
+        apgd_steps: steps of the APGD-CE evaluation of the target models at the largest eps (the
+            headline robust accuracy; 0 skips it).
+        eval_samples: at most this many test images per side evaluated (``None``: all).
+        analysis_samples: target test images the analyses (CKA, transfer, frequency, features) use.
+        frequency_radii: radii of the low-pass / high-pass split of the frequency analysis.
+        eval_attack: the attack of the eps grid, a name of :data:`nonrobust_ext.attacks.registry.ATTACKS`
+            (the analyses' attacks stay PGD).
+        pretrained: ``None``: stage 1 is trained on the source classes. ``"torchvision"``: torchvision's
+            ImageNet weights of ``backbone`` from the local cache (:func:`models.find_torchvision_weights`);
+            or a weights file's path (anything :func:`models.load_weights` reads).
+        robust_pretrained: with ``pretrained``, a robust ImageNet checkpoint's path for stage 2;
+            ``None`` leaves the robust stages out.
+        image_size: resize inputs to this size inside every model; ``None``: 224 with ImageNet weights,
+            the images' own size otherwise.
+        device: where to train and evaluate (``"cuda"`` under torchrun: each rank's ``LOCAL_RANK`` GPU).
+
+    Raises:
+        TypeError: a setting of the wrong type (``shots=1.5``, ``seeds="0,1"``).
+        ValueError: a setting out of range, NaN or infinite, not one of its choices, or a device
+            that is not there; the message starts with the setting's name.
+    """
+
+    dataset: str = setting("fashion_mnist", "the dataset", option="--dataset", group=DATA, choices=DATASETS)
+    data_root: str | None = setting(None, "folder holding the dataset's files", option="--data-root", group=DATA)
+    source_classes: tuple[int, ...] = setting((0, 1, 2, 3, 4), "comma-separated class ids of the source task",
+                                               option="--source-classes", group=DATA)
+    target_classes: tuple[int, ...] = setting((5, 6, 7, 8, 9), "comma-separated class ids of the target task",
+                                               option="--target-classes", group=DATA)
+    source_per_class: int | None = setting(1200, "source training images per class (at most)",
+                                            option="--source-per-class", group=DATA)
+    shots: int = setting(20, "target training images per class", option="--shots", group=DATA)
+    backbone: str = setting("resnet8", "a nonrobust_ext.models name: resnet8 (default), resnet18, resnet50, wrn50, "
+                             "... or torchvision:<name>", option="--backbone", group=TRAINING)
+    seeds: tuple[int, ...] = setting((0, 1, 2), "comma-separated seeds (several: mean ± std)", option="--seeds",
+                                      group=TRAINING)
+    source_epochs: int = setting(3, "epochs of (adversarial) pretraining on the source", option="--source-epochs",
+                                  group=TRAINING)
+    target_steps: int = setting(120, "optimiser steps of every target-task model", option="--target-steps",
+                                 group=TRAINING)
+    batch_size: int = setting(128, "batch size of every stage", option="--batch-size", group=TRAINING)
+    lr: float = setting(0.05, "learning rate of every stage", option="--lr", group=TRAINING)
+    freeze_stages: int = setting(0, "backbone stages frozen when fine-tuning", option="--freeze-stages",
+                                  group=TRAINING)
+    head_lr: float | None = setting(None, "fine-tuning learning rate of the new head", option="--head-lr",
+                                     group=TRAINING)
+    backbone_lr: float | None = setting(None, "fine-tuning learning rate of the pretrained backbone",
+                                         option="--backbone-lr", group=TRAINING)
+    train_eps: float = setting(0.1, "L-inf eps of adversarial pretraining and of DM", option="--train-eps",
+                                group=TRAINING)
+    train_steps: int = setting(3, "PGD steps of adversarial pretraining and of DM", option="--train-steps",
+                                group=TRAINING)
+    dm_beta: float = setting(1.0, "weight of DM's feature-discrepancy term", option="--dm-beta", group=TRAINING)
+    select: str = setting("last", "weights each trained model ends with: its last step (default) or its best "
+                           "accuracy on the validation split (never the test set)", option="--select",
+                           group=TRAINING, choices=SELECT_RULES)
+    eval_eps: tuple[float, ...] = setting((0.0, 0.02, 0.05, 0.1), "comma-separated L-inf radii to evaluate",
+                                           option="--eps", group=EVALUATION)
+    eval_steps: int = setting(10, "steps of the eps-grid attack", option="--steps", group=EVALUATION)
+    apgd_steps: int = setting(20, "steps of the headline APGD-CE (0 skips it)", option="--apgd-steps",
+                               group=EVALUATION)
+    eval_samples: int | None = setting(400, "test images evaluated per model (at most)", option="--samples",
+                                        group=EVALUATION)
+    analysis_samples: int = setting(300, "test images the analyses (CKA, transfer, ...) use",
+                                     option="--analysis-samples", group=EVALUATION)
+    frequency_radii: tuple[float, ...] = setting((2.0, 4.0, 8.0), "comma-separated radii of the frequency "
+                                                  "analysis' low-pass / high-pass split", option="--frequency-radii",
+                                                  group=EVALUATION)
+    eval_attack: str = setting("pgd", "attack of the eps grid", option="--attack", group=EVALUATION,
+                                choices=EVAL_ATTACKS)
+    pretrained: str | None = setting(None, "'torchvision' (ImageNet weights from the local torch hub cache) or a "
+                                      "weights file: the source models are ImageNet models, not trained here",
+                                      option="--pretrained", group=TRAINING)
+    robust_pretrained: str | None = setting(None, "with --pretrained: a robust ImageNet weights file (e.g. the "
+                                             "robustness library's); without it the robust models are left out",
+                                             option="--robust-pretrained", group=TRAINING)
+    image_size: int | None = setting(None, "resize inputs inside the models (default: 224 with --pretrained, the "
+                                      "images' own size otherwise)", option="--image-size", group=TRAINING)
+    device: str = setting("cpu", "cpu (default), cuda or cuda:<index>; under torchrun, cuda is each rank's "
+                           "LOCAL_RANK GPU", option="--device", group=None)
+
+    def __post_init__(self) -> None:
+        # Each check returns the value in its canonical form (a list becomes a tuple, an int learning
+        # rate a float): that form is what as_dict() records in stages.json and results.json.
+        canonical = {
+            "dataset": _check_dataset(self.dataset, "dataset"),
+            "data_root": check_optional_path(self.data_root, "data_root"),
+            "source_classes": check_ints(self.source_classes, "source_classes", 0, nonempty=False, unique=True),
+            "target_classes": check_ints(self.target_classes, "target_classes", 0, unique=True),
+            "source_per_class": check_optional_int(self.source_per_class, "source_per_class", 1),
+            "shots": check_int(self.shots, "shots", 1),
+            "backbone": _check_backbone(self.backbone, "backbone"),
+            "seeds": check_ints(self.seeds, "seeds", 0, unique=True),
+            "source_epochs": check_int(self.source_epochs, "source_epochs", 1),
+            "target_steps": check_int(self.target_steps, "target_steps", 1),
+            "batch_size": check_int(self.batch_size, "batch_size", 1),
+            "lr": check_real(self.lr, "lr", low=0, low_inclusive=False),
+            "freeze_stages": check_int(self.freeze_stages, "freeze_stages", 0),
+            "head_lr": check_optional_real(self.head_lr, "head_lr", low=0, low_inclusive=False),
+            "backbone_lr": check_optional_real(self.backbone_lr, "backbone_lr", low=0, low_inclusive=False),
+            "train_eps": check_real(self.train_eps, "train_eps", low=0),
+            "train_steps": check_int(self.train_steps, "train_steps", 1),
+            "dm_beta": check_real(self.dm_beta, "dm_beta", low=0),
+            "select": check_choice(self.select, "select", SELECT_RULES),
+            "eval_eps": check_reals(self.eval_eps, "eval_eps", low=0),
+            "eval_steps": check_int(self.eval_steps, "eval_steps", 1),
+            "apgd_steps": check_int(self.apgd_steps, "apgd_steps", 0),
+            "eval_samples": check_optional_int(self.eval_samples, "eval_samples", 1),
+            "analysis_samples": check_int(self.analysis_samples, "analysis_samples", MIN_ANALYSIS_SAMPLES),
+            "frequency_radii": check_reals(self.frequency_radii, "frequency_radii", low=0, low_inclusive=False),
+            "eval_attack": check_choice(self.eval_attack, "eval_attack", EVAL_ATTACKS),
+            "pretrained": check_optional_path(self.pretrained, "pretrained"),
+            "robust_pretrained": check_optional_path(self.robust_pretrained, "robust_pretrained"),
+            "image_size": check_optional_int(self.image_size, "image_size", 1),
+            "device": check_device(self.device, "device"),
+        }
+        for name, value in canonical.items():
+            object.__setattr__(self, name, value)  # frozen: the one place values are normalised
+        # Rules between settings.
+        if self.pretrained is None:
+            if not self.source_classes:
+                raise ValueError("source_classes must list at least one class unless pretrained weights are given")
+            overlap = sorted(set(self.source_classes) & set(self.target_classes))
+            if overlap:
+                raise ValueError(f"source_classes and target_classes overlap: both list {overlap}")
+        if self.robust_pretrained is not None and self.pretrained is None:
+            raise ValueError("robust_pretrained needs pretrained weights too: both source models come from "
+                             "ImageNet weights, or both are trained on the source classes")
+
+    @property
+    def imagenet_source(self) -> bool:
+        """Whether the source models are ImageNet weights (loaded) rather than trained on source classes."""
+        return self.pretrained is not None
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        """The stages this configuration trains or loads, in order."""
+        if self.imagenet_source and self.robust_pretrained is None:
+            return tuple(s for s in STAGES if s not in ROBUST_STAGES)
+        return STAGES
+
+    @property
+    def input_size(self) -> int | None:
+        """The size the models resize their inputs to (``None``: the images' own size)."""
+        return self.image_size if self.image_size is not None else (IMAGENET_SIZE if self.imagenet_source else None)
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> StudyConfig:
+        """A small configuration that runs end to end in under 3 minutes on a 2-core CPU."""
+        small = dict(source_per_class=200, shots=10, seeds=(0, 1), source_epochs=2, target_steps=30,
+                     train_steps=3, eval_steps=5, apgd_steps=10, eval_samples=200, eval_eps=(0.0, 0.05, 0.1),
+                     analysis_samples=150)
+        return cls(**{**small, **overrides})
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every setting, tuples as lists (what ``results.json`` and ``stages.json`` record)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], **overrides: Any) -> StudyConfig:
+        """The configuration :meth:`as_dict` wrote (e.g. ``results.json``'s ``"config"``), with ``overrides``.
+
+        Raises:
+            TypeError: ``values`` is not a dict, or a setting has the wrong type.
+            ValueError: a key that is not a field (the message lists them), or a bad value.
+        """
+        if not isinstance(values, dict):
+            raise TypeError(f"study settings must be a JSON object (a dict), got {type(values).__name__}")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - fields)
+        if unknown:
+            raise ValueError(f"unknown study settings {unknown}; the settings are {sorted(fields)}")
+        merged = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        return cls(**{**merged, **overrides})
+
+
+def _check_dataset(value: object, name: str) -> str:
+    """A dataset name :func:`nonrobust_ext.data.load` knows (any case, ``-`` for ``_``), kept as given."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, got {type(value).__name__} {value!r}")
+    check_choice(value.lower().replace("-", "_"), name, DATASETS)
+    return value
+
+
+def _check_backbone(value: object, name: str) -> str:
+    """A :func:`nonrobust_ext.models.create` name (an alias, or ``torchvision:<name>``)."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, got {type(value).__name__} {value!r}")
+    canonical = models.canonical_name(value)
+    if canonical not in models.available() and not (canonical.startswith("torchvision:")
+                                                      and len(canonical) > len("torchvision:")):
+        raise ValueError(f"{name}: unknown backbone {value!r}; available: {models.available()} "
+                         "(or 'torchvision:<name>', or 'wrn50')")
+    return value
+
+
+__all__ = [
+    "EVAL_ATTACKS", "GROUPS", "IMAGENET_CLASSES", "IMAGENET_MEAN", "IMAGENET_SIZE", "IMAGENET_STD", "SELECT_RULES",
+    "SOURCE_STAGES", "STAGES", "TARGET_STAGES", "TRAINING_FIELDS", "StudyConfig",
+]

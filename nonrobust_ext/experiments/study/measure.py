@@ -1,0 +1,163 @@
+"""What is measured on one seed's models: clean and robust accuracy and true-label confidence of
+every model (evaluation), then the analyses of the target models against the source models
+(layer-wise CKA, attacks on the source features, the transfer matrix, frequency, perturbation
+spectra, the feature-robustness ranking).
+
+Rank 0 alone measures under torchrun: the analyses are not additive over shards of the data.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any
+
+import torch
+
+from ... import analysis
+from ... import data as nxdata
+from ..._progress import progress_bar
+from ..._validate import check_nonempty
+from ...attacks import feature_pgd, pgd, robust_accuracy
+from ...attacks._common import eval_mode
+from ...attacks.registry import ATTACKS
+from .config import SOURCE_STAGES, TARGET_STAGES, StudyConfig
+from .tasks import subsample
+
+# Pairs whose layer-wise similarity the study compares: how much of the (robust) source model each
+# target model keeps, against the standard model that never saw the source.
+CKA_PAIRS = (("pretrained", "finetuned"), ("pretrained", "standard"),
+             ("robust_pretrained", "robust_finetuned"), ("robust_pretrained", "dm"))
+
+# The feature-robustness ranking is summarised by the share of robust pairs among the most useful
+# RANK_SHARES of the useful (class, feature) pairs, most useful (on clean data) first.
+RANK_SHARES = (0.1, 0.25, 0.5, 1.0)
+
+
+def _attack_options(name: str, steps: int, seed: int) -> dict[str, Any]:
+    """``steps`` and ``seed`` for the attacks that take them (FGSM takes neither)."""
+    accepted = inspect.signature(ATTACKS[name]).parameters
+    return {k: v for k, v in (("steps", steps), ("seed", seed)) if k in accepted}
+
+
+def evaluate_all(config: StudyConfig, tasks: nxdata.SourceTarget, trained: dict[str, torch.nn.Module], seed: int,
+                 device: torch.device, progress: bool) -> dict[str, Any]:
+    """Clean and robust accuracy and true-label confidence of every model that has a test set (the
+    ImageNet source models have none here)."""
+    results: dict[str, Any] = {}
+    stages = [s for s in trained if s in TARGET_STAGES or not config.imagenet_source]
+    for stage in progress_bar(stages, enabled=progress, description=f"seed {seed} evaluation", unit="model"):
+        model = trained[stage]
+        test = subsample(tasks.source_test if stage in SOURCE_STAGES else tasks.target_test,
+                         config.eval_samples, seed)
+        report = robust_accuracy(model, (test.x, test.y), eps=list(config.eval_eps), attack=config.eval_attack,
+                                 device=device, **_attack_options(config.eval_attack, config.eval_steps, seed))
+        apgd = None
+        if config.apgd_steps and stage in TARGET_STAGES:  # the headline is the target task's
+            apgd = robust_accuracy(model, (test.x, test.y), eps=[max(config.eval_eps)], attack="apgd",
+                                   steps=config.apgd_steps, seed=seed, device=device).robust_accuracy[0]
+        results[stage] = {
+            "task": "source" if stage in SOURCE_STAGES else "target",
+            "apgd_robust_accuracy": apgd,
+            "clean_accuracy": report.clean_accuracy,
+            "robust_accuracy": report.robust_accuracy,
+            "clean_confidence": report.clean_confidence,
+            "adversarial_confidence": report.adversarial_confidence,
+            "num_samples": report.num_samples,
+        }
+    return results
+
+
+def analyse(config: StudyConfig, tasks: nxdata.SourceTarget, trained: dict[str, torch.nn.Module], seed: int,
+            device: torch.device, progress: bool) -> dict[str, Any]:
+    """The analyses of one seed's models on ``analysis_samples`` target test images, at the grid's
+    largest eps: layer-wise CKA (:data:`CKA_PAIRS`), target accuracy under feature attacks on each
+    source model, the transfer matrix between target models, accuracy on low/high-pass images,
+    the perturbations' radial spectra, and the feature-robustness ranking."""
+    test = subsample(tasks.target_test, config.analysis_samples, seed + 1)
+    x, y = test.x, test.y
+    eps = max(config.eval_eps)
+    targets = {stage: model for stage, model in trained.items() if stage in TARGET_STAGES}
+    sources = {stage: model for stage, model in trained.items() if stage in SOURCE_STAGES}
+    layers = [name for name, _ in trained["pretrained"].named_children() if name.startswith("layer")]
+    pairs = [(a, b) for a, b in CKA_PAIRS if a in trained and b in trained]
+    steps = len(pairs) + len(sources) + 1 + 3 * len(targets)
+    bar = progress_bar(description=f"seed {seed} analyses", enabled=progress, total=steps, unit="step")
+
+    def advance(value: Any) -> Any:
+        bar.update(1)
+        return value
+
+    cka = {f"{a}~{b}": advance(analysis.layer_similarity(trained[a], trained[b], x, layers, method="cka",
+                                                         device=device))
+           for a, b in pairs}
+    # Inherited non-robust features, measured directly: perturbations that move the *source* model's
+    # embedding as far as possible (no labels needed: its head is for other classes) and how much
+    # accuracy each target model loses on them.
+    source_transfer: dict[str, dict[str, float]] = {}
+    for source, module in sources.items():
+        x_adv = feature_pgd(module.forward_features, x.to(device), eps=eps, steps=config.eval_steps, seed=seed,
+                            module=module)
+        source_transfer[source] = advance({stage: _accuracy(model, x_adv, y.to(device))
+                                           for stage, model in targets.items()})
+    matrix = advance(analysis.transfer_matrix(targets, (x, y), eps=eps, steps=config.eval_steps, seed=seed,
+                                              device=device))
+    frequency = {stage: advance(analysis.accuracy_by_frequency(model, (x, y), list(config.frequency_radii),
+                                                               device=device))
+                 for stage, model in targets.items()}
+    # Each target model's white-box PGD examples (every sample attacked), crafted once for both the
+    # perturbation spectrum and the feature ranking.
+    crafted = {stage: _craft(model, x, y, eps, config.eval_steps, seed, device) for stage, model in targets.items()}
+    spectra = {stage: advance(analysis.perturbation_spectrum(x, crafted[stage], normalize=True).tolist())
+               for stage in targets}
+    features = {stage: advance(analysis.feature_usefulness(model, (x, y), eps=eps, adversarial=crafted[stage],
+                                                           device=device))
+                for stage, model in targets.items()}
+    bar.close()
+    split_radius = len(next(iter(spectra.values()))) // 2
+    return {
+        "eps": eps,
+        "layers": layers,
+        "cka": cka,
+        "source_feature_attack_accuracy": source_transfer,
+        "transfer_accuracy": {src: dict(zip(matrix.names, row, strict=True))
+                              for src, row in zip(matrix.names, matrix.accuracy, strict=True)},
+        "frequency": {stage: {"low_accuracy": r["low_accuracy"], "high_accuracy": r["high_accuracy"]}
+                      for stage, r in frequency.items()},
+        "chance_accuracy": 1.0 / len(config.target_classes),
+        "robust_usefulness_share": {stage: None if math.isnan(result.robust_share) else result.robust_share
+                                    for stage, result in features.items()},
+        "feature_ranking": {stage: _ranking_record(result) for stage, result in features.items()},
+        "perturbation_spectrum": spectra,
+        "spectrum_split_radius": split_radius,
+        "perturbation_high_frequency_share": {stage: sum(spectrum[split_radius:])
+                                              for stage, spectrum in spectra.items()},
+    }
+
+
+def _ranking_record(result: analysis.FeatureUsefulness) -> dict[str, Any]:
+    """How many (class, feature) pairs are useful, and which fraction of the most useful ones stays
+    useful under attack (``None`` when no pair is useful)."""
+    ranking, n = result.ranking, len(result.ranking)
+
+    def robust_fraction(share: float) -> float | None:
+        top = ranking[:max(1, math.ceil(share * n))]
+        return sum(r["robust"] for r in top) / len(top) if n else None
+
+    return {"num_useful": n, "robust_fraction_top": [robust_fraction(q) for q in RANK_SHARES]}
+
+
+def _craft(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int, seed: int,
+           device: torch.device, batch_size: int = 256) -> torch.Tensor:
+    """L-inf PGD examples of every sample of ``(x, y)`` on ``model``, on the CPU."""
+    return torch.cat([pgd(model, x[i:i + batch_size].to(device), y[i:i + batch_size].to(device), eps=eps,
+                          steps=steps, seed=seed).cpu() for i in range(0, len(x), batch_size)])
+
+
+def _accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """``model``'s accuracy on ``(x, y)`` in eval mode (an accuracy over no samples is an error)."""
+    check_nonempty(len(y), "y")
+    with torch.no_grad(), eval_mode(model):
+        return float((model(x).argmax(1) == y).float().mean())
+
+__all__ = ["CKA_PAIRS", "RANK_SHARES", "analyse", "evaluate_all"]

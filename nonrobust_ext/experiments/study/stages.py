@@ -1,0 +1,216 @@
+"""The training stages of one seed: each model trained (or reused, or resumed, or loaded from ImageNet
+weights) in a folder of its own, and the guard that keeps a cache of models trained under other
+settings from being reused (``stages.json``).
+
+Every stage is a :func:`nonrobust_ext.training.train` run in ``<out>/seed<s>/<stage>``: a finished
+stage is reused, an interrupted one resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from ... import data as nxdata
+from ... import models, training
+from ..._io import atomic_write
+from .config import (
+    FROM,
+    IMAGENET_CLASSES,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    SOURCE_STAGES,
+    TARGET_STAGES,
+    TRAINING_FIELDS,
+    StudyConfig,
+)
+from .tasks import normalisation
+
+STAGES_FILE = "stages.json"
+# Checkpoints (each with a validation pass) of a target-task run.
+VALIDATIONS = 15
+
+
+def barrier(world: int) -> None:
+    """Wait for every rank (a no-op in a single process)."""
+    if world > 1:
+        dist.barrier()
+
+
+def check_cache(config: StudyConfig, out: Path, *, fresh: bool) -> None:
+    """Refuse to reuse models in ``out`` that were trained with other training settings (reads only).
+
+    Raises:
+        ValueError: ``out/stages.json`` records other :data:`TRAINING_FIELDS` values, ``out`` holds
+            trained seeds, and ``fresh`` is False (the message lists the differences).
+    """
+    path = out / STAGES_FILE
+    if fresh or not path.is_file():
+        return
+    try:
+        recorded = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not the JSON the study writes ({error}); pass --fresh (fresh=True) to retrain, "
+                         "or another --out") from None
+    if not isinstance(recorded, dict):
+        raise ValueError(f"{path} is not the JSON object the study writes; pass --fresh (fresh=True) to retrain, "
+                         "or another --out")
+    # A setting that a cache from an older version did not record had its default value then.
+    recorded = {**StudyConfig().as_dict(), **recorded}
+    settings = training_settings(config)
+    changed = {k: (recorded.get(k), v) for k, v in settings.items() if recorded.get(k) != v}
+    if changed and any(out.glob("seed*")):
+        details = "; ".join(f"{k}: {old!r} then, {new!r} now" for k, (old, new) in changed.items())
+        raise ValueError(
+            f"{out} holds models trained with other settings ({details}); pass --fresh (fresh=True) to "
+            "retrain them, or another --out"
+        )
+
+
+def training_settings(config: StudyConfig) -> dict[str, Any]:
+    """The settings the trained models depend on, as ``stages.json`` records them."""
+    return {k: v for k, v in config.as_dict().items() if k in TRAINING_FIELDS}
+
+
+def record_settings(config: StudyConfig, out: Path) -> None:
+    """Write ``out/stages.json``: the training settings the models under ``out`` are trained with."""
+    atomic_write(out / STAGES_FILE, lambda f: json.dump(training_settings(config), f, indent=2), binary=False)
+
+
+def imagenet_weights(config: StudyConfig) -> dict[str, Path]:
+    """Stage -> the ImageNet weights file it loads (empty when the source models are trained).
+
+    Raises:
+        FileNotFoundError: a weights file is missing (nothing is downloaded at run time).
+    """
+    if not config.imagenet_source:
+        return {}
+    assert config.pretrained is not None
+    files = {"pretrained": (models.find_torchvision_weights(config.backbone) if config.pretrained == "torchvision"
+                            else Path(config.pretrained))}
+    if config.robust_pretrained is not None:
+        files["robust_pretrained"] = Path(config.robust_pretrained)
+    for stage, path in files.items():
+        if not path.is_file():
+            option = "--pretrained" if stage == "pretrained" else "--robust-pretrained"
+            raise FileNotFoundError(f"{option}: no weights file at {path} (nothing is downloaded at run time)")
+    return files
+
+
+def model_inputs(config: StudyConfig, tasks: nxdata.SourceTarget) -> tuple[dict[str, Any], int]:
+    """What every model of a seed is built with: its input normalisation and the source head's classes."""
+    if config.imagenet_source:
+        return {"in_channels": 3, "mean": IMAGENET_MEAN, "std": IMAGENET_STD}, IMAGENET_CLASSES
+    return normalisation(tasks.source_train.x), len(config.source_classes)
+
+
+def new_model(config: StudyConfig, normalisation: dict[str, Any], num_classes: int, seed: int) -> torch.nn.Module:
+    """A freshly initialised ``config.backbone``, its initialisation drawn from ``seed``."""
+    torch.manual_seed(seed)
+    return models.create(config.backbone, num_classes=num_classes, input_size=config.input_size, **normalisation)
+
+
+def check_architecture(config: StudyConfig, tasks: nxdata.SourceTarget) -> None:
+    """Build the backbone once, the way the stages will, and check what depends on it (the channels
+    it takes, ``freeze_stages`` against its stages) before anything trains. Torch's global RNG is
+    left as it was, so the models trained afterwards are the same.
+
+    Raises:
+        ValueError: ``freeze_stages`` is more than the backbone has, or the backbone cannot take the
+            data (e.g. a torchvision model with grey images).
+    """
+    normalise, classes = model_inputs(config, tasks)
+    with torch.random.fork_rng(devices=[]):
+        model = new_model(config, normalise, classes, 0)
+    if not config.freeze_stages:
+        return
+    available = len(model.stages())
+    if config.freeze_stages > available:
+        raise ValueError(f"freeze_stages is {config.freeze_stages} but backbone {config.backbone!r} has "
+                         f"{available} stages")
+
+
+def train_all(config: StudyConfig, tasks: nxdata.SourceTarget, root: Path, seed: int, progress: bool,
+              device: torch.device, imagenet: dict[str, Path], rank: int,
+              world: int) -> tuple[dict[str, torch.nn.Module], dict[str, dict[str, float] | None]]:
+    """Train (or reuse, or load) every stage of one seed.
+
+    Returns:
+        The models by stage, and, per trained stage, :func:`validation_record` of its run.
+    """
+    trained: dict[str, torch.nn.Module] = {}
+    records: dict[str, dict[str, float] | None] = {}
+    normalise, source_classes = model_inputs(config, tasks)
+    objectives: dict[str, training.Objective] = {
+        "pretrained": training.Standard(),
+        "robust_pretrained": training.PGDAdversarial(eps=config.train_eps, steps=config.train_steps),
+        "finetuned": training.Standard(),
+        "standard": training.Standard(),
+        "robust_finetuned": training.Standard(),
+        "dm": training.DM(eps=config.train_eps, steps=config.train_steps, beta=config.dm_beta),
+    }
+    weights: dict[str, Path] = {}
+    source_config = training.TrainConfig(epochs=config.source_epochs, batch_size=config.batch_size, lr=config.lr,
+                                         seed=seed, select=config.select)
+    for stage in (s for s in SOURCE_STAGES if s in config.stages):
+        model = new_model(config, normalise, source_classes, seed)
+        if stage in imagenet:
+            models.load_weights(model, imagenet[stage])
+            weights[stage] = imagenet[stage]
+        else:
+            run = training.train(model, objectives[stage], tasks.source_train, config=source_config,
+                                 out_dir=root / stage, val_data=tasks.source_val, device=device, progress=progress,
+                                 description=f"seed {seed} {stage}")
+            records[stage] = validation_record(run)
+            weights[stage] = root / stage / "model.pt"
+            if rank == 0:
+                models.save_weights(model, weights[stage])
+            barrier(world)  # the fine-tuning stages of every rank read it
+        trained[stage] = model.to(device)
+    # A few-shot target set is one batch an epoch: checkpoint (and validate) VALIDATIONS times a run
+    # rather than at every step, which would cost more than the training itself.
+    target_config = training.TrainConfig(steps=config.target_steps, batch_size=config.batch_size, lr=config.lr,
+                                         seed=seed, select=config.select,
+                                         checkpoint_every=max(1, math.ceil(config.target_steps / VALIDATIONS)))
+    num_target = len(config.target_classes)
+    for stage in (s for s in TARGET_STAGES if s in config.stages):
+        model = new_model(config, normalise, source_classes, seed + 1000)
+        groups = None
+        if stage in FROM:
+            models.load_weights(model, weights[FROM[stage]])
+            mode = "freeze" if config.freeze_stages else "full"
+            groups = training.prepare_finetune(model, training.FinetuneConfig(
+                mode=mode, freeze_stages=config.freeze_stages, num_classes=num_target,
+                head_lr=config.head_lr, backbone_lr=config.backbone_lr))
+        else:
+            model.reset_head(num_target)
+        run = training.train(model, objectives[stage], tasks.target_train, config=target_config,
+                             out_dir=root / stage, param_groups=groups, val_data=tasks.target_val, device=device,
+                             progress=progress, description=f"seed {seed} {stage}")
+        records[stage] = validation_record(run)
+        trained[stage] = model
+    return trained, records
+
+
+def validation_record(run: training.TrainResult) -> dict[str, float] | None:
+    """Clean validation accuracy at the last checkpoint and at the best one, and where in the run the
+    best one was (a fraction of its steps): whether the fixed budget reached a plateau (best late and
+    close to last) or overshot it. ``None`` for a run without validation lines (a cache from before
+    validation was logged)."""
+    lines = [line for line in run.history if "val_accuracy" in line]
+    if not lines or run.steps == 0:
+        return None
+    best = max(lines, key=lambda line: line["val_accuracy"])  # the first of equals: the earliest best
+    return {"val_accuracy_last": lines[-1]["val_accuracy"], "val_accuracy_best": best["val_accuracy"],
+            "best_step_fraction": best["step"] / run.steps}
+
+
+__all__ = [
+    "STAGES_FILE", "VALIDATIONS", "barrier", "check_architecture", "check_cache", "imagenet_weights", "model_inputs",
+    "new_model", "record_settings", "train_all", "training_settings", "validation_record",
+]
