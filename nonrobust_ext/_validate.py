@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from collections.abc import Collection, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -151,7 +152,7 @@ def check_reals(value: object, name: str, *, nonempty: bool = True, **interval: 
 def check_tensor(value: object, name: str) -> torch.Tensor:
     """A ``torch.Tensor``."""
     if not isinstance(value, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {_type_name(value)}")
+        raise TypeError(f"{name} must be a tensor (torch.Tensor), got {_type_name(value)}")
     return value
 
 
@@ -193,8 +194,123 @@ def check_same_device(tensors: Iterable[tuple[str, torch.Tensor]]) -> torch.devi
     return first[1].device
 
 
+def check_optional_path(value: object, name: str) -> str | None:
+    """``None``, or a non-empty path (``str`` or ``os.PathLike``) as a string."""
+    if value is None:
+        return None
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a path (str) or None, got {_type_name(value)} {value!r}")
+    text = os.fspath(value)
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"{name} must be a non-empty path, got {value!r}")
+    return text
+
+
+def check_device(value: object, name: str = "device") -> torch.device:
+    """A device this process can compute on: a ``torch.device`` or its name, that exists here.
+
+    ``torch.device("bogus")`` raises torch's parser error and ``torch.device("cuda")`` succeeds on a
+    machine without CUDA (failing later, mid-run); both are refused here, naming the argument. ``meta``
+    is refused too: it holds no values.
+
+    Raises:
+        TypeError: not a ``str`` or ``torch.device``.
+        ValueError: not a device name, ``meta``, or not available on this machine (``"cuda"`` without
+            a GPU, ``"cuda:7"`` with fewer).
+    """
+    if not isinstance(value, (str, torch.device)):
+        raise TypeError(f"{name} must be a torch.device or a device name such as 'cpu' or 'cuda:0', "
+                        f"got {_type_name(value)} {value!r}")
+    try:
+        device = torch.device(value)
+    except (RuntimeError, ValueError):  # torch's own message is about its parser, not the argument
+        raise ValueError(f"{name} must name a device such as 'cpu', 'cuda' or 'cuda:1', got {value!r}") from None
+    if device.type == "meta":
+        raise ValueError(f"{name} must be a device that computes values, got 'meta'")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"{name} is {str(value)!r} but torch sees no CUDA device here (torch {torch.__version__}, "
+                             f"built {'with' if torch.version.cuda else 'without'} CUDA); use 'cpu'")
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"{name} is {str(value)!r} but torch sees {count} CUDA device(s): "
+                             f"indices 0 to {count - 1}")
+        return device
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError):  # a backend this build of torch lacks
+        raise ValueError(f"{name} {str(value)!r} is not available on this machine") from None
+    return device
+
+
+def resolve_device(model: object, device: object = None, name: str = "device", *,
+                   default: torch.device | None = None) -> torch.device:
+    """``device`` if given (checked by :func:`check_device`), else where ``model``'s parameters (or
+    buffers) are, else ``default`` (the CPU when None)."""
+    if device is not None:
+        return check_device(device, name)
+    if isinstance(model, torch.nn.Module):
+        for t in model.parameters():
+            return t.device
+        for t in model.buffers():
+            return t.device
+    return torch.device("cpu") if default is None else default
+
+
+#: The dtypes images (and attack iterates) may have: what the compiled ops compute in.
+IMAGE_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+
+
+def check_images(x: object, name: str = "x", *, min_dim: int = 2) -> torch.Tensor:
+    """A floating-point batch of at least ``min_dim`` dimensions (``[B, C, ...]``) whose every value
+    is finite.
+
+    Raises:
+        TypeError: not a tensor, or not float32/float64/bfloat16/float16.
+        ValueError: too few dimensions, or a NaN/infinite value (a NaN pixel passes every range
+            check, ``nan < lo`` being false, and makes every number computed from it meaningless).
+    """
+    check_tensor(x, name)
+    assert isinstance(x, torch.Tensor)
+    if x.dtype not in IMAGE_DTYPES:
+        raise TypeError(f"{name} must be a floating-point tensor (float32/float64/bfloat16/float16), got {x.dtype}; "
+                        "convert images with x.float() / 255")
+    if x.dim() < min_dim:
+        raise ValueError(f"{name} must have at least {min_dim} dimensions ([B, C, ...]), got shape {tuple(x.shape)}")
+    return check_finite(x, name)
+
+
+def check_labels(y: object, name: str = "y", *, n: int | None = None, device: torch.device | None = None,
+                 nonnegative: bool = False) -> torch.Tensor:
+    """Integer class labels ``[n]``.
+
+    Float labels are refused rather than truncated (``1.7`` is not a class), and so are bools.
+    ``nonnegative`` also checks every label is >= 0 (a host sync on a GPU: callers that check the
+    label range against the model's classes later leave it off).
+
+    Raises:
+        TypeError: not a tensor, or not an integer tensor.
+        ValueError: not 1-D, not ``n`` long, not on ``device``, or (``nonnegative``) a label < 0.
+    """
+    check_tensor(y, name)
+    assert isinstance(y, torch.Tensor)
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise TypeError(f"{name} must be an integer tensor of class labels, got dtype {y.dtype}")
+    if y.dim() != 1:
+        raise ValueError(f"{name} must be a 1-D tensor of labels [N], got shape {tuple(y.shape)}")
+    if n is not None and y.shape[0] != n:
+        raise ValueError(f"{name} has {y.shape[0]} labels for {n} inputs: the inputs and {name} must have the "
+                         "same length")
+    if device is not None and y.device != device:
+        raise ValueError(f"{name} is on {y.device} but the inputs are on {device}")
+    if nonnegative and y.numel() and int(y.min()) < 0:
+        raise ValueError(f"{name} must hold class labels >= 0, got {int(y.min())}")
+    return y
+
+
 __all__ = [
-    "check_bool", "check_choice", "check_finite", "check_int", "check_ints", "check_nonempty",
-    "check_optional_int", "check_optional_real", "check_real", "check_reals", "check_same_device",
-    "check_sequence", "check_tensor", "is_int", "is_real",
+    "IMAGE_DTYPES", "check_bool", "check_choice", "check_device", "check_finite", "check_images", "check_int",
+    "check_ints", "check_labels", "check_nonempty", "check_optional_int", "check_optional_path",
+    "check_optional_real", "check_real", "check_reals", "check_same_device", "check_sequence", "check_tensor",
+    "is_int", "is_real", "resolve_device",
 ]

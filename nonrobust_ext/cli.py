@@ -26,8 +26,9 @@ EXIT_USER_ERROR = 2  # argparse's own code for a usage error
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 # The errors a user can cause: a bad value or type (json.JSONDecodeError is a ValueError), a file or
 # folder that is missing, unreadable or of the wrong kind (OSError's subclasses), an optional package
-# that is not installed. Anything else escaping a command is a bug and keeps its traceback.
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, OSError, ImportError)
+# that is not installed, a training run that diverged (FloatingPointError: the message says what to try).
+# Anything else escaping a command is a bug and keeps its traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, OSError, ImportError, FloatingPointError)
 # What Ctrl-C leaves behind, per command.
 INTERRUPTED = {
     "study": "interrupted; finished stages are kept, run the same command again to resume",

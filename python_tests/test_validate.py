@@ -41,6 +41,21 @@ BAD = [
     (lambda x: v.check_finite(x, "steps"), torch.tensor([0.0, -math.inf]), ValueError),
     (lambda x: v.check_nonempty(x, "steps"), 0, ValueError),
     (lambda x: v.check_same_device(x), [("steps", torch.zeros(1)), ("b", torch.zeros(1, device="meta"))], ValueError),
+    (lambda x: v.check_device(x, "steps"), 0.5, TypeError),
+    (lambda x: v.check_device(x, "steps"), "bogus", ValueError),
+    (lambda x: v.check_device(x, "steps"), "meta", ValueError),
+    (lambda x: v.check_device(x, "steps"), "cuda:99", ValueError),
+    (lambda x: v.check_optional_path(x, "steps"), 3, TypeError),
+    (lambda x: v.check_optional_path(x, "steps"), "  ", ValueError),
+    (lambda x: v.check_images(x, "steps"), torch.zeros(2, 3, dtype=torch.uint8), TypeError),
+    (lambda x: v.check_images(x, "steps"), torch.zeros(3), ValueError),
+    (lambda x: v.check_images(x, "steps"), torch.tensor([[0.0, math.nan]]), ValueError),
+    (lambda x: v.check_labels(x, "steps"), torch.zeros(3), TypeError),
+    (lambda x: v.check_labels(x, "steps"), torch.zeros(3, dtype=torch.bool), TypeError),
+    (lambda x: v.check_labels(x, "steps"), torch.zeros(3, 1, dtype=torch.long), ValueError),
+    (lambda x: v.check_labels(x, "steps", n=4), torch.zeros(3, dtype=torch.long), ValueError),
+    (lambda x: v.check_labels(x, "steps", device=torch.device("meta")), torch.zeros(3, dtype=torch.long), ValueError),
+    (lambda x: v.check_labels(x, "steps", nonnegative=True), torch.tensor([0, -1]), ValueError),
 ]
 
 
@@ -60,6 +75,8 @@ GOOD = [
     (lambda x: v.check_ints(x, "c"), [0, 1], (0, 1)),
     (lambda x: v.check_reals(x, "e", low=0), [0, 0.5], (0.0, 0.5)),
     (lambda x: v.check_choice(x, "c", ("a", "b")), "b", "b"),
+    (lambda x: v.check_device(x, "d"), "cpu", torch.device("cpu")),
+    (lambda x: v.check_optional_path(x, "p"), None, None),
 ]
 
 
@@ -73,3 +90,10 @@ def test_finite_checks_pass_integer_meta_and_empty_tensors():
     v.check_finite(torch.tensor([1, 2]), "y")
     v.check_finite(torch.empty(3, device="meta"), "x")
     v.check_finite(torch.empty(0), "x")
+
+
+def test_resolve_device_follows_the_model_then_the_default():
+    model = torch.nn.Linear(2, 2)
+    assert v.resolve_device(model) == torch.device("cpu")
+    assert v.resolve_device(object(), default=torch.device("meta")) == torch.device("meta")
+    assert v.resolve_device(torch.nn.ReLU(), "cpu") == torch.device("cpu")

@@ -22,7 +22,16 @@ from typing import Any, Union
 
 import torch
 
-from .._validate import check_finite, check_int, check_reals, check_tensor
+from .. import _validate
+from .._validate import (  # noqa: F401  (check_device, check_images, resolve_device: re-exported for the analyses)
+    check_device,
+    check_finite,
+    check_images,
+    check_int,
+    check_reals,
+    check_tensor,
+    resolve_device,
+)
 from ..attacks._common import LogitsSelector, select_logits
 from ..attacks.registry import ATTACKS
 from ..data import TensorData
@@ -51,71 +60,12 @@ def check_module(model: object, name: str = "model") -> torch.nn.Module:
     return model
 
 
-def check_device(device: object, name: str = "device") -> torch.device:
-    """A usable device: a ``torch.device`` or its name, that exists on this machine (not ``meta``).
-
-    ``torch.device("bogus")`` raises a RuntimeError and ``torch.device("cuda")`` succeeds on a machine
-    without CUDA (failing later, mid-analysis); both are refused here with the argument's name.
-    """
-    if not isinstance(device, (str, torch.device)):
-        raise TypeError(f"{name} must be a torch.device or a device name such as 'cpu', got {type(device).__name__}")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError) as e:
-        raise ValueError(f"{name} {device!r} is not a device name (e.g. 'cpu', 'cuda', 'cuda:1')") from e
-    if dev.type == "meta":
-        raise ValueError(f"{name} must be a device that computes values, got 'meta'")
-    try:
-        torch.empty(0, device=dev)
-    except (RuntimeError, AssertionError) as e:  # torch raises AssertionError for a CUDA-less build
-        raise ValueError(f"{name} {str(dev)!r} is not available on this machine") from e
-    return dev
-
-
-def resolve_device(model: object, device: object = None, name: str = "device", *,
-                   default: torch.device | None = None) -> torch.device:
-    """``device`` if given (checked), else where the model's parameters (or buffers) are, else ``default``
-    (the CPU when None)."""
-    if device is not None:
-        return check_device(device, name)
-    if isinstance(model, torch.nn.Module):
-        for t in model.parameters():
-            return t.device
-        for t in model.buffers():
-            return t.device
-    return torch.device("cpu") if default is None else default
-
-
 # -------------------------------------------------------------------------------------------- images, labels
 
 
-def check_images(x: object, name: str, *, min_dim: int = 2) -> torch.Tensor:
-    """A floating-point tensor of at least ``min_dim`` dimensions whose every value is finite."""
-    check_tensor(x, name)
-    assert isinstance(x, torch.Tensor)
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
-    if x.dim() < min_dim:
-        raise ValueError(f"{name} must have at least {min_dim} dimensions, got shape {tuple(x.shape)}")
-    return check_finite(x, name)
-
-
 def check_labels(y: object, name: str, n: int | None = None) -> torch.Tensor:
-    """Integer class labels ``[n]`` (int64 returned), each >= 0.
-
-    Float labels are refused rather than truncated (``1.7`` is not a class), and so are bools.
-    """
-    check_tensor(y, name)
-    assert isinstance(y, torch.Tensor)
-    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-        raise TypeError(f"{name} must be an integer tensor of class labels, got {y.dtype}")
-    if y.dim() != 1:
-        raise ValueError(f"{name} must be a 1-D tensor of labels [N], got shape {tuple(y.shape)}")
-    if n is not None and y.shape[0] != n:
-        raise ValueError(f"{name} has {y.shape[0]} labels for {n} inputs: x and y must have the same length")
-    if y.numel() and int(y.min()) < 0:
-        raise ValueError(f"{name} must hold class labels >= 0, got {int(y.min())}")
-    return y.long()
+    """Integer class labels ``[n]``, each >= 0, as int64 (the analyses index with them)."""
+    return _validate.check_labels(y, name, n=n, nonnegative=True).long()
 
 
 def check_labels_below(y: torch.Tensor, num_classes: int, name: str, what: str) -> None:

@@ -17,52 +17,19 @@ from typing import Any, Union
 import torch
 import torch.nn.functional as F
 
-from .._validate import check_bool, check_finite, check_int
+from .. import _validate
+from .._validate import check_bool, check_finite, check_images, check_int  # noqa: F401  (check_images: re-exported for the attacks)
 
 Model = Callable[[torch.Tensor], Any]
 LogitsSelector = Union[None, int, str, Callable[[Any], torch.Tensor]]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
-_FLOAT_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
-_LABEL_DTYPES = (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8)
-
-
-def check_images(x: object, name: str = "x") -> torch.Tensor:
-    """A floating-point batch ``[B, C, *]`` whose every value is finite.
-
-    Raises:
-        TypeError: not a tensor, or not floating point.
-        ValueError: fewer than 2 dimensions, or a NaN/infinite value (a NaN pixel passes every range
-            check, ``nan < lo`` being false, and makes every number computed from it meaningless).
-    """
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a tensor, got {type(x).__name__}")
-    if x.dtype not in _FLOAT_DTYPES:
-        raise TypeError(
-            f"{name} must be a floating-point tensor (float32/float64/bfloat16/float16), got {x.dtype}; "
-            "convert images with x.float() / 255"
-        )
-    if x.dim() < 2:
-        raise ValueError(f"{name} must be a batch [B, C, ...], got shape {tuple(x.shape)}")
-    return check_finite(x, name)
 
 
 def check_labels(y: object, x: torch.Tensor, name: str = "y") -> torch.Tensor:
-    """``[B]`` integer class indices on ``x``'s device.
-
-    Raises:
-        TypeError: not a tensor, or not an integer tensor.
-        ValueError: not of shape ``[B]``, or on another device.
-    """
-    if not isinstance(y, torch.Tensor):
-        raise TypeError(f"{name} must be a tensor of class indices, got {type(y).__name__}")
-    if y.dtype not in _LABEL_DTYPES:
-        raise TypeError(f"{name} must hold integer class indices, got dtype {y.dtype}")
-    if y.dim() != 1 or y.shape[0] != x.shape[0]:
-        raise ValueError(f"{name} must have shape [B] = [{x.shape[0]}] to match x, got {tuple(y.shape)}")
-    if y.device != x.device:
-        raise ValueError(f"{name} is on {y.device} but x is on {x.device}")
-    return y
+    """``[B]`` integer class indices on ``x``'s device (their range is checked against the model's
+    classes at the first forward, :func:`check_logits`)."""
+    return _validate.check_labels(y, name, n=x.shape[0], device=x.device)
 
 
 def check_batch(x: torch.Tensor, y: torch.Tensor) -> None:
@@ -242,20 +209,26 @@ class FiniteWatch:
 
     def __init__(self, device: torch.device, message: str = NONFINITE_LOGITS) -> None:
         self.message = message
-        self.bad_logits = torch.zeros((), dtype=torch.bool, device=device)
-        self.bad_loss = torch.zeros((), dtype=torch.bool, device=device)
+        # The first problem seen, as a code: 0 none, 1 non-finite logits, 2 a non-finite loss at finite
+        # logits. The first one is the cause: a NaN loss becomes a NaN gradient, the step carries it into
+        # the iterate (the ops propagate NaN), and the next logits are NaN only because of it.
+        self.first = torch.zeros((), dtype=torch.uint8, device=device)
 
     def note(self, logits: torch.Tensor, loss: torch.Tensor | None = None) -> None:
-        """Record whether ``logits`` (and ``loss``) hold a non-finite value."""
-        self.bad_logits.logical_or_(~torch.isfinite(logits.detach()).all())
+        """Record whether ``logits`` (and ``loss``) hold a non-finite value, unless a problem is
+        already recorded."""
+        code = torch.where(~torch.isfinite(logits.detach()).all(), 1, 0).to(torch.uint8)
         if loss is not None:
-            self.bad_loss.logical_or_(~torch.isfinite(loss.detach()).all())
+            bad_loss = ~torch.isfinite(loss.detach()).all()
+            code = torch.where((code == 0) & bad_loss, 2, code).to(torch.uint8)
+        torch.where(self.first == 0, code, self.first, out=self.first)
 
     def check(self) -> None:
-        """Raise ``ValueError`` if a non-finite value was recorded (one host synchronisation)."""
-        if bool(self.bad_logits):
+        """Raise ``ValueError`` for the first non-finite value recorded (one host synchronisation)."""
+        first = int(self.first)
+        if first == 1:
             raise ValueError(self.message)
-        if bool(self.bad_loss):
+        if first == 2:
             raise ValueError(NONFINITE_LOSS)
 
 

@@ -19,7 +19,16 @@ from typing import Any, Union
 import torch
 
 from .._progress import progress_bar
-from .._validate import check_bool, check_int, check_nonempty, check_optional_int, check_real, check_sequence, is_real
+from .._validate import (
+    check_bool,
+    check_int,
+    check_nonempty,
+    check_optional_int,
+    check_real,
+    check_sequence,
+    is_real,
+    resolve_device,
+)
 from ._common import (
     LogitsSelector,
     check_finite_logits,
@@ -194,10 +203,7 @@ def robust_accuracy(
         attack_fn = attack
     else:
         raise TypeError(f"attack must be a name or a callable, got {type(attack).__name__}")
-    if device is None:
-        first = next(iter(model.parameters()), None) if isinstance(model, torch.nn.Module) else None
-        device = first.device if first is not None else torch.device("cpu")
-    device = _check_device(device)
+    device = resolve_device(model, device)
 
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]] = progress_bar(
         _batches(data, batch_size), description="robust accuracy", enabled=progress, unit="batch")
@@ -258,20 +264,6 @@ def _check_attack_kwargs(name: str, fn: AttackFn, kwargs: dict[str, Any]) -> Non
         if key not in parameters:
             accepted = sorted(p for p in parameters if p not in reserved)
             raise TypeError(f"{key} is not an option of attack={name!r} (it takes {', '.join(accepted)})")
-
-
-def _check_device(device: object) -> torch.device:
-    """A device this process can evaluate on."""
-    if not isinstance(device, (torch.device, str)):
-        raise TypeError(f"device must be a torch.device or a string such as 'cpu' or 'cuda:0', "
-                        f"got {type(device).__name__}")
-    try:
-        device = torch.device(device)
-    except RuntimeError as error:
-        raise ValueError(f"device must name a device such as 'cpu' or 'cuda:0', got {device!r} ({error})") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device is {device} but no CUDA device is available")
-    return device
 
 
 def _check_adversarial(x_adv: object, x: torch.Tensor) -> None:

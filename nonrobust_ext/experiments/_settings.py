@@ -7,11 +7,10 @@ instead of repeating them. Plus the two value checks the experiments' configs ne
 from __future__ import annotations
 
 import dataclasses
-import os
 import typing
 from typing import Any
 
-import torch
+from .._validate import check_choice, check_device
 
 # Where the experiments can run (a ``cuda`` device may carry an index: ``cuda:1``).
 DEVICE_TYPES = ("cpu", "cuda")
@@ -83,47 +82,13 @@ def settings(config_class: type) -> list[Setting]:
     return out
 
 
-def check_optional_path(value: object, name: str) -> str | None:
-    """``None``, or a non-empty path (a str or ``os.PathLike``) returned as a str, what JSON records.
-
-    Raises:
-        TypeError: neither ``None``, a str nor a path.
-        ValueError: an empty or blank path.
-    """
-    if value is None:
-        return None
-    if not isinstance(value, (str, os.PathLike)):
-        raise TypeError(f"{name} must be a path (str) or None, got {type(value).__name__} {value!r}")
-    text = os.fspath(value)
-    if not isinstance(text, str) or not text.strip():
-        raise ValueError(f"{name} must be a non-empty path, got {value!r}")
-    return text
-
-
-def check_device(value: object, name: str) -> str:
-    """A device string torch parses, of a type in :data:`DEVICE_TYPES`, that exists on this machine.
-
-    Raises:
-        TypeError: ``value`` is not a str.
-        ValueError: unparseable (``"bogus"``), another type (``"meta"``), or not there (``"cuda"``
-            without a CUDA device, ``"cuda:7"`` with fewer GPUs).
-    """
+def check_study_device(value: object, name: str) -> str:
+    """A device string (:func:`nonrobust_ext._validate.check_device`) of a type in :data:`DEVICE_TYPES`:
+    the settings are stored as JSON, so the name is kept as given."""
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a str, got {type(value).__name__} {value!r}")
-    try:
-        device: torch.device | None = torch.device(value)
-    except (RuntimeError, ValueError):  # torch's message for "bogus" is about its parser, not the user
-        device = None
-    if device is None or device.type not in DEVICE_TYPES:
-        raise ValueError(f"{name} must be 'cpu', 'cuda' or 'cuda:<index>', got {value!r}")
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise ValueError(f"{name} is {value!r} but torch sees no CUDA device here (torch {torch.__version__}, "
-                             f"built {'with' if torch.version.cuda else 'without'} CUDA); use 'cpu'")
-        if device.index is not None and device.index >= count:
-            raise ValueError(f"{name} is {value!r} but torch sees {count} CUDA device(s): indices 0 to {count - 1}")
+    check_choice(check_device(value, name).type, f"{name}'s type", DEVICE_TYPES)
     return value
 
 
-__all__ = ["DEVICE_TYPES", "Setting", "check_device", "check_optional_path", "setting", "settings"]
+__all__ = ["DEVICE_TYPES", "Setting", "check_study_device", "setting", "settings"]

@@ -20,10 +20,10 @@ from typing import Any
 
 import torch
 
-from .._validate import check_int, check_reals
+from .._validate import check_int, check_optional_path, check_reals
 from ..attacks import pgd
 from ._output import check_output_dir
-from ._settings import check_optional_path, setting
+from ._settings import setting
 
 
 @dataclasses.dataclass

@@ -56,11 +56,14 @@ from .._validate import (
     check_bool,
     check_choice,
     check_finite,
+    check_images,
     check_int,
+    check_labels,
     check_nonempty,
     check_optional_int,
     check_real,
     check_reals,
+    resolve_device,
 )
 from ..attacks import robust_accuracy
 from ..data import TensorData, batches, num_batches
@@ -198,19 +201,11 @@ def _as_data(data: Any, name: str) -> TensorData:
         check_finite(data.x, f"{name}.x")
         return data
     if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
-        x, y = data
-        if not x.is_floating_point():
-            raise TypeError(f"{name}: x must be a floating-point tensor of images in [0, 1], got {x.dtype}")
-        if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-            raise TypeError(f"{name}: y must be an integer tensor of class labels, got {y.dtype}")
-        if x.dim() != 4 or y.dim() != 1:
-            raise ValueError(f"{name}: x must be [N, C, H, W] and y [N], got {tuple(x.shape)} and {tuple(y.shape)}")
-        if x.shape[0] != y.shape[0]:
-            raise ValueError(f"{name}: x has {x.shape[0]} samples but y has {y.shape[0]}")
+        x = check_images(data[0], f"{name} x", min_dim=4)
+        if x.dim() != 4:
+            raise ValueError(f"{name} x must be [N, C, H, W], got shape {tuple(x.shape)}")
+        y = check_labels(data[1], f"{name} y", n=x.shape[0], device=x.device, nonnegative=True)
         check_nonempty(len(y), name)
-        check_finite(x, f"{name} x")
-        if int(y.min()) < 0:
-            raise ValueError(f"{name}: y must hold class labels >= 0, got {int(y.min())}")
         num_classes = int(y.max()) + 1
         return TensorData(x, y.long(), [str(c) for c in range(num_classes)])
     raise TypeError(
@@ -345,8 +340,13 @@ def _evaluate(model: torch.nn.Module, data: TensorData, *, attack: dict[str, Any
     eps = kwargs.pop("eps", 0.0)
     rank, world = _distributed()
     shard = data.subset(torch.arange(rank, len(data), world)) if world > 1 else data
-    report = robust_accuracy(model, (shard.x, shard.y), eps=[eps], batch_size=batch_size, device=device, **kwargs)
-    counts = torch.tensor([report.num_samples, report.clean_correct, report.robust_correct[0]], dtype=torch.float64)
+    if len(shard):
+        report = robust_accuracy(model, (shard.x, shard.y), eps=[eps], batch_size=batch_size, device=device,
+                                 **kwargs)
+        counts = torch.tensor([report.num_samples, report.clean_correct, report.robust_correct[0]],
+                              dtype=torch.float64)
+    else:  # more DDP ranks than samples: this rank adds nothing, the sum over ranks is still checked below
+        counts = torch.zeros(3, dtype=torch.float64)
     if world > 1:
         dist.all_reduce(counts)
     n = check_nonempty(int(counts[0]), "data")
@@ -367,18 +367,6 @@ def _attack_kwargs(attack: object, name: str) -> dict[str, Any]:
     if "eps" in kwargs:
         kwargs["eps"] = check_real(kwargs["eps"], f"{name}['eps']", low=0.0)
     return kwargs
-
-
-def _as_device(device: object, model: torch.nn.Module) -> torch.device:
-    if device is None:
-        first = next(iter(model.parameters()), None)
-        return first.device if first is not None else torch.device("cpu")
-    if not isinstance(device, (str, torch.device)):
-        raise TypeError(f"device must be a str, a torch.device or None, got {type(device).__name__}")
-    try:
-        return torch.device(device)
-    except RuntimeError as error:
-        raise ValueError(f"device must name a torch device ('cpu', 'cuda', 'cuda:1', ...), got {device!r}") from error
 
 
 def train(
@@ -460,7 +448,7 @@ def train(
     rank, world = _distributed()
     if config.batch_size % world:
         raise ValueError(f"batch_size {config.batch_size} must be divisible by the {world} DDP ranks")
-    device = _as_device(device, model)
+    device = resolve_device(model, device)
     model.to(device)
 
     per_epoch = num_batches(len(train_data), config.batch_size // world, world_size=world)

@@ -23,13 +23,14 @@ from ..._validate import (
     check_int,
     check_ints,
     check_optional_int,
+    check_optional_path,
     check_optional_real,
     check_real,
     check_reals,
 )
 from ...attacks.registry import ATTACKS
 from ...data import DATASETS
-from .._settings import check_device, check_optional_path, setting
+from .._settings import check_study_device, setting
 
 SOURCE_STAGES = ("pretrained", "robust_pretrained")
 TARGET_STAGES = ("finetuned", "standard", "robust_finetuned", "dm")
@@ -203,7 +204,7 @@ class StudyConfig:
             "pretrained": check_optional_path(self.pretrained, "pretrained"),
             "robust_pretrained": check_optional_path(self.robust_pretrained, "robust_pretrained"),
             "image_size": check_optional_int(self.image_size, "image_size", 1),
-            "device": check_device(self.device, "device"),
+            "device": check_study_device(self.device, "device"),
         }
         for name, value in canonical.items():
             object.__setattr__(self, name, value)  # frozen: the one place values are normalised
