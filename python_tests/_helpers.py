@@ -4,7 +4,10 @@ small model for the attack tests. Importable from tests because pytest puts pyth
 
 from __future__ import annotations
 
+import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -82,3 +85,38 @@ def fake_cifar10(root: Path, *, per_batch: int = 3, protocol: int = 2) -> torch.
                                                     "horse", "ship", "truck")], b"num_vis": 3072}
     (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=protocol))
     return torch.cat(written)
+
+
+def random_batch(n: int = 6, channels: int = 3, seed: int = 0, dtype: torch.dtype = torch.float32):
+    """``(x, y)``: ``n`` random 8x8 images in [0, 1) and labels of 4 classes, reproducible from ``seed``."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, channels, 8, 8, generator=g, dtype=dtype)
+    y = torch.randint(0, 4, (n,), generator=g)
+    return x, y
+
+
+def ball_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
+    """Per-sample L-inf or L2 norm of a perturbation, in float64."""
+    flat = delta.flatten(1).double()
+    return flat.abs().amax(dim=1) if norm == "linf" else flat.norm(dim=1)
+
+
+def run_under_isa(isa: str, script: str) -> None:
+    """Run ``script`` in a fresh interpreter with the CPU kernels forced to ``isa``
+    (``NONROBUST_EXT_CPU_ISA``: the choice is made once per process); skip when this build or CPU
+    lacks it; the script must exit 0 and end its output with ``ok``."""
+    import nonrobust_ext
+
+    if isa not in nonrobust_ext.build_info()["cpu_isas_compiled"]:
+        pytest.skip(f"{isa} is not compiled on this platform")
+    probe = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "NONROBUST_EXT_CPU_ISA": isa},
+        capture_output=True,
+        text=True,
+        cwd=os.path.dirname(os.path.abspath(__file__)),
+    )
+    if "lacks" in probe.stderr:
+        pytest.skip(f"this CPU cannot run {isa}")
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    assert probe.stdout.strip().endswith("ok")

@@ -27,6 +27,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from _helpers import SmallCNN
+from _helpers import ball_norm as _ball_norm
+from _helpers import random_batch as _batch
 
 import nonrobust_ext
 from nonrobust_ext.attacks import feature_pgd
@@ -95,16 +97,6 @@ def cases(group: list[Case]) -> Any:
     return pytest.mark.parametrize("case", group, ids=str)
 
 
-def _batch(n=6, channels=3, seed=0, dtype=torch.float32):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(n, channels, 8, 8, generator=g, dtype=dtype)
-    y = torch.randint(0, 4, (n,), generator=g)
-    return x, y
-
-
-def _ball_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
-    flat = delta.flatten(1).double()
-    return flat.abs().amax(dim=1) if norm == "linf" else flat.norm(dim=1)
 
 
 def _predicted(model, x, flip=0):

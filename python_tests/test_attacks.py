@@ -7,17 +7,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _helpers import random_batch as _batch
 
 import nonrobust_ext
 
 NORMS = ["linf", "l2"]
 
-
-def _batch(n=6, channels=3, seed=0, dtype=torch.float32):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(n, channels, 8, 8, generator=g, dtype=dtype)
-    y = torch.randint(0, 4, (n,), generator=g)
-    return x, y
 
 
 # ---------------------------------------------------------------------------------------- semantics

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from _helpers import random_batch as _batch
 
 from nonrobust_ext.attacks.pgd import pgd
 from nonrobust_ext.attacks.transfer import bim, difgsm, mifgsm
@@ -32,12 +33,6 @@ def _attack(name, model, x, y, **kwargs):
         kwargs.setdefault("seed", 0)
     return fn(model, x, y, **{**defaults, **kwargs})
 
-
-def _batch(n=6, channels=3, seed=0, dtype=torch.float32):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(n, channels, 8, 8, generator=g, dtype=dtype)
-    y = torch.randint(0, 4, (n,), generator=g)
-    return x, y
 
 
 def _linf(delta: torch.Tensor) -> torch.Tensor:

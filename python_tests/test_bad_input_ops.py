@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import pytest
 import torch
-from _helpers import CUDA
+from _helpers import CUDA, run_under_isa
 
 from nonrobust_ext import ops, reference
 
@@ -535,22 +535,4 @@ print("ok")
 def test_nan_propagates_on_every_compiled_isa(isa):
     """Each ISA's vector loops (different select instructions, and scalar tails) propagate a data NaN
     exactly where the twin does, not only the ISA this CPU selects."""
-    import os
-    import subprocess
-    import sys
-
-    import nonrobust_ext
-
-    if isa not in nonrobust_ext.build_info()["cpu_isas_compiled"]:
-        pytest.skip(f"{isa} is not compiled on this platform")
-    probe = subprocess.run(
-        [sys.executable, "-c", _ISA_NAN_SCRIPT.format(isa=isa)],
-        env={**os.environ, "NONROBUST_EXT_CPU_ISA": isa},
-        capture_output=True,
-        text=True,
-        cwd=os.path.dirname(os.path.abspath(__file__)),
-    )
-    if "lacks" in probe.stderr:
-        pytest.skip(f"this CPU cannot run {isa}")
-    assert probe.returncode == 0, probe.stderr[-3000:]
-    assert probe.stdout.strip().endswith("ok")
+    run_under_isa(isa, _ISA_NAN_SCRIPT.format(isa=isa))

@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 import torch
-from _helpers import DEVICES, dtypes_for
+from _helpers import DEVICES, dtypes_for, run_under_isa
 
 from nonrobust_ext import ops, reference
 
@@ -385,23 +385,4 @@ print("ok")
 @pytest.mark.parametrize("isa", ["baseline", "avx2", "avx512"])
 def test_every_compiled_isa_matches_reference(isa):
     """Each vector-ISA build of the inner loops is correct, not only the one this CPU selects."""
-    import os
-    import subprocess
-    import sys
-
-    import nonrobust_ext
-
-    info = nonrobust_ext.build_info()
-    if isa not in info["cpu_isas_compiled"]:
-        pytest.skip(f"{isa} is not compiled on this platform")
-    probe = subprocess.run(
-        [sys.executable, "-c", _ISA_SCRIPT.format(isa=isa)],
-        env={**os.environ, "NONROBUST_EXT_CPU_ISA": isa},
-        capture_output=True,
-        text=True,
-        cwd=os.path.dirname(os.path.abspath(__file__)),
-    )
-    if "lacks" in probe.stderr:
-        pytest.skip(f"this CPU cannot run {isa}")
-    assert probe.returncode == 0, probe.stderr[-3000:]
-    assert probe.stdout.strip().endswith("ok")
+    run_under_isa(isa, _ISA_SCRIPT.format(isa=isa))

@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 import torch
-from _helpers import DEVICES
+from _helpers import DEVICES, run_under_isa
 
 from nonrobust_ext import ops, reference, stats
 
@@ -628,18 +628,4 @@ print("ok")
 def test_every_compiled_isa_matches_reference(isa):
     """Each vector-ISA build of the statistics loops is correct (tile widths differ per ISA), not only
     the one this CPU selects."""
-    import nonrobust_ext
-
-    if isa not in nonrobust_ext.build_info()["cpu_isas_compiled"]:
-        pytest.skip(f"{isa} is not compiled on this platform")
-    probe = subprocess.run(
-        [sys.executable, "-c", _ISA_SCRIPT.format(isa=isa)],
-        env={**os.environ, "NONROBUST_EXT_CPU_ISA": isa},
-        capture_output=True,
-        text=True,
-        cwd=os.path.dirname(os.path.abspath(__file__)),
-    )
-    if "lacks" in probe.stderr:
-        pytest.skip(f"this CPU cannot run {isa}")
-    assert probe.returncode == 0, probe.stderr[-3000:]
-    assert probe.stdout.strip().endswith("ok")
+    run_under_isa(isa, _ISA_SCRIPT.format(isa=isa))
