@@ -3,8 +3,8 @@
 # change).
 #
 #   make demo        train a small model on synthetic data and attack it (seconds)
-#   make study       the transfer study on Fashion-MNIST (first slice: six models x seeds, accuracy and
-#                    robustness report); installs Debian's dataset-fashion-mnist when it is missing
+#   make study       the transfer study on Fashion-MNIST (six models per seed, evaluated and analysed,
+#                    report.md + results.json + plots); installs Debian's dataset-fashion-mnist when missing
 #   make test        the test suite (all of it, as CI runs it)
 #   make test-fast   the test suite without the tests marked slow (about a minute)
 #   make lint        ruff over the package, tests, benchmarks and tools

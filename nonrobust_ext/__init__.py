@@ -12,8 +12,11 @@ Public surface:
     reference            pure-PyTorch twins of every op
     build_info()         how the extension was built
 
-Subpackages (imported on use): ``models`` (architectures, checkpoint loading), ``data`` (datasets,
-source/target splits), ``training`` (objectives, fine-tuning, the training loop), ``attacks``.
+Subpackages: ``attacks`` (imported here: the attacks above, the threat model, the registry of attacks
+by name) and, imported on use, ``models`` (architectures, weights loading), ``data`` (datasets,
+source/target splits), ``training`` (objectives, fine-tuning, the training loop), ``analysis``
+(representation similarity, feature usefulness, frequency, transfer), ``stats`` (per-class feature
+statistics), ``experiments`` (the study and the demo behind the ``nonrobust-ext`` command).
 """
 
 from __future__ import annotations
