@@ -35,7 +35,7 @@ def compare(old: Any, new: Any, *, rtol: float, ignore: set[str], path: str = ""
         if len(old) != len(new):
             return 0, [f"{path}: {len(old)} items vs {len(new)}"]
         count, diffs = 0, []
-        for i, (a, b) in enumerate(zip(old, new)):
+        for i, (a, b) in enumerate(zip(old, new, strict=True)):
             c, d = compare(a, b, rtol=rtol, ignore=ignore, path=f"{path}[{i}]")
             count, diffs = count + c, diffs + d
         return count, diffs
