@@ -9,8 +9,9 @@ What it measures
                        scale/lo/hi float [1]): the kernel alone;
     ``fused_wrapper``  the Python wrapper ``nonrobust_ext.ops.<op>`` with the same tensors (adds the
                        wrapper's argument handling);
-    ``eager``          the pure-PyTorch twin ``nonrobust_ext.reference.<op>`` (the eager expression);
-    ``compile``        ``torch.compile`` of that same twin (inductor; compiled and warmed up before
+    ``eager``          the pure-PyTorch twin's formula ``nonrobust_ext.reference.<op>_step_formula_`` (the
+                       eager expression, without the twin's argument checks);
+    ``compile``        ``torch.compile`` of that same formula (inductor; compiled and warmed up before
                        timing, compile time reported separately);
     ``copy``           ``dst.copy_(src)`` of one tensor of the same size and layout: the bandwidth
                        baseline, measured in the same run.
@@ -156,7 +157,14 @@ def wrapper_op(case: Case):
 
 
 def reference_op(case: Case):
+    """The twin with its argument checks: the oracle of the correctness check."""
     return getattr(nrx_ref, f"{case.op}_step_")
+
+
+def formula_op(case: Case):
+    """The twin's formula without its checks: the eager and torch.compile baselines (a fair baseline
+    does not pay for argument checks, which also break the compiled graph)."""
+    return getattr(nrx_ref, f"{case.op}_step_formula_")
 
 
 _compiled: dict[str, Callable] = {}
@@ -168,7 +176,7 @@ def compiled_op(case: Case) -> Callable:
     if case.op not in _compiled:
         # dynamic=False: one specialised kernel per shape/layout/dtype, as a user compiling a fixed
         # training step would get.
-        _compiled[case.op] = torch.compile(reference_op(case), dynamic=False)
+        _compiled[case.op] = torch.compile(formula_op(case), dynamic=False)
     return _compiled[case.op]
 
 
@@ -277,7 +285,7 @@ def _timer(case: Case, impl: str, state: State, threads: int) -> tbench.Timer:
     elif impl == "fused_wrapper":
         g["fn"], stmt = wrapper_op(case), f"fn(x_adv, grad, x, {kw})"
     elif impl == "eager":
-        g["fn"], stmt = reference_op(case), f"fn(x_adv, grad, x, {kw})"
+        g["fn"], stmt = formula_op(case), f"fn(x_adv, grad, x, {kw})"
     elif impl == "compile":
         g["fn"], stmt = compiled_op(case), f"fn(x_adv, grad, x, {kw})"
     elif impl == "copy":
@@ -483,8 +491,9 @@ def main(argv=None) -> int:
         "2 x numel x itemsize. GB/s = bytes / median time, 1 GB = 1e9 bytes.",
         "- Implementations: `fused_op` = raw `torch.ops.nonrobust_ext.<op>` with pre-built parameter tensors "
         "(eps/alpha float32 [B], scale/lo/hi float32 [1]); `fused_wrapper` = `nonrobust_ext.ops.<op>` with "
-        "the same tensors; `eager` = `nonrobust_ext.reference.<op>` (same signature); `compile` = "
-        "`torch.compile(reference.<op>, dynamic=False)` (inductor), compiled and warmed up before timing; "
+        "the same tensors; `eager` = `nonrobust_ext.reference.<op>_step_formula_` (the twin's formula without "
+        "its argument checks, same signature); `compile` = `torch.compile(reference.<op>_step_formula_, dynamic=False)` "
+        "(inductor), compiled and warmed up before timing; "
         "`copy` = `dst.copy_(src)` of one tensor of the case's size and layout.",
         "- Parameters: eps per sample uniform in [4/255, 8/255] (x32, i.e. 0.5 .. 1, for L2), alpha = eps/4, "
         "bounds [0, 1], scale 1. Speedups and ratios are between implementations of the same case in this run.",

@@ -62,15 +62,21 @@ def _step_params(op: str, x_adv: torch.Tensor, grad: torch.Tensor | None, x: tor
                       **{k: v for k, v in given.items() if isinstance(v, torch.Tensor)})
     if x_adv.device.type == "cpu":
         check_step_param_values(op, eps_t, alpha_t, scale_t, lo_t, hi_t)
+    return _broadcast(x_adv, eps_t, alpha_t, scale_t, lo_t, hi_t)
+
+
+def _broadcast(x_adv: torch.Tensor, eps: torch.Tensor, alpha: torch.Tensor | None, scale: torch.Tensor,
+               lo: torch.Tensor, hi: torch.Tensor) -> _StepParams:
+    """1-D parameter tensors (one value, or one per sample / channel) shaped to broadcast against ``x_adv``."""
     B, C = x_adv.shape[0], x_adv.shape[1]
     sample_shape = (B,) + (1,) * (x_adv.dim() - 1)
     channel_shape = (1, C) + (1,) * (x_adv.dim() - 2)
     return _StepParams(
-        eps_t.expand(B).reshape(sample_shape),
-        None if alpha_t is None else alpha_t.expand(B).reshape(sample_shape),
-        scale_t.expand(C).reshape(channel_shape),
-        lo_t.expand(C).reshape(channel_shape),
-        hi_t.expand(C).reshape(channel_shape),
+        eps.expand(B).reshape(sample_shape),
+        None if alpha is None else alpha.expand(B).reshape(sample_shape),
+        scale.expand(C).reshape(channel_shape),
+        lo.expand(C).reshape(channel_shape),
+        hi.expand(C).reshape(channel_shape),
     )
 
 
@@ -94,8 +100,15 @@ def linf_step_(
     active: torch.Tensor | None = None,
 ) -> None:
     """Twin of :func:`nonrobust_ext.ops.linf_step_`."""
-    e, a, s, lo_t, hi_t = _step_params("linf_step_", x_adv, grad, x, eps=eps, alpha=alpha, scale=scale, lo=lo, hi=hi,
-                                       active=active)
+    params = _step_params("linf_step_", x_adv, grad, x, eps=eps, alpha=alpha, scale=scale, lo=lo, hi=hi,
+                          active=active)
+    _linf_update(x_adv, grad, x, params, active)
+
+
+def _linf_update(x_adv: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, params: _StepParams,
+                 active: torch.Tensor | None) -> None:
+    """The L-inf step's formula on checked, broadcast parameters."""
+    e, a, s, lo_t, hi_t = params
     acc = opmath_dtype(x_adv.dtype)
     xv = x.to(acc)
     radius = e * s
@@ -120,8 +133,15 @@ def l2_step_(
     active: torch.Tensor | None = None,
 ) -> None:
     """Twin of :func:`nonrobust_ext.ops.l2_step_`."""
-    e, a, s, lo_t, hi_t = _step_params("l2_step_", x_adv, grad, x, eps=eps, alpha=alpha, scale=scale, lo=lo, hi=hi,
-                                       active=active)
+    params = _step_params("l2_step_", x_adv, grad, x, eps=eps, alpha=alpha, scale=scale, lo=lo, hi=hi,
+                          active=active)
+    _l2_update(x_adv, grad, x, params, active)
+
+
+def _l2_update(x_adv: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, params: _StepParams,
+               active: torch.Tensor | None) -> None:
+    """The L2 step's formula on checked, broadcast parameters."""
+    e, a, s, lo_t, hi_t = params
     acc = opmath_dtype(x_adv.dtype)
     g = grad.to(acc)
     xv = x.to(acc)
@@ -138,6 +158,23 @@ def l2_step_(
     v = xv + factor * d * s
     v = torch.minimum(torch.maximum(v, lo_t), hi_t)
     _write(x_adv, v, active)
+
+
+def linf_step_formula_(x_adv: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, *, eps: torch.Tensor,
+                       alpha: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, scale: torch.Tensor,
+                       active: torch.Tensor | None = None) -> None:
+    """:func:`linf_step_`'s formula alone, without its argument checks: the eager expression the
+    benchmarks time the fused op against, and compile with ``torch.compile`` (the checks read
+    parameter values, which a fair baseline does not pay for and which break the compiled graph).
+    Parameters are 1-D tensors in the compute dtype (one value, or one per sample / channel)."""
+    _linf_update(x_adv, grad, x, _broadcast(x_adv, eps, alpha, scale, lo, hi), active)
+
+
+def l2_step_formula_(x_adv: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, *, eps: torch.Tensor,
+                     alpha: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, scale: torch.Tensor,
+                     active: torch.Tensor | None = None) -> None:
+    """:func:`l2_step_`'s formula alone, without its argument checks (see :func:`linf_step_formula_`)."""
+    _l2_update(x_adv, grad, x, _broadcast(x_adv, eps, alpha, scale, lo, hi), active)
 
 
 # The counter-based hash of csrc/common/counter_rng.h, in int64 arithmetic: values are uint32 held in

@@ -386,3 +386,18 @@ print("ok")
 def test_every_compiled_isa_matches_reference(isa):
     """Each vector-ISA build of the inner loops is correct, not only the one this CPU selects."""
     run_under_isa(isa, _ISA_SCRIPT.format(isa=isa))
+
+
+@pytest.mark.parametrize("op", ["linf_step_", "l2_step_"])
+def test_the_unchecked_formula_equals_the_twin(op):
+    """The benchmarks time the twin's formula without its checks: it must compute what the twin does."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(4, 3, 5, 5, generator=g)
+    grad = torch.randn(4, 3, 5, 5, generator=g)
+    start = (x + 0.05 * torch.randn(4, 3, 5, 5, generator=g)).clamp(0, 1)
+    eps = torch.tensor([0.0, 0.01, 0.1, 0.5])
+    params = dict(eps=eps, alpha=eps / 4, lo=torch.zeros(1), hi=torch.ones(1), scale=torch.tensor([1.0, 0.5, 2.0]))
+    checked, unchecked = start.clone(), start.clone()
+    getattr(reference, op)(checked, grad, x, **params)
+    getattr(reference, op.replace("step_", "step_formula_"))(unchecked, grad, x, **params)
+    assert torch.equal(checked, unchecked) and not torch.equal(checked, start)
