@@ -492,8 +492,9 @@ def main(argv=None) -> int:
         "- Implementations: `fused_op` = raw `torch.ops.nonrobust_ext.<op>` with pre-built parameter tensors "
         "(eps/alpha float32 [B], scale/lo/hi float32 [1]); `fused_wrapper` = `nonrobust_ext.ops.<op>` with "
         "the same tensors; `eager` = `nonrobust_ext.reference.<op>_step_formula_` (the twin's formula without "
-        "its argument checks, same signature); `compile` = `torch.compile(reference.<op>_step_formula_, dynamic=False)` "
-        "(inductor), compiled and warmed up before timing; "
+        "its argument checks, same signature); "
+        "`compile` = `torch.compile(reference.<op>_step_formula_, dynamic=False)` (inductor), "
+        "compiled and warmed up before timing; "
         "`copy` = `dst.copy_(src)` of one tensor of the case's size and layout.",
         "- Parameters: eps per sample uniform in [4/255, 8/255] (x32, i.e. 0.5 .. 1, for L2), alpha = eps/4, "
         "bounds [0, 1], scale 1. Speedups and ratios are between implementations of the same case in this run.",
