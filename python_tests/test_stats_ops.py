@@ -536,7 +536,9 @@ def test_python_layer_rejects_bad_arguments():
 # ---------------------------------------------------------------------------------------- DDP
 
 _DDP_WORKER = textwrap.dedent("""
-    import os, sys, torch, torch.distributed as dist
+    import sys, torch, torch.distributed as dist
+    sys.path.insert(0, sys.argv[3])
+    from _helpers import end_gloo_worker
     from nonrobust_ext import stats
 
     def main(rank, world, store_path, out):
@@ -551,11 +553,7 @@ _DDP_WORKER = textwrap.dedent("""
             merged = stats.all_reduce_class_stats(mine)
             results[cov] = (merged.count, merged.mean, merged.m2)
         torch.save(results, f"{out}/rank{rank}.pt")
-        dist.destroy_process_group()
-        # torch 2.13's gloo teardown at interpreter exit, after destroy_process_group, aborts now and
-        # then ('terminate called without an active exception': 2 of 269 runs here); the work is done
-        # and saved, so leave without the teardown.
-        os._exit(0)
+        end_gloo_worker()
 
     if __name__ == "__main__":
         import torch.multiprocessing as mp
@@ -567,8 +565,8 @@ def test_all_reduce_class_stats_with_two_gloo_processes(tmp_path):
     script = tmp_path / "ddp_stats.py"
     script.write_text(_DDP_WORKER)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, str(script), str(tmp_path / "store"), str(tmp_path)], check=True, timeout=300,
-                   env=env)
+    command = [sys.executable, str(script), str(tmp_path / "store"), str(tmp_path), os.path.dirname(__file__)]
+    subprocess.run(command, check=True, timeout=300, env=env)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
     g = torch.Generator().manual_seed(0)
     x = 1e3 + torch.randn(900, 6, generator=g, dtype=torch.float64)

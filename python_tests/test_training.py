@@ -335,6 +335,7 @@ def test_robust_validation_reports_robust_accuracy():
 _DDP_WORKER = textwrap.dedent("""
     import os, sys, torch, torch.distributed as dist
     sys.path.insert(0, sys.argv[3])
+    from _helpers import end_gloo_worker
     from test_training import TinyNet, _task, FAST
     from nonrobust_ext import training
 
@@ -351,11 +352,7 @@ _DDP_WORKER = textwrap.dedent("""
                        out_dir=os.path.join(out, "pgd"), progress=False)
         torch.save({"standard": standard.state_dict(), "robust": robust.state_dict(),
                     "val": result.history[-1]["val_accuracy"]}, os.path.join(out, f"rank{rank}.pt"))
-        dist.destroy_process_group()
-        # torch 2.13's gloo teardown at interpreter exit, after destroy_process_group, aborts now and
-        # then ('terminate called without an active exception': 2 of 269 runs here); the work is done
-        # and saved, so leave without the teardown.
-        os._exit(0)
+        end_gloo_worker()
 
     if __name__ == "__main__":
         import torch.multiprocessing as mp
