@@ -28,7 +28,7 @@ $(BIN)/.tools: $(CONSTRAINTS)
 
 # --no-build-isolation builds against the venv's torch and keeps an incremental build in build/.
 $(BIN)/.installed: $(BIN)/.tools $(SOURCES)
-	$(PIP) install -q --no-build-isolation -c $(CONSTRAINTS) ".[test,bench,lint]"
+	$(PIP) install -q --no-build-isolation -c $(CONSTRAINTS) ".[imagenet,test,bench,lint]"
 	touch $@
 
 install: $(BIN)/.installed

@@ -21,12 +21,13 @@ from nonrobust_ext import models
 DATA = Path(__file__).parent / "data"
 SMALL = ["preact_resnet18", "resnet18_small", "resnet8", "wrn16_4", "wrn28_10"]
 IMAGENET = ["resnet18", "resnet50", "wide_resnet50_2"]
-NUM_STAGES = {"resnet8": 4, "wrn16_4": 4, "wrn28_10": 4}  # 5 for the others
+EFFICIENTNET = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
+NUM_STAGES = {"resnet8": 4, "wrn16_4": 4, "wrn28_10": 4, **dict.fromkeys(EFFICIENTNET, 9)}  # 5 for the others
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
 
 def _input(name: str, channels: int, batch: int = 2, seed: int = 0) -> torch.Tensor:
-    size = 64 if name in IMAGENET else (28 if channels == 1 else 32)
+    size = 64 if name in IMAGENET + EFFICIENTNET else (28 if channels == 1 else 32)
     return torch.rand(batch, channels, size, size, generator=torch.Generator().manual_seed(seed))
 
 
@@ -65,11 +66,11 @@ def _read_key_list(name: str) -> list[tuple[str, list[int]]]:
 
 
 def test_available_lists_exactly_the_builtin_architectures():
-    assert models.available() == sorted(SMALL + IMAGENET)
+    assert models.available() == sorted(SMALL + IMAGENET + EFFICIENTNET)
 
 
 @pytest.mark.parametrize("channels", [1, 3])
-@pytest.mark.parametrize("name", SMALL + IMAGENET)
+@pytest.mark.parametrize("name", SMALL + IMAGENET + EFFICIENTNET)
 def test_every_model_builds_and_runs(name, channels):
     torch.manual_seed(0)
     model = models.create(name, num_classes=7, in_channels=channels).eval()
@@ -89,7 +90,7 @@ def test_every_model_builds_and_runs(name, channels):
     assert not torch.equal(logits[0], logits[1])  # the two random images are told apart
 
 
-@pytest.mark.parametrize("name", SMALL + IMAGENET)
+@pytest.mark.parametrize("name", SMALL + IMAGENET + EFFICIENTNET)
 def test_stages_partition_the_backbone_in_forward_order(name):
     torch.manual_seed(0)
     model = _randomize_bn(models.create(name, num_classes=5, in_channels=1)).eval()
