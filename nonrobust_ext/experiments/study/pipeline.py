@@ -76,8 +76,8 @@ def run_study(
     # their own seeded generators, so splitting every seed now gives the sets splitting later would.
     train_set, test_set = tasks.load(config)
     splits = {seed: tasks.split(config, train_set, test_set, seed) for seed in config.seeds}
-    source_weights = stages.imagenet_weights(config)
-    stages.check_architecture(config, splits[config.seeds[0]])
+    source_weights = stages.imagenet_loaders(config)
+    stages.check_architecture(config, splits[config.seeds[0]], source_weights)
     stages.check_cache(config, out, fresh=fresh)
     if rank == 0:
         if fresh and out.exists():

@@ -18,6 +18,7 @@ PLOTS = {
     "transfer.png": "Transfer between the target models",
     "spectra.png": "Radial power spectrum of each model's PGD perturbations",
     "feature_ranking.png": "Robust fraction of the most useful features",
+    "validation.png": "Validation accuracy during training (target models)",
 }
 
 
@@ -32,9 +33,12 @@ def write_plots(results: dict[str, Any], out: Path) -> list[str]:
     targets = present(TARGET_STAGES, summary)
     attack = results["config"]["eval_attack"].upper()
 
+    written: list[str] = []
+
     def save(fig: Figure, name: str) -> None:
         fig.tight_layout()
         atomic_write(out / name, lambda f: fig.savefig(f, format="png", dpi=110))
+        written.append(name)
 
     fig = Figure(figsize=(5.5, 3.6))
     ax = fig.subplots()
@@ -57,6 +61,20 @@ def write_plots(results: dict[str, Any], out: Path) -> list[str]:
     ax.set(ylabel="mean true-label probability", title="True-label confidence")
     ax.legend(fontsize=8)
     save(fig, "confidence.png")
+
+    curves = {s: summary[s]["training"]["val_curve"] for s in targets
+              if (summary[s].get("training") or {}).get("val_curve")}
+    if curves:
+        fig = Figure(figsize=(5.5, 3.6))
+        ax = fig.subplots()
+        for stage, curve in curves.items():
+            mean = [a["mean"] for a in curve["val_accuracy"]]
+            std = [a["std"] for a in curve["val_accuracy"]]
+            ax.errorbar([s["mean"] for s in curve["step"]], mean, yerr=std, marker=".", capsize=2, label=stage)
+        ax.set(xlabel="optimiser step", ylabel="validation accuracy",
+               title="Validation accuracy during training, mean ± std")
+        ax.legend(fontsize=8)
+        save(fig, "validation.png")
 
     fig = Figure(figsize=(5.5, 3.6))
     ax = fig.subplots()
@@ -102,7 +120,7 @@ def write_plots(results: dict[str, Any], out: Path) -> list[str]:
     ax.set_xticks(shares, [f"{q:.0%}" for q in RANK_SHARES])
     ax.legend(fontsize=8)
     save(fig, "feature_ranking.png")
-    return list(PLOTS)
+    return sorted(written, key=list(PLOTS).index)
 
 
 

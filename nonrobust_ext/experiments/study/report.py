@@ -11,7 +11,7 @@ from typing import Any
 from .config import SOURCE_STAGES, STAGES, TARGET_STAGES
 from .measure import RANK_SHARES
 from .plots import PLOTS
-from .summary import ABOVE, BELOW, attacked_verdicts, claim, present, verdict_over_eps, versus
+from .summary import ABOVE, BELOW, WITHIN, attacked_verdicts, claim, present, verdict_over_eps, versus
 
 # A run's best validation accuracy in its last LATE_BEST share of steps may not have levelled off yet.
 LATE_BEST = 0.2
@@ -107,6 +107,10 @@ def _pairwise(summary: dict[str, Any], a: str, b: str, key: str, eps: list[float
             for k, e in enumerate(eps)]
 
 
+# The robust fine-tuning arms from the standard pretrained weights, as the summary names them.
+ROBUST_ARMS = {"adv_finetuned": "Adversarial (PGD-AT) fine-tuning", "dm_finetuned": "DM fine-tuning"}
+
+
 def _summary_findings(summary: dict[str, Any], eps: list[float]) -> list[str]:
     """The paper's claims, each with what this run's numbers say about it."""
     out = []
@@ -126,6 +130,16 @@ def _summary_findings(summary: dict[str, Any], eps: list[float]) -> list[str]:
             out.append(f"- *The non-robustness is inherited from the pretrained features* (perturbations of the "
                        f"pretrained model's features hurt the fine-tuned model more than the standard one): {word} "
                        f"({inherited['finetuned']['mean']:.3f} vs {inherited['standard']['mean']:.3f} accuracy kept).")
+    for arm, method in ROBUST_ARMS.items():
+        if arm in summary and "finetuned" in summary:
+            robust, ft = summary[arm], summary["finetuned"]
+            attacked = attacked_verdicts(summary, arm, "finetuned", eps)
+            clean = versus(robust["clean_accuracy"], ft["clean_accuracy"])
+            if attacked:
+                out.append(f"- *{method} from the same pretrained weights removes the non-robustness* ({arm} above "
+                           f"finetuned under attack): {verdict_over_eps(attacked, ABOVE)}; its clean accuracy "
+                           f"{robust['clean_accuracy']['mean']:.3f} is {clean} the fine-tuned model's "
+                           f"{ft['clean_accuracy']['mean']:.3f}.")
     if "dm" in summary and "robust_finetuned" in summary and "finetuned" in summary:
         dm, ft = summary["dm"], summary["finetuned"]
         attacked = attacked_verdicts(summary, "dm", "robust_finetuned", eps)
@@ -144,7 +158,8 @@ def _accuracy_findings(summary: dict[str, Any], eps: list[float]) -> list[str]:
         out.append(_compare(f"APGD-CE at eps {max(eps):.3f}", "finetuned", summary["finetuned"]["apgd_robust_accuracy"],
                             "standard", summary["standard"]["apgd_robust_accuracy"]))
     k = len(eps) - 1
-    for a, b in (("robust_finetuned", "finetuned"), ("dm", "robust_finetuned")):
+    for a, b in (("adv_finetuned", "finetuned"), ("dm_finetuned", "finetuned"), ("robust_finetuned", "finetuned"),
+                 ("dm", "robust_finetuned")):
         if a in summary and b in summary:
             out.append(_compare(f"At eps {eps[k]:.3f}", a, summary[a]["robust_accuracy"][k], b,
                                 summary[b]["robust_accuracy"][k]))
@@ -176,7 +191,7 @@ def _training_section(summary: dict[str, Any], cfg: dict[str, Any]) -> list[str]
             else "its best validation accuracy")
     ended_below = [s for s, r in records.items() if versus(r["val_accuracy_last"], r["val_accuracy_best"]) == BELOW]
     late = [s for s, r in records.items() if r["best_step_fraction"]["mean"] > 1 - LATE_BEST]
-    findings = [
+    findings = _plateau_findings(records, cfg) + [
         f"Each model is used as it was at {rule}. Validation images are carved from the training images of "
         "each task; the test images never choose anything.",
         f"Ended below its best validation accuracy by more than the spread: {', '.join(ended_below) or 'none'}.",
@@ -188,6 +203,27 @@ def _training_section(summary: dict[str, Any], cfg: dict[str, Any]) -> list[str]
                   ["last", "best", "best at"],
                   {s: [r["val_accuracy_last"], r["val_accuracy_best"], r["best_step_fraction"]]
                    for s, r in records.items()}, findings)
+
+
+def _plateau_findings(records: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
+    """Whether the from-scratch baseline reached a plateau: its validation accuracy over the last third
+    of its run against its best before that (the curve is in ``validation.png``)."""
+    curve = (records.get("standard") or {}).get("val_curve")
+    if not curve or len(curve["val_accuracy"]) < 3:
+        return []
+    steps = [s["mean"] for s in curve["step"]]
+    accuracy = curve["val_accuracy"]
+    last_third = [a for s, a in zip(steps, accuracy, strict=True) if s > steps[-1] * 2 / 3]
+    before = [a for s, a in zip(steps, accuracy, strict=True) if s <= steps[-1] * 2 / 3]
+    if not last_third or not before:
+        return []
+    late, early = max(last_third, key=lambda a: a["mean"]), max(before, key=lambda a: a["mean"])
+    word = versus(late, early)
+    verdict = ("still rising: the baseline may be undertrained, give it more --standard-steps" if word == ABOVE
+               else "flat: it reached its plateau" if word == WITHIN else "falling: it overfits late")
+    return [f"The standard model (from scratch, {int(steps[-1])} steps) is the paper's baseline: its best validation "
+            f"accuracy in the last third of its run ({late['mean']:.3f}) against its best before "
+            f"({early['mean']:.3f}) is {verdict}."]
 
 
 def _get(table: dict[str, Any], *keys: str) -> Any:
