@@ -17,6 +17,12 @@ from .summary import ABOVE, BELOW, WITHIN, attacked_verdicts, claim, present, ve
 LATE_BEST = 0.2
 
 
+def _eps(value: float) -> str:
+    """An eps as the report prints it: 3 decimals, and as k/255 when it is one (8/255 = 0.031)."""
+    k = round(value * 255)
+    return f"{value:.3f} ({k}/255)" if k and abs(value * 255 - k) < 1e-6 else f"{value:.3f}"
+
+
 def _fmt(stat: dict[str, float] | None) -> str:
     return "n/a" if stat is None else f"{stat['mean']:.3f} ± {stat['std']:.3f}"
 
@@ -42,8 +48,8 @@ def render_report(results: dict[str, Any], plots: Sequence[str] = ()) -> str:
         f"Dataset `{cfg['dataset']}`: {source}; target classes {cfg['target_classes']} with {cfg['shots']} "
         f"training images per class; backbone `{cfg['backbone']}`; {seeds} seed(s), mean ± standard deviation over "
         f"seeds. Robust accuracy: L-inf {attack}"
-        f"{'-' + str(cfg['eval_steps']) if cfg['eval_attack'] != 'fgsm' else ''}; adversarial pretraining and DM at "
-        f"eps {cfg['train_eps']}. A difference no larger than the larger of the two standard deviations is "
+        f"{'-' + str(cfg['eval_steps']) if cfg['eval_attack'] != 'fgsm' else ''}; adversarial training and DM at "
+        f"eps {_eps(cfg['train_eps'])}. A difference no larger than the larger of the two standard deviations is "
         "called *within the seed-to-seed spread*: this study cannot tell such models apart."
         + (" With one seed there is no spread (every standard deviation is 0), so every gap is called a difference: "
            "run several seeds before trusting a verdict." if seeds == 1 else ""),
