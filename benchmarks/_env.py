@@ -67,7 +67,7 @@ def cpu_model() -> str:
 def device_name(device: torch.device, *, counts: bool = True) -> str:
     """The GPU's name, or the CPU model followed (``counts``) by its core and torch thread counts."""
     if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
+        return torch.cuda.get_device_name(device.index if device.index is not None else torch.cuda.current_device())
     if not counts:
         return cpu_model()
     return f"{cpu_model()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
@@ -216,7 +216,7 @@ def open_device(name: str) -> torch.device:
 
 def use_device(device: torch.device, threads: int | None) -> int:
     """Makes ``device`` current (CUDA) and sets the torch thread count when given; returns the count."""
-    if device.type == "cuda":
+    if device.type == "cuda" and device.index is not None:  # torch 2.11 refuses set_device("cuda")
         torch.cuda.set_device(device)
     if threads:
         torch.set_num_threads(threads)
