@@ -59,6 +59,7 @@ bench: install
 bench-all: bench
 	$(BIN)/python benchmarks/bench_training.py --out benchmarks/results
 	$(BIN)/python benchmarks/bench_stats.py --out benchmarks/results
+	$(BIN)/python benchmarks/bench_efficientnet.py --out benchmarks/results
 
 cuda-check: $(BIN)/.tools
 	$(BIN)/python tools/check_cuda_compile.py

@@ -64,6 +64,39 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as /proc/cpuinfo lists them (``avx512f``, ``avx512_bf16``, ``amx_bf16``...);
+    empty where there is no /proc/cpuinfo."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_features() -> str:
+    """The vector features that decide CPU kernel speed, as ``AVX2 yes, AVX-512F yes, ...``."""
+    flags = cpu_flags()
+    if not flags:
+        return "CPU flags unknown"
+    named = (("AVX2", "avx2"), ("AVX-512F", "avx512f"), ("AVX512_BF16", "avx512_bf16"), ("AMX-BF16", "amx_bf16"))
+    return ", ".join(f"{label} {'yes' if flag in flags else 'no'}" for label, flag in named)
+
+
+def bf16_native(device: torch.device) -> bool:
+    """Whether the device computes bfloat16 in hardware: on CUDA ``torch.cuda.is_bf16_supported()``;
+    on CPU the AVX512_BF16 or AMX-BF16 flag (without them oneDNN emulates bf16 with fp32 arithmetic
+    plus conversions, so autocast to bf16 only adds work). Native support does not make every model
+    faster in bf16: the benchmarks measure that."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
 def device_name(device: torch.device, *, counts: bool = True) -> str:
     """The GPU's name, or the CPU model followed (``counts``) by its core and torch thread counts."""
     if device.type == "cuda":

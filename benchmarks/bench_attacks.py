@@ -19,10 +19,20 @@ On CUDA two more rows (not on CPU, where CUDA graphs do not exist and channels_l
 ``nonrobust_ext_fast``  ``amp=torch.bfloat16``, channels_last model and input, ``cuda_graph=True``
 ``limit_fast``      the limit in that same precision and layout: bf16 autocast, channels_last
 
+Two rows only other suites pick (bench_efficientnet.py; channels_last does not pay for these small models):
+
+``nonrobust_ext_channels_last``  fp32, channels_last model and input
+``limit_channels_last``  the limit on that channels_last model and input
+
+A ``Case`` with ``random_start=True`` starts every implementation at the same random point, the one
+torchattacks draws itself (``x + U(-eps, eps)`` clipped to [0, 1], from torch's generator seeded with
+``Case.seed``): ours gets it as ``x_init``, the plain loop as its start (foolbox cannot take it).
+
 Correctness first: every implementation's adversarial batch is compared with nonrobust_ext's (max
-abs difference, and the robust accuracy of each) before any timing is reported. Timing: each
-implementation runs ``--rounds`` times, interleaved with the others (drift on a shared machine hits
-them alike); the median and the interquartile range are reported.
+abs difference, and the robust accuracy of each) before any timing is reported; that call is also
+each implementation's warm-up (the limits get one of their own). Timing: each implementation runs
+``--rounds`` times, interleaved with the others (drift on a shared machine hits them alike); the
+median and the interquartile range are reported.
 
 Run:  python benchmarks/bench_attacks.py [--quick] [--models small_cnn,resnet18] [--device cuda]
 Out:  benchmarks/results/attacks_<tag>.csv and .md (machine, torch, git commit, command, the table
@@ -37,6 +47,7 @@ import copy
 import csv
 import datetime as dt
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,24 +70,41 @@ class Case:
     alpha: float = 2 / 255
     steps: int = 10
     max_rounds: int = 100  # big models get fewer rounds so the CPU suite stays under 10 minutes
+    random_start: bool = False  # all implementations start at start_point(x, case), not at x
+    seed: int = 0  # of that random start
 
 
 CPU_CASES = [Case("mnist_cnn", 256), Case("small_cnn", 256), Case("resnet18", 32, max_rounds=3)]
 GPU_CASES = [Case("mnist_cnn", 1024), Case("small_cnn", 1024), Case("resnet18", 256), Case("resnet50", 64)]
 
 
+def start_point(x: torch.Tensor, c: Case) -> torch.Tensor:
+    """The random start of a ``random_start`` case: torchattacks' own draw from torch's generator
+    seeded with ``c.seed``, so every implementation starts where torchattacks does (drawn in the
+    contiguous layout, so a channels_last ``x`` gets the same point)."""
+    torch.manual_seed(c.seed)
+    noise = torch.empty_like(x, memory_format=torch.contiguous_format).uniform_(-c.eps, c.eps)
+    return (x + noise).clamp(0, 1)
+
+
+def _pgd(model, x, y, c: Case, **options) -> torch.Tensor:
+    """nonrobust_ext.pgd from x, or from the case's random start (drawn inside, as torchattacks does)."""
+    return nonrobust_ext.pgd(model, x, y, eps=c.eps, alpha=c.alpha, steps=c.steps, random_start=False,
+                             x_init=start_point(x, c) if c.random_start else None, **options)
+
+
 def ours_bf16(model, x, y, c: Case) -> torch.Tensor:
-    return nonrobust_ext.pgd(
-        model, x, y, eps=c.eps, alpha=c.alpha, steps=c.steps, random_start=False, amp=torch.bfloat16
-    )
+    return _pgd(model, x, y, c, amp=torch.bfloat16)
 
 
 def ours_early_stop(model, x, y, c: Case) -> torch.Tensor:
-    return nonrobust_ext.pgd(model, x, y, eps=c.eps, alpha=c.alpha, steps=c.steps, random_start=False, early_stop=True)
+    return _pgd(model, x, y, c, early_stop=True)
 
 
 def pytorch_loop(model, x, y, c: Case, start: torch.Tensor | None = None) -> torch.Tensor:
-    """PGD as research code usually writes it (from ``start``, default ``x``)."""
+    """PGD as research code usually writes it (from ``start``, default ``x`` or the case's random start)."""
+    if start is None and c.random_start:
+        start = start_point(x, c)
     x_adv = (x if start is None else start).clone().detach()
     for _ in range(c.steps):
         x_adv.requires_grad_(True)
@@ -89,17 +117,22 @@ def pytorch_loop(model, x, y, c: Case, start: torch.Tensor | None = None) -> tor
 
 
 def ours(model, x, y, c: Case) -> torch.Tensor:
-    return nonrobust_ext.pgd(model, x, y, eps=c.eps, alpha=c.alpha, steps=c.steps, random_start=False)
+    return _pgd(model, x, y, c)
 
 
 def torchattacks_pgd(model, x, y, c: Case) -> torch.Tensor:
     import torchattacks
 
-    return torchattacks.PGD(model, eps=c.eps, alpha=c.alpha, steps=c.steps, random_start=False)(x, y)
+    if c.random_start:
+        torch.manual_seed(c.seed)  # torchattacks then draws start_point(x, c)
+    return torchattacks.PGD(model, eps=c.eps, alpha=c.alpha, steps=c.steps, random_start=c.random_start)(x, y)
 
 
 def foolbox_pgd(model, x, y, c: Case) -> torch.Tensor:
     import foolbox
+
+    if c.random_start:
+        raise ValueError("foolbox draws its own random start: it cannot share the case's")
 
     fmodel = foolbox.PyTorchModel(model, bounds=(0, 1), device=x.device)
     attack = foolbox.attacks.LinfPGD(abs_stepsize=c.alpha, steps=c.steps, random_start=False)
@@ -117,10 +150,7 @@ def limit(model, x, y, c: Case) -> None:
 
 def ours_fast(model, x, y, c: Case) -> torch.Tensor:
     """Every speed feature on: bf16 autocast, channels_last (model and x arrive in it), CUDA graph."""
-    return nonrobust_ext.pgd(
-        model, x, y, eps=c.eps, alpha=c.alpha, steps=c.steps, random_start=False, amp=torch.bfloat16,
-        cuda_graph=True,
-    )
+    return _pgd(model, x, y, c, amp=torch.bfloat16, cuda_graph=True)
 
 
 def limit_fast(model, x, y, c: Case) -> None:
@@ -139,16 +169,26 @@ IMPLS: dict[str, Callable] = {
     "limit": limit,
     "nonrobust_ext_fast": ours_fast,
     "limit_fast": limit_fast,
+    "nonrobust_ext_channels_last": ours,
+    "limit_channels_last": limit,
 }
+DEFAULT_IMPLS = [name for name in IMPLS if name not in {"nonrobust_ext_channels_last", "limit_channels_last"}]
 CUDA_ONLY = {"nonrobust_ext_fast", "limit_fast"}
-CHANNELS_LAST = {"nonrobust_ext_fast", "limit_fast"}  # run on the channels_last copy of model and input
-LIMITS = {"limit", "limit_fast"}
+# Rows run on the channels_last copy of model and input, each held to the limit in its own layout.
+LIMIT_OF = {"nonrobust_ext_fast": "limit_fast", "limit_fast": "limit_fast",
+            "nonrobust_ext_channels_last": "limit_channels_last", "limit_channels_last": "limit_channels_last"}
+CHANNELS_LAST = set(LIMIT_OF)
+LIMITS = {"limit", "limit_fast", "limit_channels_last"}
 
 
-def run_case(c: Case, device: torch.device, rounds: int, impls: list[str]) -> list[dict]:
+def run_case(c: Case, device: torch.device, rounds: int, impls: list[str], *,
+             make_model: Callable[[], torch.nn.Module] | None = None,
+             input_shape: tuple[int, ...] | None = None) -> list[dict]:
+    """The rows of one case; the model is ``MODELS[c.model]()`` with inputs ``INPUT_SHAPES[c.model]``
+    unless ``make_model`` and ``input_shape`` say otherwise."""
     torch.manual_seed(0)
-    model = MODELS[c.model]().to(device).eval()
-    x = torch.rand(c.batch, *INPUT_SHAPES[c.model], device=device)
+    model = (make_model or MODELS[c.model])().to(device).eval()
+    x = torch.rand(c.batch, *(input_shape or INPUT_SHAPES[c.model]), device=device)
     with torch.no_grad():
         y = model(x).argmax(1)  # attack the model's own predictions: clean accuracy 100%
     model_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
@@ -159,11 +199,13 @@ def run_case(c: Case, device: torch.device, rounds: int, impls: list[str]) -> li
 
     # Correctness first: same algorithm, same start -> the same adversarial examples.
     reference = ours(model, x, y, c)
-    agreement = {}
+    agreement, round_s = {}, 0.0
     for name in impls:
         if name in LIMITS:
             continue
+        t0 = time.perf_counter()
         x_adv = call(name)
+        round_s += time.perf_counter() - t0
         with torch.no_grad():
             acc = float((model(x_adv).argmax(1) == y).float().mean())
         agreement[name] = (acc, float((x_adv - reference).abs().max()))
@@ -172,9 +214,12 @@ def run_case(c: Case, device: torch.device, rounds: int, impls: list[str]) -> li
     # those two are compared by robust accuracy, not elementwise.
 
     times: dict[str, list[float]] = {name: [] for name in impls}
-    for name in impls:  # warm-up
-        call(name)
-    for _ in range(min(rounds, c.max_rounds)):
+    for name in impls:  # warm-up of the limits; the check above was the others'
+        if name in LIMITS:
+            round_s += timed(lambda n=name: call(n), device)
+    n_rounds = min(rounds, c.max_rounds)
+    print(f"  checked; {n_rounds} timed rounds of about {round_s:.1f} s each", flush=True)
+    for _ in range(n_rounds):
         for name in impls:
             times[name].append(timed(lambda n=name: call(n), device))
 
@@ -195,7 +240,7 @@ def run_case(c: Case, device: torch.device, rounds: int, impls: list[str]) -> li
 
 
 def _limit_for(name: str, med: dict[str, float]) -> str | None:
-    wanted = "limit_fast" if name in CHANNELS_LAST else "limit"
+    wanted = LIMIT_OF.get(name, "limit")
     return wanted if wanted in med else None
 
 
@@ -248,14 +293,7 @@ def targets(rows: list[dict], device: torch.device) -> list[str]:
 
 
 def write(rows: list[dict], out: Path, tag: str, device: torch.device, started: str, args) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / f"attacks_{tag}.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    lines = [
-        "# PGD-10 (L-inf, eps 8/255, alpha 2/255) end to end",
-        "",
+    intro = [
         "Models: `mnist_cnn` (2 convs, 1x28x28, the study's default data size), `small_cnn` (3 convs, 3x32x32),"
         " `resnet18` (CIFAR ResNet-18); definitions in benchmarks/_models.py.",
         "",
@@ -265,6 +303,24 @@ def write(rows: list[dict], out: Path, tag: str, device: torch.device, started: 
         "- Inputs: uniform random images, labels = the model's own predictions (clean accuracy 1.0),"
         " untrained models with fixed seeds; all implementations start at x (no random start).",
         "- `limit` = 10 x (forward + input-gradient) of the model: the floor for any PGD-10.",
+    ]
+    report(rows, out, f"attacks_{tag}", "PGD-10 (L-inf, eps 8/255, alpha 2/255) end to end", intro,
+           targets(rows, device), device_name(device))
+
+
+def report(rows: list[dict], out: Path, stem: str, title: str, intro: list[str], target_lines: list[str],
+           machine: str) -> None:
+    """``<stem>.csv`` (the rows), ``<stem>.md`` (title, intro, table, targets) and ``<stem>.png`` under
+    ``out``; prints the Markdown."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / f"{stem}.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = [
+        f"# {title}",
+        "",
+        *intro,
         "",
         "| model | batch | impl | median (s) | IQR (s) | / limit | vs torchattacks | robust acc | max diff vs ours |",
         "|---|---:|---|---:|---:|---:|---:|---:|---:|",
@@ -275,10 +331,10 @@ def write(rows: list[dict], out: Path, tag: str, device: torch.device, started: 
             f"{r['ratio_to_limit']:.3f} | {r['speedup_vs_torchattacks']:.2f}x | {r['robust_accuracy']:.3f} | "
             f"{r['max_abs_diff_vs_nonrobust_ext']:.2e} |"
         )
-    lines += ["", "## Targets (computed from the table)", "", *targets(rows, device), ""]
-    if plot(rows, out / f"attacks_{tag}.png", device_name(device)):
-        lines += [f"![time / limit per implementation](attacks_{tag}.png)", ""]
-    (out / f"attacks_{tag}.md").write_text("\n".join(lines))
+    lines += ["", "## Targets (computed from the table)", "", *target_lines, ""]
+    if plot(rows, out / f"{stem}.png", machine):
+        lines += [f"![time / limit per implementation]({stem}.png)", ""]
+    (out / f"{stem}.md").write_text("\n".join(lines))
     print("\n".join(lines))
 
 
@@ -328,7 +384,7 @@ def main() -> None:
     if args.quick:
         args.rounds = 2
         cases = [Case("mnist_cnn", 64)]
-    impls = [name for name in IMPLS if device.type == "cuda" or name not in CUDA_ONLY]
+    impls = [name for name in DEFAULT_IMPLS if device.type == "cuda" or name not in CUDA_ONLY]
     started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
     rows = []
     for c in cases:
