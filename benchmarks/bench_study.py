@@ -4,7 +4,8 @@ Fashion-MNIST-shaped inputs (1x28x28, resized inside the model), on this machine
 Each row times one unit of the study's work, interleaved over rounds (median and IQR):
 
 - ``fwd+grad``: one forward and input-gradient of a batch of 128 (the unit every attack repeats) at
-  32, 48 and 64 px, contiguous vs channels_last, fp32 vs bfloat16 autocast;
+  32, 48 and 64 px, contiguous vs channels_last, fp32 vs bfloat16 autocast, and ``torch.compile`` of
+  the model at 32 px (compiled during the warm-up, which is not timed);
 - ``train step``: one optimiser step of standard fine-tuning and of PGD-AT fine-tuning (3 steps) at
   the study's 32 px, contiguous vs channels_last;
 - ``eps grid``: ``robust_accuracy`` with PGD-10 over the study's radii (0, 1, 2, 4, 8 /255) on 256
@@ -42,8 +43,10 @@ def _model(size: int, channels_last: bool) -> torch.nn.Module:
 
 
 def _forward_gradient(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
-                      amp: torch.dtype | None) -> Callable[[], object]:
+                      amp: torch.dtype | None, compiled: bool = False) -> Callable[[], object]:
     model.eval().requires_grad_(False)
+    if compiled:  # inductor's CPU backend; the first calls (the warm-up) pay the compilation
+        model = torch.compile(model)
 
     def run() -> object:
         xx = x.clone().requires_grad_(True)
@@ -104,6 +107,7 @@ def cases(quick: bool) -> dict[str, Callable[[], object]]:
             for amp in (None, torch.bfloat16):
                 name = f"fwd+grad {size}px {layout} {'bf16' if amp else 'fp32'}"
                 out[name] = _forward_gradient(_model(size, layout == "channels_last"), x, y, amp)
+    out["fwd+grad 32px channels_last fp32 torch.compile"] = _forward_gradient(_model(32, True), x, y, None, True)
     for layout in ("contiguous", "channels_last"):
         for label, objective in (("standard", training.Standard()),
                                  ("PGD-AT 3 steps", training.PGDAdversarial(eps=8 / 255, steps=3))):
@@ -162,6 +166,8 @@ def _ratios(times: dict[str, list[float]]) -> list[str]:
     for label in ("standard", "PGD-AT 3 steps"):
         pairs.append((f"channels_last, train step {label}", f"train step {label} 32px contiguous",
                       f"train step {label} 32px channels_last"))
+    pairs.append(("torch.compile of the model, fwd+grad 32px channels_last fp32", "fwd+grad 32px channels_last fp32",
+                  "fwd+grad 32px channels_last fp32 torch.compile"))
     pairs.append(("early_stop (compaction), eps grid", "eps grid PGD-10 32px channels_last early_stop=False",
                   "eps grid PGD-10 32px channels_last early_stop=True"))
     return [f"- {what}: {median[slow] / median[fast]:.2f}x faster" for what, slow, fast in pairs
