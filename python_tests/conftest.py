@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 import torch
 from _helpers import SmallCNN, pattern_task
+
+# A suite started in the background of a non-interactive shell (`cmd &`) inherits SIGINT ignored, and
+# the interrupt tests (Ctrl-C during training and during a study) would then test nothing but that.
+# Restore Python's handler; the processes the tests start inherit SIGINT at its default again.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
