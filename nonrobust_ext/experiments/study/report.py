@@ -137,25 +137,27 @@ def _summary_findings(summary: dict[str, Any], eps: list[float]) -> list[str]:
                        f"pretrained model's features hurt the fine-tuned model more than the standard one): {word} "
                        f"({inherited['finetuned']['mean']:.3f} vs {inherited['standard']['mean']:.3f} accuracy kept).")
     for arm, method in ROBUST_ARMS.items():
-        if arm in summary and "finetuned" in summary:
-            robust, ft = summary[arm], summary["finetuned"]
-            attacked = attacked_verdicts(summary, arm, "finetuned", eps)
-            clean = versus(robust["clean_accuracy"], ft["clean_accuracy"])
-            if attacked:
-                out.append(f"- *{method} from the same pretrained weights removes the non-robustness* ({arm} above "
-                           f"finetuned under attack): {verdict_over_eps(attacked, ABOVE)}; its clean accuracy "
-                           f"{robust['clean_accuracy']['mean']:.3f} is {clean} the fine-tuned model's "
-                           f"{ft['clean_accuracy']['mean']:.3f}.")
-    if "dm" in summary and "robust_finetuned" in summary and "finetuned" in summary:
-        dm, ft = summary["dm"], summary["finetuned"]
-        attacked = attacked_verdicts(summary, "dm", "robust_finetuned", eps)
-        clean = versus(dm["clean_accuracy"], ft["clean_accuracy"])
-        if attacked:
-            out.append(f"- *Robust pretraining plus DM fine-tuning repairs it* (DM above robust fine-tuning under "
-                       f"attack): {verdict_over_eps(attacked, ABOVE)}; its clean accuracy "
-                       f"{dm['clean_accuracy']['mean']:.3f} is {clean} the fine-tuned model's "
-                       f"{ft['clean_accuracy']['mean']:.3f}.")
+        out += _remedy_finding(summary, arm, "finetuned", eps,
+                               f"{method} from the same pretrained weights removes the non-robustness",
+                               f"{arm} above finetuned under attack")
+    out += _remedy_finding(summary, "dm", "robust_finetuned", eps, "Robust pretraining plus DM fine-tuning repairs it",
+                           "DM above robust fine-tuning under attack")
     return out or ["- (The comparisons need the fine-tuned and the standard model.)"]
+
+
+def _remedy_finding(summary: dict[str, Any], remedy: str, baseline: str, eps: list[float], claim_text: str,
+                    comparison: str) -> list[str]:
+    """The claim that ``remedy`` is more robust than ``baseline``, judged over the eps grid, with
+    ``remedy``'s clean accuracy against the fine-tuned model's; nothing when a model is missing or the
+    grid has no eps > 0."""
+    if remedy not in summary or baseline not in summary or "finetuned" not in summary:
+        return []
+    attacked = attacked_verdicts(summary, remedy, baseline, eps)
+    if not attacked:
+        return []
+    robust, ft = summary[remedy]["clean_accuracy"], summary["finetuned"]["clean_accuracy"]
+    return [f"- *{claim_text}* ({comparison}): {verdict_over_eps(attacked, ABOVE)}; its clean accuracy "
+            f"{robust['mean']:.3f} is {versus(robust, ft)} the fine-tuned model's {ft['mean']:.3f}."]
 
 
 def _accuracy_findings(summary: dict[str, Any], eps: list[float]) -> list[str]:
