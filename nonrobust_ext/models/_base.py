@@ -141,6 +141,8 @@ class ImageClassifier(nn.Module):
         feature_dim: size of the penultimate embedding (``fc.in_features``).
         in_channels: number of input channels.
         arch: the name the model was created under (``models.create``), or the class name.
+        min_input_size: the smallest input side the network is meant for: the total stride of the
+            ImageNet-style networks (32 for ResNet-18/50 and EfficientNet-Lite), 1 for the small-input ones.
         input_size: ``None`` (default): the backbone sees inputs at their own size. An int ``s``:
             inputs are resized (bilinear) to ``s x s`` inside :meth:`prepare_input`, so a backbone
             pretrained at 224 px runs on 28-32 px images while attacks and ``eps`` stay in the
@@ -153,6 +155,9 @@ class ImageClassifier(nn.Module):
     in_channels: int
     arch: str
     input_size: int | None = None
+    # The smallest input side the network is meant for: below an ImageNet-style network's total stride its
+    # last feature map would be under one pixel; the small-input networks take any size.
+    min_input_size: int = 1
 
     def __init__(self, *, in_channels: int, mean: Stats = None, std: Stats = None) -> None:
         super().__init__()

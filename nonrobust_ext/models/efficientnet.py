@@ -161,6 +161,7 @@ class EfficientNetLite(ImageClassifier):
         self._conv_head = SameConv2d(cout, _HEAD, 1)
         self._bn1 = _bn(_HEAD)
         self.feature_dim = _HEAD
+        self.min_input_size = 32  # total stride
         self.fc = nn.Linear(_HEAD, num_classes)
         self._init_weights()
         # Files from the reference implementation name the head "_fc".

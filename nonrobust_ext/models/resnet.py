@@ -129,6 +129,8 @@ class ResNet(ImageClassifier):
         else:
             self.conv1 = conv3x3(self.in_channels, widths[0])
         self.stem_kind = stem
+        if stem == "imagenet":  # its total stride: 4 in the stem, 2 in every stage after the first
+            self.min_input_size = 4 * 2 ** (len(layers) - 1)
         self.bn1 = nn.BatchNorm2d(widths[0])
         self.relu = nn.ReLU()
         # The small stem keeps the attribute (as an identity) so code that swaps model.maxpool works on both.

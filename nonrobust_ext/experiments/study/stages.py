@@ -35,10 +35,6 @@ from .tasks import normalisation
 STAGES_FILE = "stages.json"
 # Checkpoints (each with a validation pass) of a target-task run.
 VALIDATIONS = 15
-# Every network's input is at least this many pixels on a side when it downsamples by 32 (ImageNet
-# ResNets, EfficientNet-Lite): below it the last feature map is under one pixel.
-MIN_SIZE_STRIDE_32 = 32
-STRIDE_32_RESNETS = ("resnet18", "resnet50", "wide_resnet50_2")
 # Backbones run in channels_last memory format on the CPU: EfficientNet-Lite0's forward + input
 # gradient at 32 px, batch 128, took 0.82 ms an image in channels_last against 2.61 ms contiguous
 # (AMD EPYC, 2 cores, 2026-12-04); depthwise convolutions are the reason.
@@ -154,9 +150,10 @@ def check_architecture(config: StudyConfig, tasks: nxdata.SourceTarget, loaders:
     with torch.random.fork_rng(devices=[]):
         model = new_model(config, normalise, classes, 0)
     size = config.input_size or min(tasks.target_train.x.shape[-2:])
-    if isinstance(model, models.ImageClassifier) and _downsamples_by_32(model) and size < MIN_SIZE_STRIDE_32:
+    least = getattr(model, "min_input_size", 1)
+    if size < least:
         raise ValueError(f"image_size: {size} px is too small for backbone {config.backbone!r}, which downsamples "
-                         f"by 32; use --image-size {MIN_SIZE_STRIDE_32} or more")
+                         f"by {least}; use --image-size {least} or more")
     for stage, load in loaders.items():
         try:
             load(model)
@@ -170,11 +167,6 @@ def check_architecture(config: StudyConfig, tasks: nxdata.SourceTarget, loaders:
     if config.freeze_stages > available:
         raise ValueError(f"freeze_stages is {config.freeze_stages} but backbone {config.backbone!r} has "
                          f"{available} stages")
-
-
-def _downsamples_by_32(model: torch.nn.Module) -> bool:
-    """Whether the backbone is one of the ImageNet-style networks with a total stride of 32."""
-    return isinstance(model, models.EfficientNetLite) or getattr(model, "arch", "") in STRIDE_32_RESNETS
 
 
 def train_all(config: StudyConfig, tasks: nxdata.SourceTarget, root: Path, seed: int, progress: bool,
