@@ -30,6 +30,8 @@ from ..._validate import (
 )
 from ...attacks.registry import ATTACKS
 from ...data import DATASETS
+from ...models.pretrained import TORCHVISION_MEAN, TORCHVISION_STD
+from ...models.registry import IMAGENET_NUM_CLASSES
 from .._settings import check_study_device, setting
 
 SOURCE_STAGES = ("pretrained", "robust_pretrained")
@@ -45,8 +47,8 @@ METHOD_STAGES = {"adv": "adv_finetuned", "dm": "dm_finetuned"}
 METHODS = tuple(METHOD_STAGES)
 
 # ImageNet weights: their classes and the size torchvision's were trained at.
-IMAGENET_CLASSES = 1000
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+IMAGENET_CLASSES = IMAGENET_NUM_CLASSES
+IMAGENET_MEAN, IMAGENET_STD = TORCHVISION_MEAN, TORCHVISION_STD
 IMAGENET_SIZE = 224
 # What --pretrained takes besides a weights file: the backbone's ImageNet weights on this machine
 # ("torchvision": the older name, for torchvision-keyed ResNets from the torch hub cache).
