@@ -4,6 +4,7 @@ transfers non-robustness (Zhang et al., AAAI 2023).
 Public surface:
     pgd, fgsm            attacks users call from their own training code (nonrobust_ext.attacks)
     apgd                 APGD-CE / APGD-DLR (Croce & Hein), for credible robustness evaluations
+    apgd_targeted        APGD-T: targeted DLR towards the most likely wrong classes (AutoAttack's 2nd stage)
     bim, mifgsm, difgsm  iterative and transfer attacks (I-FGSM, momentum, diverse inputs)
     deepfool, cw_l2      minimal-perturbation attacks (L2)
     robust_accuracy      clean/robust accuracy and true-label confidence over an eps grid
@@ -36,6 +37,7 @@ from .attacks import (  # noqa: E402
     DeepFoolResult,
     RobustnessReport,
     apgd,
+    apgd_targeted,
     bim,
     cw_l2,
     deepfool,
@@ -62,6 +64,6 @@ def build_info() -> dict[str, Any]:
 
 
 __all__ = [
-    "AttackResult", "CWResult", "DeepFoolResult", "RobustnessReport", "apgd", "bim", "build_info", "cw_l2", "deepfool",
-    "difgsm", "fgsm", "mifgsm", "ops", "pgd", "reference", "robust_accuracy",
+    "AttackResult", "CWResult", "DeepFoolResult", "RobustnessReport", "apgd", "apgd_targeted", "bim", "build_info",
+    "cw_l2", "deepfool", "difgsm", "fgsm", "mifgsm", "ops", "pgd", "reference", "robust_accuracy",
 ]

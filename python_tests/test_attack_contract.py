@@ -31,7 +31,7 @@ from _helpers import ball_norm as _ball_norm
 from _helpers import random_batch as _batch
 
 import nonrobust_ext
-from nonrobust_ext.attacks import feature_pgd
+from nonrobust_ext.attacks import feature_pgd, targeted_dlr_loss
 from nonrobust_ext.attacks._common import margin
 from nonrobust_ext.attacks.registry import ATTACKS, MINIMAL_NORM, SPECS, AttackSpec
 from nonrobust_ext.attacks.threat import ThreatModel
@@ -385,7 +385,10 @@ def test_result_describes_the_returned_batch(cnn, case):
     with torch.no_grad():
         logits = cnn.eval()(res.x_adv)
     assert torch.equal(logits.argmax(1) != y, res.success) and bool(res.success.any())
-    want = F.cross_entropy(logits, y, reduction="none") if case.fixed_radius else -margin(logits, y)
+    if case.name == "apgd_targeted":  # its loss is the targeted DLR towards the kept run's target
+        want = targeted_dlr_loss(logits, torch.stack([y, res.target], dim=1))
+    else:
+        want = F.cross_entropy(logits, y, reduction="none") if case.fixed_radius else -margin(logits, y)
     torch.testing.assert_close(res.loss, want.to(res.loss.dtype), atol=1e-5, rtol=0)
     assert res.steps.shape == res.restart.shape == (16,) and res.steps.dtype == torch.long
     if case.fixed_radius:
@@ -396,12 +399,12 @@ def test_result_describes_the_returned_batch(cnn, case):
 
 
 def test_the_registry_lists_the_public_attacks():
-    assert set(ATTACKS) == {"pgd", "apgd", "fgsm", "bim", "mifgsm", "difgsm"}
+    assert set(ATTACKS) == {"pgd", "apgd", "apgd_targeted", "fgsm", "bim", "mifgsm", "difgsm"}
     assert set(MINIMAL_NORM) == {"deepfool", "cw_l2"}
     for name, spec in SPECS.items():
         assert getattr(nonrobust_ext, name) is spec.fn
     # Every iterative attack of the evaluation registry takes early_stop; FGSM has one step.
-    assert {n for n, s in SPECS.items() if s.early_stop} == {"pgd", "apgd", "bim", "mifgsm", "difgsm"}
+    assert {n for n, s in SPECS.items() if s.early_stop} == {"pgd", "apgd", "apgd_targeted", "bim", "mifgsm", "difgsm"}
     # Every attack takes the threat model's scale, the model's logits selector, amp and return_result.
     for spec in SPECS.values():
         assert {"scale", "bounds", "logits", "amp", "return_result"} <= spec.options, spec.name
@@ -428,16 +431,19 @@ class WorkRecorder(torch.nn.Module):
 
 
 # The trained model flattens its feature map: mild input diversity keeps DI-FGSM effective on it.
-ON_TRAINED = {"difgsm": {"resize_rate": 0.9, "diversity_prob": 0.5}}
+# Targeted APGD fools every sample at the common L2 radius: a smaller one keeps some robust.
+ON_TRAINED = {"difgsm": {"resize_rate": 0.9, "diversity_prob": 0.5}, "apgd_targeted": {"l2_eps_factor": 0.75}}
 
 
 @cases(EARLY_STOP)
 def test_early_stop_keeps_the_success_for_less_work(trained, case):
     model, x, y = trained
     x, y = x[:128], y[:128]
-    eps = 0.12 if case.norm == "linf" else 1.0
+    settings = dict(ON_TRAINED.get(case.name, {}))
+    eps = 0.12 if case.norm == "linf" else 1.0 * settings.pop("l2_eps_factor", 1.0)
+    settings.pop("l2_eps_factor", None)
     steps = 8
-    options: dict[str, Any] = dict(eps=eps, steps=steps, return_result=True, **ON_TRAINED.get(case.name, {}))
+    options: dict[str, Any] = dict(eps=eps, steps=steps, return_result=True, **settings)
     if case.takes("alpha"):
         options["alpha"] = eps / 4
     full_work, early_work = WorkRecorder(model), WorkRecorder(model)
@@ -455,7 +461,7 @@ def test_early_stop_keeps_the_success_for_less_work(trained, case):
     with torch.no_grad():
         fooled = model(early.x_adv).argmax(1) != y
     assert torch.equal(fooled, early.success), "each kept point is where the sample was fooled"
-    if case.name == "apgd":
+    if case.name in ("apgd", "apgd_targeted"):
         # APGD returns any fooling iterate without early stop too: the same samples fall either way.
         assert torch.equal(early.success, full.success)
         return

@@ -1,7 +1,8 @@
 """Attacks composed from the compiled ops, and the robustness evaluation built on them.
 
 - :mod:`.threat`: the threat model every attack resolves once (eps, norm, bounds, scale, step size);
-- :mod:`.pgd`, :mod:`.apgd`, :mod:`.transfer`: fixed-radius attacks (PGD/FGSM, Auto-PGD, BIM/MI-FGSM/DI-FGSM);
+- :mod:`.pgd`, :mod:`.apgd`, :mod:`.apgd_targeted`, :mod:`.transfer`: fixed-radius attacks (PGD/FGSM, Auto-PGD and
+  its targeted DLR version, BIM/MI-FGSM/DI-FGSM);
 - :mod:`.deepfool`, :mod:`.cw`: minimal-norm attacks;
 - :mod:`.feature`: feature-space PGD (no labels);
 - :mod:`.registry`: the attacks by name and what each is; :mod:`.evaluate`: robust accuracy.
@@ -9,6 +10,7 @@
 
 from ._common import AttackResult
 from .apgd import apgd, dlr_loss
+from .apgd_targeted import TargetedAPGDResult, apgd_targeted, targeted_dlr_loss
 from .cw import CWResult, cw_l2
 from .deepfool import DeepFoolResult, deepfool
 from .evaluate import RobustnessReport, robust_accuracy
@@ -20,6 +22,6 @@ from .transfer import bim, difgsm, mifgsm
 
 __all__ = [
     "ATTACKS", "MINIMAL_NORM", "SPECS", "AttackResult", "AttackSpec", "CWResult", "DeepFoolResult",
-    "RobustnessReport", "ThreatModel", "apgd", "bim", "cw_l2", "deepfool", "difgsm", "dlr_loss", "feature_pgd",
-    "fgsm", "mifgsm", "pgd", "robust_accuracy",
+    "RobustnessReport", "TargetedAPGDResult", "ThreatModel", "apgd", "apgd_targeted", "bim", "cw_l2", "deepfool",
+    "difgsm", "dlr_loss", "feature_pgd", "fgsm", "mifgsm", "pgd", "robust_accuracy", "targeted_dlr_loss",
 ]

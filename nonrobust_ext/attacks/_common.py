@@ -382,13 +382,12 @@ def input_gradient(
 
 
 def keep_better(best: AttackResult, new: AttackResult) -> AttackResult:
-    """Per sample, the more successful result (success first, then the higher loss)."""
+    """Per sample, the more successful result (success first, then the higher loss; ``best`` wins a
+    tie). Every field is taken from the same result, whatever the subclass (a targeted run's target
+    comes with its point)."""
     better = (new.success & ~best.success) | ((new.success == best.success) & (new.loss > best.loss))
-    mask = better.reshape((-1,) + (1,) * (best.x_adv.dim() - 1))
-    return AttackResult(
-        x_adv=torch.where(mask, new.x_adv, best.x_adv),
-        success=torch.where(better, new.success, best.success),
-        loss=torch.where(better, new.loss, best.loss),
-        steps=torch.where(better, new.steps, best.steps),
-        restart=torch.where(better, new.restart, best.restart),
-    )
+    return type(best)(**{
+        f.name: torch.where(better.reshape((-1,) + (1,) * (getattr(best, f.name).dim() - 1)),
+                            getattr(new, f.name), getattr(best, f.name))
+        for f in fields(best)
+    })

@@ -222,17 +222,28 @@ def _single_run(
     precision: Precision,
     early_stop: bool,
     watch: FiniteWatch,
+    loss_y: torch.Tensor | None = None,
+    groups: torch.Tensor | None = None,
 ) -> AttackResult:
     """One APGD run from ``start``. Without early stop every sample runs all ``steps``; with it a
     sample stops at its first fooling iterate, and each step runs the model on the others only (the
-    per-sample state of the stopped samples is left as it was: they never step again)."""
+    per-sample state of the stopped samples is left as it was: they never step again).
+
+    ``y`` decides success; ``loss_y`` (default ``y``) is what ``loss_fn`` receives, one row per sample
+    (the targeted DLR loss needs the true label and the target). ``groups`` (``[B]`` long) ties rows
+    that attack the same image (one per target class): with early stop, every row of a group stops as
+    soon as one of them fools the model."""
+    if loss_y is None:
+        loss_y = y
+    num_groups = 0 if groups is None else int(groups.max()) + 1
     zero_grad = torch.zeros_like(x)
     compute_dtype = opmath_dtype(x.dtype)
     eps = threat.eps
     assert eps is not None
 
     x_cur = start
-    grad, z, loss = input_gradient(model, x_cur, y, loss_fn, logits, check=check, precision=precision, watch=watch)
+    grad, z, loss = input_gradient(model, x_cur, loss_y, loss_fn, logits, check=check, precision=precision,
+                                   watch=watch)
     x_best, grad_best, loss_best = x_cur.clone(), grad.clone(), loss.clone()
     fooled = succeeded(z, y, targeted)
     x_fooled, loss_fooled = x_cur.clone(), loss.clone()  # meaningful where `fooled`
@@ -250,7 +261,8 @@ def _single_run(
 
     for i in range(steps):
         if early_stop:
-            rows = (~fooled).nonzero().squeeze(1)
+            done = fooled if groups is None else _any_in_group(fooled, groups, num_groups)
+            rows = (~done).nonzero().squeeze(1)
             if rows.numel() == 0:
                 break
             view = _Rows(rows)
@@ -272,7 +284,8 @@ def _single_run(
         sub.step_(x_next, view(zero_grad), x_0, alpha=0.0)
         x_prev, x_cur = x_cur, view.merged(x_cur, x_next)
 
-        g_new, z, l_new = input_gradient(model, x_next, view(y), loss_fn, logits, precision=precision, watch=watch)
+        g_new, z, l_new = input_gradient(model, x_next, view(loss_y), loss_fn, logits, precision=precision,
+                                         watch=watch)
         grad, loss = view.merged(grad, g_new), view.merged(loss, l_new)
         now_fooled = view.merged(torch.zeros_like(fooled), succeeded(z, view(y), targeted))
         taken += view.merged(torch.zeros_like(taken), torch.ones_like(l_new, dtype=torch.long))
@@ -348,6 +361,12 @@ def checkpoint_schedule(steps: int) -> list[int]:
         interval = max(interval - decrease, shortest)
         checkpoint += interval
     return schedule
+
+
+def _any_in_group(flags: torch.Tensor, groups: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """Per row, whether any row of its group has ``flags`` set (``groups``: ``[B]`` indices < ``num_groups``)."""
+    counts = torch.zeros(num_groups, dtype=torch.long, device=flags.device)
+    return counts.index_add_(0, groups, flags.long())[groups] > 0
 
 
 def _copy_where_(dst: torch.Tensor, src: torch.Tensor, mask: torch.Tensor) -> None:

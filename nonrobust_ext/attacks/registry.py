@@ -20,6 +20,7 @@ from typing import Any, Literal
 import torch
 
 from .apgd import apgd
+from .apgd_targeted import apgd_targeted
 from .cw import cw_l2
 from .deepfool import deepfool
 from .pgd import fgsm, pgd
@@ -78,6 +79,9 @@ SPECS: Mapping[str, AttackSpec] = MappingProxyType({
     spec.name: spec for spec in (
         _spec("pgd", pgd, "fixed_radius", ("linf", "l2"), steps=3),
         _spec("apgd", apgd, "fixed_radius", ("linf", "l2"), steps=5),
+        # Its default early stop would make the step counts depend on the model: off in the smoke settings.
+        _spec("apgd_targeted", apgd_targeted, "fixed_radius", ("linf", "l2"), steps=5, target_classes=2,
+              early_stop=False),
         _spec("fgsm", fgsm, "fixed_radius", ("linf",), random_start=True),
         _spec("bim", bim, "fixed_radius", ("linf",), steps=3),
         _spec("mifgsm", mifgsm, "fixed_radius", ("linf",), steps=3, random_start=True),
