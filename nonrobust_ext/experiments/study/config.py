@@ -114,8 +114,12 @@ class StudyConfig:
             validation accuracy is logged at every checkpoint and reported, to show whether the budget
             reached a plateau.
         eval_eps, eval_steps: the L-inf evaluation grid and its attack's steps.
-        apgd_steps: steps of the APGD-CE evaluation of the target models at the largest eps (the
-            headline robust accuracy; 0 skips it).
+        autoattack_steps, autoattack_queries, autoattack_samples: AutoAttack on the target models at the
+            largest eps (the headline robust accuracy): steps of its APGD and FAB stages, Square's query
+            budget (100 and 5000 are the standard evaluation; 0 steps skips it), and how many of the
+            evaluated test images it attacks (the first ones: the same images for every model of a seed).
+        curve_steps, curve_samples: FMN (L-inf) steps of every model's robustness curve (0 skips the
+            curves) and how many of the evaluated test images it measures.
         eval_samples: at most this many test images per side evaluated (``None``: all).
         analysis_samples: target test images the analyses (CKA, transfer, frequency, features) use.
         frequency_radii: radii of the low-pass / high-pass split of the frequency analysis.
@@ -183,8 +187,17 @@ class StudyConfig:
     eval_eps: tuple[float, ...] = setting((0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255), "comma-separated L-inf radii "
                                            "to evaluate, in [0, 1] pixel units", option="--eps", group=EVALUATION)
     eval_steps: int = setting(10, "steps of the eps-grid attack", option="--steps", group=EVALUATION)
-    apgd_steps: int = setting(20, "steps of the headline APGD-CE (0 skips it)", option="--apgd-steps",
-                               group=EVALUATION)
+    autoattack_steps: int = setting(100, "steps of AutoAttack's APGD-CE, APGD-T and FAB-T stages on the target models "
+                                     "(100: the standard evaluation; 0 skips AutoAttack)", option="--autoattack-steps",
+                                     group=EVALUATION)
+    autoattack_queries: int = setting(5000, "queries of AutoAttack's Square stage (5000: the standard evaluation)",
+                                       option="--autoattack-queries", group=EVALUATION)
+    autoattack_samples: int = setting(100, "test images AutoAttack attacks per target model (the first of the "
+                                       "evaluated ones)", option="--autoattack-samples", group=EVALUATION)
+    curve_steps: int = setting(100, "FMN steps of each model's robustness curve (0 skips the curves)",
+                                option="--curve-steps", group=EVALUATION)
+    curve_samples: int = setting(200, "test images of each robustness curve (the first of the evaluated ones)",
+                                  option="--curve-samples", group=EVALUATION)
     eval_samples: int | None = setting(500, "test images evaluated per model (at most)", option="--samples",
                                         group=EVALUATION)
     analysis_samples: int = setting(300, "test images the analyses (CKA, transfer, ...) use",
@@ -234,7 +247,11 @@ class StudyConfig:
             "select": check_choice(self.select, "select", SELECT_RULES),
             "eval_eps": check_reals(self.eval_eps, "eval_eps", low=0),
             "eval_steps": check_int(self.eval_steps, "eval_steps", 1),
-            "apgd_steps": check_int(self.apgd_steps, "apgd_steps", 0),
+            "autoattack_steps": check_int(self.autoattack_steps, "autoattack_steps", 0),
+            "autoattack_queries": check_int(self.autoattack_queries, "autoattack_queries", 1),
+            "autoattack_samples": check_int(self.autoattack_samples, "autoattack_samples", 1),
+            "curve_steps": check_int(self.curve_steps, "curve_steps", 0),
+            "curve_samples": check_int(self.curve_samples, "curve_samples", 1),
             "eval_samples": check_optional_int(self.eval_samples, "eval_samples", 1),
             "analysis_samples": check_int(self.analysis_samples, "analysis_samples", MIN_ANALYSIS_SAMPLES),
             "frequency_radii": check_reals(self.frequency_radii, "frequency_radii", low=0, low_inclusive=False),
@@ -336,10 +353,12 @@ PRESETS: dict[str, dict[str, Any]] = {
 # ... and what --quick changes on top of each.
 QUICK: dict[str, dict[str, Any]] = {
     "imagenet": dict(shots=20, seeds=(0, 1), target_steps=40, standard_steps=80, train_steps=2, eval_steps=5,
-                     apgd_steps=10, eval_samples=200, eval_eps=(0.0, 2 / 255, 8 / 255), analysis_samples=100),
+                     autoattack_steps=20, autoattack_queries=300, autoattack_samples=50, curve_steps=20,
+                     curve_samples=100, eval_samples=200, eval_eps=(0.0, 2 / 255, 8 / 255), analysis_samples=100),
     "small-source": dict(source_per_class=200, shots=10, seeds=(0, 1), source_epochs=2, target_steps=30,
-                         train_steps=3, eval_steps=5, apgd_steps=10, eval_samples=200, eval_eps=(0.0, 0.05, 0.1),
-                         analysis_samples=150),
+                         train_steps=3, eval_steps=5, autoattack_steps=20, autoattack_queries=300,
+                         autoattack_samples=50, curve_steps=20, curve_samples=100, eval_samples=200,
+                         eval_eps=(0.0, 0.05, 0.1), analysis_samples=150),
 }
 
 

@@ -3,11 +3,14 @@ every model (evaluation), then the analyses of the target models against the sou
 (layer-wise CKA, attacks on the source features, the transfer matrix, frequency, perturbation
 spectra, the feature-robustness ranking).
 
-Rank 0 alone measures under torchrun: the analyses are not additive over shards of the data.
+Under torchrun every rank evaluates its share of the images and gets every record (the evaluation's
+counts, outcomes and radii are gathered); rank 0 alone runs the analyses, which are not additive over
+shards of the data.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 from typing import Any
@@ -18,7 +21,7 @@ from ... import analysis
 from ... import data as nxdata
 from ..._progress import progress_bar
 from ..._validate import check_nonempty
-from ...attacks import feature_pgd, pgd, robust_accuracy
+from ...attacks import autoattack, feature_pgd, pgd, robust_accuracy
 from ...attacks._common import eval_mode
 from ...attacks.registry import ATTACKS
 from .config import SOURCE_STAGES, TARGET_STAGES, StudyConfig
@@ -41,31 +44,69 @@ def _attack_options(name: str, steps: int, seed: int) -> dict[str, Any]:
 
 
 def evaluate_all(config: StudyConfig, tasks: nxdata.SourceTarget, trained: dict[str, torch.nn.Module], seed: int,
-                 device: torch.device, progress: bool) -> dict[str, Any]:
+                 device: torch.device, progress: bool, distributed: bool = False) -> dict[str, Any]:
     """Clean and robust accuracy and true-label confidence of every model that has a test set (the
-    ImageNet source models have none here)."""
+    ImageNet source models have none here) on the eps grid; AutoAttack at the largest eps on the target
+    models; every model's robustness curve from its FMN radii. Each model's record keeps its per-image
+    outcomes (``per_sample``): the paired comparisons between models are computed from them, on the same
+    images for every model of a seed. ``distributed``: every rank evaluates its share of the images
+    (under torchrun) and all ranks get the same records."""
     results: dict[str, Any] = {}
     stages = [s for s in trained if s in TARGET_STAGES or not config.imagenet_source]
+    eps_max = max(config.eval_eps)
     for stage in progress_bar(stages, enabled=progress, description=f"seed {seed} evaluation", unit="model"):
         model = trained[stage]
         test = subsample(tasks.source_test if stage in SOURCE_STAGES else tasks.target_test,
                          config.eval_samples, seed)
         report = robust_accuracy(model, (test.x, test.y), eps=list(config.eval_eps), attack=config.eval_attack,
-                                 device=device, **_attack_options(config.eval_attack, config.eval_steps, seed))
-        apgd = None
-        if config.apgd_steps and stage in TARGET_STAGES:  # the headline is the target task's
-            apgd = robust_accuracy(model, (test.x, test.y), eps=[max(config.eval_eps)], attack="apgd",
-                                   steps=config.apgd_steps, seed=seed, device=device).robust_accuracy[0]
-        results[stage] = {
+                                 device=device, distributed=distributed,
+                                 **_attack_options(config.eval_attack, config.eval_steps, seed))
+        record: dict[str, Any] = {
             "task": "source" if stage in SOURCE_STAGES else "target",
-            "apgd_robust_accuracy": apgd,
             "clean_accuracy": report.clean_accuracy,
             "robust_accuracy": report.robust_accuracy,
             "clean_confidence": report.clean_confidence,
             "adversarial_confidence": report.adversarial_confidence,
             "num_samples": report.num_samples,
+            "autoattack": None,
+            "curve": None,
         }
+        per_sample: dict[str, Any] = {"clean": _bits(report.correct), "robust": [_bits(r) for r in report.robust],
+                                      "autoattack": None, "radius": None}
+        if config.autoattack_steps and stage in TARGET_STAGES and eps_max > 0:  # the headline is the target task's
+            head = subsample(test, config.autoattack_samples, seed)
+            result = autoattack(model, head.x.to(device), head.y.to(device), eps=eps_max, seed=seed,
+                                steps=config.autoattack_steps, queries=config.autoattack_queries,
+                                distributed=distributed, return_result=True)
+            record["autoattack"] = {
+                "eps": eps_max, "robust_accuracy": result.robust_accuracy, "clean_accuracy": result.clean_accuracy,
+                "num_samples": len(head), "settings": result.settings,
+                "log": [dataclasses.asdict(line) for line in result.log],
+            }
+            per_sample["autoattack"] = _bits(~result.success)
+        if config.curve_steps:
+            sample = subsample(test, config.curve_samples, seed)
+            curve = robust_accuracy(model, (sample.x, sample.y), curve=True, attack="fmn", norm="linf",
+                                    steps=config.curve_steps, device=device, distributed=distributed)
+            record["curve"] = {
+                "num_samples": curve.num_samples, "median_radius": _finite_or_none(curve.median_radius),
+                "expected_robustness": curve.expected_robustness(eps_max) if eps_max > 0 else None,
+                "eps_max": eps_max, "accuracy": curve.accuracy(list(config.eval_eps)),
+            }
+            per_sample["radius"] = [_finite_or_none(float(r)) for r in curve.radii]
+        record["per_sample"] = per_sample
+        results[stage] = record
     return results
+
+
+def _bits(flags: torch.Tensor) -> list[int]:
+    """A bool tensor as a list of 0/1 (compact in results.json)."""
+    return [int(v) for v in flags.tolist()]
+
+
+def _finite_or_none(value: float) -> float | None:
+    """``None`` for an infinite radius (no adversarial example found): JSON has no infinity."""
+    return value if math.isfinite(value) else None
 
 
 def analyse(config: StudyConfig, tasks: nxdata.SourceTarget, trained: dict[str, torch.nn.Module], seed: int,

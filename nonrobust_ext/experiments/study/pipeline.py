@@ -35,8 +35,9 @@ def run_study(
     """Train (or reuse) the models of every seed, evaluate them, write ``results.json``,
     ``report.md`` and the plots under ``out``, and return the results.
 
-    Under ``torchrun`` (``torch.distributed`` initialised) every rank trains; rank 0 evaluates,
-    writes and returns the results, the other ranks return ``None`` once training is done.
+    Under ``torchrun`` (``torch.distributed`` initialised) every rank trains and evaluates its share of
+    the test images; rank 0 runs the analyses, writes and returns the results, the other ranks return
+    ``None`` once the evaluation is done.
 
     Args:
         config: what to train and measure.
@@ -88,23 +89,28 @@ def run_study(
     stages.barrier(world)
 
     trained, records = {}, {}
-    # Every seed is trained before any is evaluated: under torchrun the other ranks then leave as
-    # soon as training is done instead of waiting (and timing out) on rank 0's evaluation.
+    # Every seed is trained before any is evaluated: the evaluation's collectives then never wait on
+    # another rank's training.
     for seed in config.seeds:
         log(f"seed {seed}: training {len(config.stages)} models (cached stages are reused)")
         trained[seed], records[seed] = stages.train_all(config, splits[seed], out / f"seed{seed}", seed, progress,
                                                         device, source_weights, rank, world)
-    if rank != 0:
-        return None
+    # Every rank evaluates its share of the images of every seed (the records are gathered, so each rank
+    # holds them all); then rank 0 alone runs the analyses and writes, while the others leave.
     per_seed: dict[str, Any] = {}
     for seed in config.seeds:
-        log(f"seed {seed}: evaluating ({config.eval_attack} over eps {list(config.eval_eps)})")
-        per_seed[str(seed)] = measure.evaluate_all(config, splits[seed], trained[seed], seed, device, progress)
+        log(f"seed {seed}: evaluating ({config.eval_attack} over eps {list(config.eval_eps)}, AutoAttack, "
+            "robustness curves)")
+        per_seed[str(seed)] = measure.evaluate_all(config, splits[seed], trained[seed], seed, device, progress,
+                                                   distributed=world > 1)
         for stage, record in records[seed].items():
             per_seed[str(seed)][stage]["training"] = record
+    if rank != 0:
+        return None
+    for seed in config.seeds:
         log(f"seed {seed}: analyses (CKA, transfer, frequency, features)")
         per_seed[str(seed)]["analyses"] = measure.analyse(config, splits[seed], trained[seed], seed, device, progress)
-        del trained[seed]  # free the seed's models before the next seed's evaluation
+        del trained[seed]  # free the seed's models before the next seed's analyses
     results = {
         "config": config.as_dict(),
         "stages": list(config.stages),
