@@ -1,0 +1,155 @@
+"""autoattack: the cascade (APGD-CE, APGD-T, FAB-T, Square on the points still robust), its log, its
+verification of every claimed point, reproducibility, parity with torchattacks' AutoAttack, bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from _helpers import SmallCNN, ball_norm, pattern_task
+
+import nonrobust_ext
+from nonrobust_ext.attacks.autoattack import AutoAttackResult, autoattack
+
+# A cheap cascade for the tests that check its mechanics (the standard budget is for the parity test).
+CHEAP = {"steps": 10, "queries": 50, "target_classes": 3}
+
+
+@pytest.fixture(scope="module")
+def ten_class():
+    """A SmallCNN trained on the 10-class pattern task (about a second) and 200 of its test images."""
+    torch.manual_seed(0)
+    x, y = pattern_task(512, seed=0, num_classes=10)
+    model = SmallCNN(in_channels=x.shape[1], num_classes=10)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(100):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    x_test, y_test = pattern_task(200, seed=1, num_classes=10)
+    return model.eval(), x_test, y_test
+
+
+@pytest.mark.parametrize("norm, eps", [("linf", 0.05), ("l2", 0.3)])
+def test_points_are_adversarial_inside_the_ball_and_the_log_adds_up(ten_class, norm, eps):
+    model, x, y = ten_class
+    x, y = x[:64], y[:64]
+    res = autoattack(model, x, y, eps=eps, norm=norm, return_result=True, **CHEAP)
+    assert isinstance(res, AutoAttackResult) and res.attacks == ("apgd-ce", "apgd-t", "fab-t", "square")
+    assert bool((ball_norm(res.x_adv - x, norm) <= eps * (1 + 1e-5) + 1e-7).all())
+    assert bool((res.x_adv >= 0).all() and (res.x_adv <= 1).all())
+    with torch.no_grad():
+        clean_pred, adv_pred = model(x).argmax(1), model(res.x_adv).argmax(1)
+    assert torch.equal(res.success, adv_pred != y), "success is the model's verdict on x_adv"
+    assert torch.equal(res.broken_by == -1, clean_pred != y)
+    assert torch.equal(res.x_adv[res.broken_by < 0], x[res.broken_by < 0]), "unbroken samples are returned as x"
+    assert res.clean_accuracy == pytest.approx(float((clean_pred == y).float().mean()))
+    assert res.robust_accuracy == pytest.approx(float((~res.success).float().mean()))
+    # The log: robust accuracy never rises along the cascade and ends at the result's; each stage
+    # attacks what the one before left.
+    accuracies = [line.robust_accuracy for line in res.log]
+    assert accuracies == sorted(accuracies, reverse=True) and accuracies[-1] == res.robust_accuracy
+    assert res.log[0].attacked == int((clean_pred == y).sum())
+    for before, after in zip(res.log, res.log[1:], strict=False):
+        assert after.attacked == before.attacked - before.broken
+    assert sum(line.broken for line in res.log) == int((res.broken_by >= 0).sum())
+    assert 0 < res.robust_accuracy < res.clean_accuracy, "the radius should leave some samples robust"
+    assert "apgd-t" in res.summary() and res.settings["standard"] is False
+
+
+def test_the_first_stage_is_apgd_ce_and_the_cascade_is_never_weaker(ten_class):
+    """AutoAttack's first stage is APGD-CE on the correctly classified samples, with the first block's
+    generator: run alone with that generator it breaks exactly the same samples; the whole cascade
+    breaks at least those."""
+    model, x, y = ten_class
+    eps, seed = 0.04, 3
+    res = autoattack(model, x, y, eps=eps, seed=seed, return_result=True, **CHEAP)
+    with torch.no_grad():
+        correct = model(x).argmax(1) == y
+    alone = nonrobust_ext.apgd(model, x[correct], y[correct], eps=eps, steps=CHEAP["steps"], early_stop=True,
+                               generator=torch.Generator().manual_seed(seed << 24), return_result=True)
+    assert torch.equal(res.broken_by[correct] == 0, alone.success)
+    assert int((res.broken_by >= 0).sum()) >= int(alone.success.sum())
+    assert res.log[0].broken == int(alone.success.sum())
+
+
+def test_reproducible_under_a_seed(ten_class):
+    model, x, y = ten_class
+    x, y = x[:48], y[:48]
+    a = autoattack(model, x, y, eps=0.05, seed=1, return_result=True, **CHEAP)
+    b = autoattack(model, x, y, eps=0.05, seed=1, return_result=True, **CHEAP)
+    assert torch.equal(a.x_adv, b.x_adv) and torch.equal(a.broken_by, b.broken_by)
+    assert torch.equal(autoattack(model, x, y, eps=0.05, seed=1, **CHEAP), a.x_adv)
+
+
+def test_model_modes_grads_and_input_untouched(ten_class):
+    model, x, y = ten_class
+    x, y = x[:16].clone(), y[:16]
+    before = x.clone()
+    model.train()
+    try:
+        autoattack(model, x, y, eps=0.05, **CHEAP)
+        assert model.training, "the model's mode is restored"
+    finally:
+        model.eval()
+    assert torch.equal(x, before)
+    assert all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("norm, eps", [("linf", 0.04), ("l2", 0.25)])
+def test_robust_accuracy_within_one_point_of_torchattacks_autoattack(ten_class, norm, eps):
+    """The standard cascade, standard budget, against torchattacks' AutoAttack on the same 200 images:
+    within 1 point of robust accuracy."""
+    torchattacks = pytest.importorskip("torchattacks")
+    model, x, y = ten_class
+    theirs = torchattacks.AutoAttack(model, norm="Linf" if norm == "linf" else "L2", eps=eps, version="standard",
+                                     n_classes=10, seed=0)(x, y)
+    with torch.no_grad():
+        their_accuracy = float((model(theirs).argmax(1) == y).float().mean())
+    ours = autoattack(model, x, y, eps=eps, norm=norm, return_result=True)
+    assert 0 < their_accuracy < 0.9, "the radius should leave some, not all, samples robust"
+    assert abs(ours.robust_accuracy - their_accuracy) <= 0.01 + 1e-9, (ours.robust_accuracy, their_accuracy)
+
+
+def test_is_public():
+    assert nonrobust_ext.autoattack is autoattack
+
+
+# ------------------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("options, error, match", [
+    ({"eps": 0.0}, ValueError, "eps must be > 0"),
+    ({"eps": -0.1}, ValueError, "eps"),
+    ({"eps": float("nan")}, ValueError, "eps"),
+    ({"eps": 0.1, "version": "plus"}, ValueError, "version"),
+    ({"eps": 0.1, "norm": "l1"}, ValueError, "norm"),
+    ({"eps": 0.1, "steps": 0}, ValueError, "steps"),
+    ({"eps": 0.1, "queries": 0}, ValueError, "queries"),
+    ({"eps": 0.1, "target_classes": 0}, ValueError, "target_classes"),
+    ({"eps": 0.1, "batch_size": 0}, ValueError, "batch_size"),
+    ({"eps": 0.1, "seed": -1}, ValueError, "seed"),
+])
+def test_bad_options_are_named(ten_class, options, error, match):
+    model, x, y = ten_class
+    with pytest.raises(error, match=match):
+        autoattack(model, x[:4], y[:4], **options)
+
+
+def test_bad_data_is_named(ten_class):
+    model, x, y = ten_class
+    x, y = x[:4], y[:4]
+    with pytest.raises(ValueError, match="labels y must be in"):
+        autoattack(model, x, torch.tensor([0, 1, 2, 10]), eps=0.1)
+    bad = x.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        autoattack(model, bad, y, eps=0.1)
+    with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
+        autoattack(lambda t: t.flatten(1)[:, :10], x.flatten(2), y, eps=0.1)
+    two = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 2))
+    with pytest.raises(ValueError, match="at least 3 classes"):
+        autoattack(two, x, y % 2, eps=0.1)
+    with pytest.raises(RuntimeError, match="process group"):
+        autoattack(model, x, y, eps=0.1, distributed=True)
