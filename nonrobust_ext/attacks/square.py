@@ -247,6 +247,10 @@ class _Run:
         self.unit = threat.channel_view(threat.scale, x)  # [1, C, 1, 1]
         assert threat.eps is not None
         self.eps = threat.eps.reshape(-1, 1, 1, 1)  # [n, 1, 1, 1]
+        if threat.norm == "linf":
+            # Every L-inf iterate is made of the two faces of the box, clipped to the bounds: computed
+            # once, a proposal only selects between them and the current point.
+            self.faces = (threat.clip(x - self.unit * self.eps), threat.clip(x + self.unit * self.eps))
 
     # ---------------------------------------------------------------------------------- randomness
     # Drawn on the CPU (the generator's device) and moved: the same seed gives the same draws anywhere.
@@ -291,27 +295,27 @@ class _Run:
 
     def _init_linf(self) -> torch.Tensor:
         n = self.x.shape[0]
-        stripes = self._signs((n, self.channels, 1, self.width))
-        return self.threat.clip(self.x + self.unit * self.eps * stripes)
+        stripes = self._coins((n, self.channels, 1, self.width))
+        low, high = self.faces
+        return torch.where(stripes, high, low)
 
     def _linf_side(self, p: float) -> int:
         side = int(round(math.sqrt(p * self.height * self.width)))
         return max(min(side, min(self.height, self.width) - 1), 1)
 
     def _propose_linf(self, active: torch.Tensor, current: torch.Tensor, p: float) -> torch.Tensor:
-        x, eps = self.x[active], self.eps[active]
-        n = x.shape[0]
+        low, high = self.faces[0][active], self.faces[1][active]
+        n = low.shape[0]
         window = self._window(n, self._linf_side(p))
-        signs = self._signs((n, self.channels, 1, 1))
-        proposal = torch.where(window, self.threat.clip(x + self.unit * eps * signs), current)
+        up = self._coins((n, self.channels, 1, 1))
+        proposal = torch.where(window, torch.where(up, high, low), current)
         stuck = ~(proposal != current).flatten(1).any(dim=1)
         for _ in range(_REDRAWS):
             if not bool(stuck.any()):
                 break
             rows = stuck.nonzero().squeeze(1)
-            signs = self._signs((rows.numel(), self.channels, 1, 1))
-            target = self.threat.clip(x[rows] + self.unit * eps[rows] * signs)
-            redrawn = torch.where(window[rows], target, current[rows])
+            up = self._coins((rows.numel(), self.channels, 1, 1))
+            redrawn = torch.where(window[rows], torch.where(up, high[rows], low[rows]), current[rows])
             proposal[rows] = redrawn
             stuck[rows] = ~(redrawn != current[rows]).flatten(1).any(dim=1)
         return proposal
