@@ -5,6 +5,7 @@ Public surface:
     pgd, fgsm            attacks users call from their own training code (nonrobust_ext.attacks)
     apgd                 APGD-CE / APGD-DLR (Croce & Hein), for credible robustness evaluations
     apgd_targeted        APGD-T: targeted DLR towards the most likely wrong classes (AutoAttack's 2nd stage)
+    square               the Square Attack: score-based, no gradients (AutoAttack's last stage)
     bim, mifgsm, difgsm  iterative and transfer attacks (I-FGSM, momentum, diverse inputs)
     deepfool, cw_l2      minimal-perturbation attacks (L2)
     robust_accuracy      clean/robust accuracy and true-label confidence over an eps grid
@@ -46,6 +47,7 @@ from .attacks import (  # noqa: E402
     mifgsm,
     pgd,
     robust_accuracy,
+    square,
 )
 
 __version__ = "0.1.0"
@@ -65,5 +67,5 @@ def build_info() -> dict[str, Any]:
 
 __all__ = [
     "AttackResult", "CWResult", "DeepFoolResult", "RobustnessReport", "apgd", "apgd_targeted", "bim", "build_info",
-    "cw_l2", "deepfool", "difgsm", "fgsm", "mifgsm", "ops", "pgd", "reference", "robust_accuracy",
+    "cw_l2", "deepfool", "difgsm", "fgsm", "mifgsm", "ops", "pgd", "reference", "robust_accuracy", "square",
 ]

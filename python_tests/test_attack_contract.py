@@ -91,6 +91,10 @@ FEATURE = [Case("feature_pgd", "linf"), Case("feature_pgd", "l2")]
 LABELLED = FIXED + MINIMAL
 EVERY = LABELLED + FEATURE
 EARLY_STOP = [c for c in FIXED if c.spec is not None and c.spec.early_stop]
+# Score-based attacks: they minimise the margin z_y - max_{k != y} z_k without gradients (their result's
+# loss is max_{k != y} z_k - z_y), return samples misclassified at the start as they are, and draw each
+# sample's search windows in batch order (a sample alone draws other windows than inside a batch).
+SCORE_BASED = {"square"}
 
 
 def cases(group: list[Case]) -> Any:
@@ -126,6 +130,8 @@ def _eps_for(case: Case, size: float = 0.05) -> dict[str, Any]:
 @cases(FIXED + FEATURE)
 def test_result_is_inside_the_ball_and_the_bounds(cnn, case):
     x, y = _batch()
+    if case.name in SCORE_BASED:
+        y = _predicted(cnn, x)  # every sample starts correct, so every one is searched
     eps = torch.tensor([0.0, 0.01, 0.03, 0.1, 0.3, 1.0])
     x_adv = case(cnn, x, y, eps=eps)
     assert x_adv.shape == x.shape and x_adv.dtype == x.dtype
@@ -322,7 +328,7 @@ def test_models_returning_tuples_and_dicts(case, output, selector):
 # ------------------------------------------------------------------------------------ consistency
 
 
-@cases(LABELLED)
+@cases([c for c in LABELLED if c.name not in SCORE_BASED])
 def test_batch_consistency(cnn, case):
     """A sample attacked alone equals the same sample attacked inside the batch (same start)."""
     cnn = cnn.double()
@@ -385,13 +391,18 @@ def test_result_describes_the_returned_batch(cnn, case):
     with torch.no_grad():
         logits = cnn.eval()(res.x_adv)
     assert torch.equal(logits.argmax(1) != y, res.success) and bool(res.success.any())
+    score_based = case.name in SCORE_BASED
     if case.name == "apgd_targeted":  # its loss is the targeted DLR towards the kept run's target
         want = targeted_dlr_loss(logits, torch.stack([y, res.target], dim=1))
+    elif case.fixed_radius and not score_based:
+        want = F.cross_entropy(logits, y, reduction="none")
     else:
-        want = F.cross_entropy(logits, y, reduction="none") if case.fixed_radius else -margin(logits, y)
+        want = -margin(logits, y)
     torch.testing.assert_close(res.loss, want.to(res.loss.dtype), atol=1e-5, rtol=0)
     assert res.steps.shape == res.restart.shape == (16,) and res.steps.dtype == torch.long
-    if case.fixed_radius:
+    if score_based:  # it stops querying a sample once fooled: steps are the proposals until then
+        assert bool((res.steps < case.spec.smoke["queries"]).all()) and bool((res.restart == 0).all())
+    elif case.fixed_radius:
         assert bool((res.steps == (steps if case.takes("steps") else 1)).all()) and bool((res.restart == 0).all())
     else:
         assert bool((res.steps <= steps).all())
@@ -399,7 +410,7 @@ def test_result_describes_the_returned_batch(cnn, case):
 
 
 def test_the_registry_lists_the_public_attacks():
-    assert set(ATTACKS) == {"pgd", "apgd", "apgd_targeted", "fgsm", "bim", "mifgsm", "difgsm"}
+    assert set(ATTACKS) == {"pgd", "apgd", "apgd_targeted", "fgsm", "bim", "mifgsm", "difgsm", "square"}
     assert set(MINIMAL_NORM) == {"deepfool", "cw_l2"}
     for name, spec in SPECS.items():
         assert getattr(nonrobust_ext, name) is spec.fn

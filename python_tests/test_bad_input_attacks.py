@@ -210,8 +210,11 @@ ROWS = [
     *rows_for(LABELLED + ["feature_pgd"], "generator", {"seed": None, "generator": 5}, TypeError,
               r"generator must be a torch.Generator"),
     # --- the loss
-    *[(n, {"loss": "hinge"}, ValueError, LOSS_NAMES.get(n, r"loss must be 'ce', 'cw' or a callable")) for n in FIXED],
-    *[(n, {"loss": 3}, TypeError, LOSS_NAMES.get(n, r"loss must be 'ce', 'cw' or a callable")) for n in FIXED],
+    # (every fixed-radius attack takes a loss but the Square Attack, whose random search is the margin's)
+    *[(n, {"loss": "hinge"}, ValueError, LOSS_NAMES.get(n, r"loss must be 'ce', 'cw' or a callable"))
+      for n in FIXED if takes(n, "loss")],
+    *[(n, {"loss": 3}, TypeError, LOSS_NAMES.get(n, r"loss must be 'ce', 'cw' or a callable"))
+      for n in FIXED if takes(n, "loss")],
     *rows_for(FIXED, "loss", {"loss": lambda z, t: z.sum()}, ValueError, r"loss must return one value per sample"),
     *rows_for(FIXED, "loss", {"loss": lambda z, t: z[:, 0] * NAN}, ValueError, r"loss returned NaN or infinite"),
     # --- options of one attack

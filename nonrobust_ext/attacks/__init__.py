@@ -3,6 +3,7 @@
 - :mod:`.threat`: the threat model every attack resolves once (eps, norm, bounds, scale, step size);
 - :mod:`.pgd`, :mod:`.apgd`, :mod:`.apgd_targeted`, :mod:`.transfer`: fixed-radius attacks (PGD/FGSM, Auto-PGD and
   its targeted DLR version, BIM/MI-FGSM/DI-FGSM);
+- :mod:`.square`: the Square Attack, a score-based (gradient-free) fixed-radius attack;
 - :mod:`.deepfool`, :mod:`.cw`: minimal-norm attacks;
 - :mod:`.feature`: feature-space PGD (no labels);
 - :mod:`.registry`: the attacks by name and what each is; :mod:`.evaluate`: robust accuracy.
@@ -17,11 +18,13 @@ from .evaluate import RobustnessReport, robust_accuracy
 from .feature import feature_pgd
 from .pgd import fgsm, pgd
 from .registry import ATTACKS, MINIMAL_NORM, SPECS, AttackSpec
+from .square import SquareResult, square
 from .threat import ThreatModel
 from .transfer import bim, difgsm, mifgsm
 
 __all__ = [
     "ATTACKS", "MINIMAL_NORM", "SPECS", "AttackResult", "AttackSpec", "CWResult", "DeepFoolResult",
-    "RobustnessReport", "TargetedAPGDResult", "ThreatModel", "apgd", "apgd_targeted", "bim", "cw_l2", "deepfool",
-    "difgsm", "dlr_loss", "feature_pgd", "fgsm", "mifgsm", "pgd", "robust_accuracy", "targeted_dlr_loss",
+    "RobustnessReport", "SquareResult", "TargetedAPGDResult", "ThreatModel", "apgd", "apgd_targeted", "bim", "cw_l2",
+    "deepfool", "difgsm", "dlr_loss", "feature_pgd", "fgsm", "mifgsm", "pgd", "robust_accuracy", "square",
+    "targeted_dlr_loss",
 ]

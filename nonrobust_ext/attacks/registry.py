@@ -24,6 +24,7 @@ from .apgd_targeted import apgd_targeted
 from .cw import cw_l2
 from .deepfool import deepfool
 from .pgd import fgsm, pgd
+from .square import square
 from .transfer import bim, difgsm, mifgsm
 
 AttackFn = Callable[..., torch.Tensor]
@@ -87,6 +88,7 @@ SPECS: Mapping[str, AttackSpec] = MappingProxyType({
         _spec("mifgsm", mifgsm, "fixed_radius", ("linf",), steps=3, random_start=True),
         _spec("difgsm", difgsm, "fixed_radius", ("linf",), steps=3, decay=1.0, resize_rate=0.6, diversity_prob=1.0,
               random_start=True),
+        _spec("square", square, "fixed_radius", ("linf", "l2"), queries=20),
         _spec("deepfool", deepfool, "minimal_norm", ("l2",), steps=5),
         _spec("cw_l2", cw_l2, "minimal_norm", ("l2",), c=10.0, steps=10, lr=0.05),
     )
