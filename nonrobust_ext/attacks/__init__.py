@@ -2,7 +2,7 @@
 
 - :mod:`.threat`: the threat model every attack resolves once (eps, norm, bounds, scale, step size);
 - :mod:`.pgd`, :mod:`.apgd`, :mod:`.transfer`: fixed-radius attacks (PGD/FGSM, Auto-PGD, BIM/MI-FGSM/DI-FGSM);
-- :mod:`.deepfool`, :mod:`.cw`: minimal-norm attacks;
+- :mod:`.deepfool`, :mod:`.cw`, :mod:`.fab`: minimal-norm attacks (FAB also with a radius, for AutoAttack);
 - :mod:`.feature`: feature-space PGD (no labels);
 - :mod:`.registry`: the attacks by name and what each is; :mod:`.evaluate`: robust accuracy.
 """
@@ -12,6 +12,7 @@ from .apgd import apgd, dlr_loss
 from .cw import CWResult, cw_l2
 from .deepfool import DeepFoolResult, deepfool
 from .evaluate import RobustnessReport, robust_accuracy
+from .fab import FABResult, fab
 from .feature import feature_pgd
 from .pgd import fgsm, pgd
 from .registry import ATTACKS, MINIMAL_NORM, SPECS, AttackSpec
@@ -19,7 +20,7 @@ from .threat import ThreatModel
 from .transfer import bim, difgsm, mifgsm
 
 __all__ = [
-    "ATTACKS", "MINIMAL_NORM", "SPECS", "AttackResult", "AttackSpec", "CWResult", "DeepFoolResult",
-    "RobustnessReport", "ThreatModel", "apgd", "bim", "cw_l2", "deepfool", "difgsm", "dlr_loss", "feature_pgd",
+    "ATTACKS", "MINIMAL_NORM", "SPECS", "AttackResult", "AttackSpec", "CWResult", "DeepFoolResult", "FABResult",
+    "RobustnessReport", "ThreatModel", "apgd", "bim", "cw_l2", "deepfool", "difgsm", "dlr_loss", "fab", "feature_pgd",
     "fgsm", "mifgsm", "pgd", "robust_accuracy",
 ]
