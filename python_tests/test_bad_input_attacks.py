@@ -250,6 +250,8 @@ ROWS = [
     ("cw_l2", {"lr": "fast"}, TypeError, r"lr must be a number"),
     ("cw_l2", {"binary_search_steps": 0}, ValueError, r"binary_search_steps must be >= 1"),
     ("cw_l2", {"binary_search_steps": 2.5}, TypeError, r"binary_search_steps must be an int"),
+    ("fab", {"model": lambda t: t.flatten(1)[:, :1], "y": torch.zeros(6, dtype=torch.long)}, ValueError,
+     r"fab needs a model with at least 2 classes"),
     ("fab", {"eps": 0.0}, ValueError, r"eps must be > 0"),
     ("fab", {"eps": [0.1, 0.1, -0.1, 0.1, 0.1, 0.1]}, ValueError, r"eps must be > 0"),
     ("fab", {"eps": NAN}, ValueError, r"eps must be finite"),

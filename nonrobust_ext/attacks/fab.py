@@ -233,6 +233,8 @@ class _FAB:
         with torch.no_grad():
             z = self.forward(self.x, check=True)
         num_classes = z.shape[1]
+        if num_classes < 2:
+            raise ValueError(f"fab needs a model with at least 2 classes (a boundary to step to), got {num_classes}")
         if target_rank is not None and target_rank > num_classes:
             raise ValueError(f"target_rank must be <= the model's {num_classes} classes, got {target_rank}")
         self.clean_logits = z
