@@ -264,6 +264,7 @@ def _autoattack_fab_t(model, x, y, eps, norm, steps, num_classes):
     return broken
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("norm,eps", [("linf", 0.1), ("l2", 0.65)])
 def test_targeted_cascade_breaks_as_many_points_as_torchattacks_fab(trained, norm, eps):
     """Both run FAB-T over the runner-up classes; ours may miss at most one sample of 64 that theirs
