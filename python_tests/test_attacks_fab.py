@@ -98,7 +98,7 @@ def test_projection_matches_a_bisection_reference_and_is_locally_optimal(norm):
 def test_projection_in_two_dimensions_matches_an_exhaustive_search(norm):
     """On a line ``w . d = c`` within the box: the shortest grid point of the feasible segment."""
     g = torch.Generator().manual_seed(1)
-    for _ in range(40):
+    for _ in range(25):
         w = torch.randn(2, generator=g, dtype=torch.float64)
         t = torch.rand(2, generator=g, dtype=torch.float64)
         up, down = 1 - t, t
@@ -107,7 +107,7 @@ def test_projection_in_two_dimensions_matches_an_exhaustive_search(norm):
         # The segment: d(u) = p + u e with p on the line and e along it, clipped to the box.
         e = torch.stack([-w[1], w[0]])
         p = c * w / (w @ w)
-        u = torch.linspace(-3, 3, 200_001, dtype=torch.float64)
+        u = torch.linspace(-3, 3, 100_001, dtype=torch.float64)
         points = p[None] + u[:, None] * e[None]
         inside = ((points <= up) & (points >= -down)).all(dim=1)
         if not bool(inside.any()):
@@ -115,7 +115,7 @@ def test_projection_in_two_dimensions_matches_an_exhaustive_search(norm):
             continue
         want = float(_norm(points[inside], norm).min())
         assert float(w @ d) == pytest.approx(c, abs=1e-9)
-        assert float(_norm(d[None], norm)) == pytest.approx(want, abs=5e-5)
+        assert float(_norm(d[None], norm)) == pytest.approx(want, abs=1e-4)
 
 
 def test_projection_on_open_bounds_and_zero_normals():
