@@ -4,10 +4,12 @@ transfers non-robustness (Zhang et al., AAAI 2023).
 Public surface:
     pgd, fgsm            attacks users call from their own training code (nonrobust_ext.attacks)
     apgd                 APGD-CE / APGD-DLR (Croce & Hein), for credible robustness evaluations
+    autoattack           AutoAttack (standard): APGD-CE, APGD-T, FAB-T, Square on the points still robust
     apgd_targeted        APGD-T: targeted DLR towards the most likely wrong classes (AutoAttack's 2nd stage)
     square               the Square Attack: score-based, no gradients (AutoAttack's last stage)
     bim, mifgsm, difgsm  iterative and transfer attacks (I-FGSM, momentum, diverse inputs)
     deepfool, cw_l2      minimal-perturbation attacks (L2)
+    fab                  FAB: minimal perturbation (L-inf, L2), targeted form for AutoAttack (FAB-T)
     robust_accuracy      clean/robust accuracy and true-label confidence over an eps grid
     AttackResult         the richer result of an attack (``return_result=True``)
     ops                  typed wrappers of the compiled ops (torch.ops.nonrobust_ext.*)
@@ -39,10 +41,12 @@ from .attacks import (  # noqa: E402
     RobustnessReport,
     apgd,
     apgd_targeted,
+    autoattack,
     bim,
     cw_l2,
     deepfool,
     difgsm,
+    fab,
     fgsm,
     mifgsm,
     pgd,
@@ -66,6 +70,7 @@ def build_info() -> dict[str, Any]:
 
 
 __all__ = [
-    "AttackResult", "CWResult", "DeepFoolResult", "RobustnessReport", "apgd", "apgd_targeted", "bim", "build_info",
-    "cw_l2", "deepfool", "difgsm", "fgsm", "mifgsm", "ops", "pgd", "reference", "robust_accuracy", "square",
+    "AttackResult", "CWResult", "DeepFoolResult", "RobustnessReport", "apgd", "apgd_targeted", "autoattack", "bim",
+    "build_info", "cw_l2", "deepfool", "difgsm", "fab", "fgsm", "mifgsm", "ops", "pgd", "reference",
+    "robust_accuracy", "square",
 ]

@@ -86,7 +86,7 @@ class Case:
 
 
 FIXED = [Case(name, norm) for name, spec in SPECS.items() if spec.kind == "fixed_radius" for norm in spec.norms]
-MINIMAL = [Case(name, "l2") for name in MINIMAL_NORM]
+MINIMAL = [Case(name, norm) for name in MINIMAL_NORM for norm in SPECS[name].norms]
 FEATURE = [Case("feature_pgd", "linf"), Case("feature_pgd", "l2")]
 LABELLED = FIXED + MINIMAL
 EVERY = LABELLED + FEATURE
@@ -114,6 +114,20 @@ def _predicted(model, x, flip=0):
 
 def _adversarial(case: Case, result: Any) -> torch.Tensor:
     return result.x_adv if hasattr(result, "x_adv") else result
+
+
+def _distance(result: Any) -> torch.Tensor:
+    """The distance a minimal-norm result reports in its case's norm: ``l2`` (DeepFool, C&W), or
+    ``radius`` (FAB, in its ``norm``; ``inf`` where it returns x because nothing fooled the model)."""
+    return result.l2 if hasattr(result, "l2") else result.radius
+
+
+def _check_distance(case: Case, result: Any, x: torch.Tensor, atol: float) -> None:
+    """The reported distance is the measured one wherever it is finite."""
+    reported = _distance(result)
+    finite = torch.isfinite(reported)
+    measured = _ball_norm(result.x_adv - x, case.norm).to(reported.dtype)
+    torch.testing.assert_close(reported[finite], measured[finite], atol=atol, rtol=0)
 
 
 def _eps_for(case: Case, size: float = 0.05) -> dict[str, Any]:
@@ -223,8 +237,8 @@ def test_normalisation_inside_or_outside_the_model_agree(cnn, case):
         a = case(inside, x, y, return_result=True)
         b = case(cnn, (x - m) / s, y, return_result=True, bounds=(-m.flatten() / s.flatten(),
                  (1 - m.flatten()) / s.flatten()), scale=1 / s.flatten())
-        torch.testing.assert_close(b.l2, a.l2, atol=atol, rtol=0)
-        torch.testing.assert_close(a.l2, _ball_norm(a.x_adv - x, "l2"), atol=1e-12, rtol=0)
+        torch.testing.assert_close(_distance(b), _distance(a), atol=atol, rtol=0)
+        _check_distance(case, a, x, atol=1e-12)
 
 
 @pytest.mark.parametrize("dtype,compute", [(torch.float32, torch.float32), (torch.float64, torch.float64),
@@ -342,6 +356,8 @@ def test_batch_consistency(cnn, case):
         start = (x + 0.02 * torch.randn(x.shape, generator=g, dtype=x.dtype)).clamp(0, 1)
     elif case.takes("random_start"):
         options["random_start"] = False  # a random start differs with the sample's index in the batch
+    elif case.takes("restarts") and case.randomized:
+        options["restarts"] = 1  # so does a random restart (FAB's restarts start at random points)
     full = case(cnn, x, y, **options, **({"x_init": start} if start is not None else {}))
     for i in (0, 2, 3, 5):
         alone = case(cnn, x[i : i + 1], y[i : i + 1], **options,
@@ -362,7 +378,11 @@ def test_deterministic_under_a_seed(cnn, case):
     torch.manual_seed(9)
     g = case(cnn, x, y, seed=None, **options)
     assert torch.equal(a, b) and torch.equal(a, c) and torch.equal(f, g)
-    assert not torch.equal(a, e)
+    # A minimal-norm attack's randomness (FAB's restarts: the first run starts at x) reaches its result
+    # only where a random restart beats the first run, which it does not on this near-linear model;
+    # test_attacks_fab.py shows a seed changing FAB's result where restarts matter.
+    if case.fixed_radius:
+        assert not torch.equal(a, e)
 
 
 @cases([c for c in EVERY if not c.randomized])
@@ -406,13 +426,14 @@ def test_result_describes_the_returned_batch(cnn, case):
         assert bool((res.steps == (steps if case.takes("steps") else 1)).all()) and bool((res.restart == 0).all())
     else:
         assert bool((res.steps <= steps).all())
-        torch.testing.assert_close(res.l2, _ball_norm(res.x_adv - x, "l2").to(res.l2.dtype), atol=1e-5, rtol=0)
+        _check_distance(case, res, x, atol=1e-5)
 
 
 def test_the_registry_lists_the_public_attacks():
     assert set(ATTACKS) == {"pgd", "apgd", "apgd_targeted", "fgsm", "bim", "mifgsm", "difgsm", "square"}
-    assert set(MINIMAL_NORM) == {"deepfool", "cw_l2"}
+    assert set(MINIMAL_NORM) == {"deepfool", "cw_l2", "fab"}
     for name, spec in SPECS.items():
+        assert getattr(nonrobust_ext.attacks, name) is spec.fn
         assert getattr(nonrobust_ext, name) is spec.fn
     # Every iterative attack of the evaluation registry takes early_stop; FGSM has one step.
     assert {n for n, s in SPECS.items() if s.early_stop} == {"pgd", "apgd", "apgd_targeted", "bim", "mifgsm", "difgsm"}
