@@ -86,6 +86,7 @@ def test_model_modes_grads_and_input_untouched(ten_class):
     model, x, y = ten_class
     x, y = x[:16].clone(), y[:16]
     before = x.clone()
+    model.zero_grad(set_to_none=True)
     model.train()
     try:
         autoattack(model, x, y, eps=0.05, **CHEAP)
