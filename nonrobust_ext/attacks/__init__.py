@@ -2,7 +2,7 @@
 
 - :mod:`.threat`: the threat model every attack resolves once (eps, norm, bounds, scale, step size);
 - :mod:`.pgd`, :mod:`.apgd`, :mod:`.transfer`: fixed-radius attacks (PGD/FGSM, Auto-PGD, BIM/MI-FGSM/DI-FGSM);
-- :mod:`.deepfool`, :mod:`.cw`: minimal-norm attacks;
+- :mod:`.deepfool`, :mod:`.cw`, :mod:`.fmn`: minimal-norm attacks;
 - :mod:`.feature`: feature-space PGD (no labels);
 - :mod:`.registry`: the attacks by name and what each is; :mod:`.evaluate`: robust accuracy.
 """
@@ -13,13 +13,14 @@ from .cw import CWResult, cw_l2
 from .deepfool import DeepFoolResult, deepfool
 from .evaluate import RobustnessReport, robust_accuracy
 from .feature import feature_pgd
+from .fmn import FMNResult, fmn
 from .pgd import fgsm, pgd
 from .registry import ATTACKS, MINIMAL_NORM, SPECS, AttackSpec
 from .threat import ThreatModel
 from .transfer import bim, difgsm, mifgsm
 
 __all__ = [
-    "ATTACKS", "MINIMAL_NORM", "SPECS", "AttackResult", "AttackSpec", "CWResult", "DeepFoolResult",
+    "ATTACKS", "MINIMAL_NORM", "SPECS", "AttackResult", "AttackSpec", "CWResult", "DeepFoolResult", "FMNResult",
     "RobustnessReport", "ThreatModel", "apgd", "bim", "cw_l2", "deepfool", "difgsm", "dlr_loss", "feature_pgd",
-    "fgsm", "mifgsm", "pgd", "robust_accuracy",
+    "fgsm", "fmn", "mifgsm", "pgd", "robust_accuracy",
 ]

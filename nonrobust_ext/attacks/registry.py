@@ -22,6 +22,7 @@ import torch
 from .apgd import apgd
 from .cw import cw_l2
 from .deepfool import deepfool
+from .fmn import fmn
 from .pgd import fgsm, pgd
 from .transfer import bim, difgsm, mifgsm
 
@@ -37,7 +38,8 @@ class AttackSpec:
         name: its name in the registry.
         fn: the attack, ``fn(model, x, y, **kwargs)``.
         kind: ``"fixed_radius"`` (maximises a loss inside the ``eps``-ball: the result lies in the ball)
-            or ``"minimal_norm"`` (searches for the smallest L2 perturbation that fools the model).
+            or ``"minimal_norm"`` (searches for the smallest perturbation, in one of its ``norms``, that
+            fools the model).
         norms: the norms of its threat model (``norm=`` for the attacks that take one).
         smoke: settings that make it quick on tiny inputs (8x8 images) and exercise every code path
             (momentum, random starts, input diversity at every step).
@@ -85,6 +87,7 @@ SPECS: Mapping[str, AttackSpec] = MappingProxyType({
               random_start=True),
         _spec("deepfool", deepfool, "minimal_norm", ("l2",), steps=5),
         _spec("cw_l2", cw_l2, "minimal_norm", ("l2",), c=10.0, steps=10, lr=0.05),
+        _spec("fmn", fmn, "minimal_norm", ("linf", "l2"), steps=10),
     )
 })
 
