@@ -107,7 +107,7 @@ def fmn(
 
         eps_k   = min(eps_{k-1} (1 - gamma_k), ||delta*||)     the iterate fools the model
                 = eps_{k-1} (1 + gamma_k)                      it does not, an adversarial point is known
-                = ||delta_k|| + |L| / ||g||_dual               it does not, none known yet
+                = (||delta_k|| + |L| / ||g||_dual)(1 + gamma_k) it does not, none known yet
         eps_k   = min(eps_k, largest ||delta|| inside the bounds)
         delta_{k+1} = clip_bounds( P_{eps_k}( delta_k - alpha_k g / ||g||_2 ) )
 
@@ -118,10 +118,18 @@ def fmn(
     Every iterate is checked as it is evaluated, and after the last step the final iterate once more
     (one forward pass without a gradient; the reference implementations never evaluate it).
 
-    Deliberately the paper's algorithm without its optional extras: no random start and no initial
-    attack with a boundary search (so the result is deterministic), and the logit difference with the
-    best other class at each step as the loss. Samples adversarial at ``x`` keep ``eps = 0`` and are
-    returned as ``x`` with radius 0.
+    The paper's algorithm without its optional extras (no random start, no initial attack with a
+    boundary search: the result is deterministic), with one change: the paper sets the radius to the
+    linearised estimate itself, which puts the ball's surface on the linearised boundary; where the
+    margin is (locally) linear the iterate then lands exactly on the boundary, rounding decides whether
+    it fools the model, and if not the same estimate repeats at every step (on linear models 3 of 64
+    samples were never fooled in 100 steps). Growing the estimate by the ``(1 + gamma_k)`` of the
+    second case crosses the boundary; the shrinking steps then bring the radius back to it.
+
+    The loss follows the strongest other class at each step, so the attack converges to the boundary
+    of that class, which need not be the nearest one (on random linear models FMN lands within 0.01%
+    of the exact minimum where it is, and 1.1-1.5x above it on the few samples where it is not).
+    Samples adversarial at ``x`` keep ``eps = 0`` and are returned as ``x`` with radius 0.
 
     The model runs in eval mode and every submodule's mode is restored afterwards; parameter ``.grad``
     is never written; ``x`` is never modified.
@@ -211,10 +219,12 @@ def fmn(
             dual = g_unit.abs().sum(dim=1) if threat.norm == "linf" else g_unit.norm(dim=1)
             # A flat margin (zero gradient) puts the linearised boundary at infinity.
             to_boundary = torch.where(dual > 0, size + loss.to(compute_dtype).abs() / dual, math.inf)
+            # The linearised estimate is grown like a known radius: taken as it is, the ball's surface
+            # lies on the linearised boundary and a (locally) linear margin can keep the iterate there.
             eps = torch.where(
                 fooled,
                 torch.minimum(eps * (1 - gamma), best.size),
-                torch.where(best.found, eps * (1 + gamma), to_boundary),
+                torch.where(best.found, eps, to_boundary) * (1 + gamma),
             )
             eps = torch.minimum(eps, farthest)
             # Unbounded inputs leave an infinite radius there, and NaN logits a NaN one (the watch
