@@ -9,6 +9,7 @@ Public surface:
     square               the Square Attack: score-based, no gradients (AutoAttack's last stage)
     bim, mifgsm, difgsm  iterative and transfer attacks (I-FGSM, momentum, diverse inputs)
     deepfool, cw_l2      minimal-perturbation attacks (L2)
+    fmn                  FMN: fast minimum-norm (L-inf, L2); robust_accuracy(curve=True) builds curves on it
     fab                  FAB: minimal perturbation (L-inf, L2), targeted form for AutoAttack (FAB-T)
     robust_accuracy      clean/robust accuracy and true-label confidence over an eps grid
     AttackResult         the richer result of an attack (``return_result=True``)
@@ -48,6 +49,7 @@ from .attacks import (  # noqa: E402
     difgsm,
     fab,
     fgsm,
+    fmn,
     mifgsm,
     pgd,
     robust_accuracy,
@@ -71,6 +73,6 @@ def build_info() -> dict[str, Any]:
 
 __all__ = [
     "AttackResult", "CWResult", "DeepFoolResult", "RobustnessReport", "apgd", "apgd_targeted", "autoattack", "bim",
-    "build_info", "cw_l2", "deepfool", "difgsm", "fab", "fgsm", "mifgsm", "ops", "pgd", "reference",
+    "build_info", "cw_l2", "deepfool", "difgsm", "fab", "fgsm", "fmn", "mifgsm", "ops", "pgd", "reference",
     "robust_accuracy", "square",
 ]

@@ -118,7 +118,7 @@ def _adversarial(case: Case, result: Any) -> torch.Tensor:
 
 def _distance(result: Any) -> torch.Tensor:
     """The distance a minimal-norm result reports in its case's norm: ``l2`` (DeepFool, C&W), or
-    ``radius`` (FAB, in its ``norm``; ``inf`` where it returns x because nothing fooled the model)."""
+    ``radius`` (FAB, FMN, in its ``norm``; ``inf`` where it returns x because nothing fooled the model)."""
     return result.l2 if hasattr(result, "l2") else result.radius
 
 
@@ -431,7 +431,7 @@ def test_result_describes_the_returned_batch(cnn, case):
 
 def test_the_registry_lists_the_public_attacks():
     assert set(ATTACKS) == {"pgd", "apgd", "apgd_targeted", "fgsm", "bim", "mifgsm", "difgsm", "square"}
-    assert set(MINIMAL_NORM) == {"deepfool", "cw_l2", "fab"}
+    assert set(MINIMAL_NORM) == {"deepfool", "cw_l2", "fab", "fmn"}
     for name, spec in SPECS.items():
         assert getattr(nonrobust_ext.attacks, name) is spec.fn
         assert getattr(nonrobust_ext, name) is spec.fn

@@ -1,4 +1,5 @@
-"""Robustness evaluation: clean and robust accuracy over an eps grid, with true-label confidence.
+"""Robustness evaluation: clean and robust accuracy over an eps grid, with true-label confidence, or
+the whole robustness curve from a minimal-norm attack's per-sample radii (``curve=True``).
 
 Samples the model already misclassifies are not attacked (they are counted as non-robust and their
 clean input stands in for the adversarial one): the attack runs on the correctly classified part
@@ -13,8 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Union
+from typing import Any, Literal, Union, overload
 
 import torch
 
@@ -40,7 +42,8 @@ from ._common import (
     eval_mode,
     select_logits,
 )
-from .registry import ATTACKS, AttackFn
+from .curve import RobustnessCurve
+from .registry import ATTACKS, MINIMAL_NORM, SPECS, AttackFn
 
 Data = Union[Iterable[Any], tuple[torch.Tensor, torch.Tensor]]
 
@@ -137,33 +140,60 @@ def _radii(eps: object) -> list[float]:
     return [check_real(e, "eps", low=0.0) for e in radii]
 
 
+@overload
+def robust_accuracy(
+    model: torch.nn.Module, data: Data, *, eps: Sequence[float] | None = ..., curve: Literal[False] = ...,
+    attack: str | AttackFn | None = ..., device: torch.device | str | None = ..., logits: LogitsSelector = ...,
+    batch_size: int = ..., max_batches: int | None = ..., progress: bool = ..., **attack_kwargs: Any,
+) -> RobustnessReport: ...
+@overload
+def robust_accuracy(
+    model: torch.nn.Module, data: Data, *, eps: None = ..., curve: Literal[True],
+    attack: str | AttackFn | None = ..., device: torch.device | str | None = ..., logits: LogitsSelector = ...,
+    batch_size: int = ..., max_batches: int | None = ..., progress: bool = ..., **attack_kwargs: Any,
+) -> RobustnessCurve: ...
 def robust_accuracy(
     model: torch.nn.Module,
     data: Data,
     *,
-    eps: Sequence[float],
-    attack: str | AttackFn = "pgd",
+    eps: Sequence[float] | None = None,
+    curve: bool = False,
+    attack: str | AttackFn | None = None,
     device: torch.device | str | None = None,
     logits: LogitsSelector = None,
     batch_size: int = 256,
     max_batches: int | None = None,
     progress: bool = False,
     **attack_kwargs: Any,
-) -> RobustnessReport:
-    """Clean and robust accuracy of ``model`` for every radius in ``eps``.
+) -> RobustnessReport | RobustnessCurve:
+    """Clean and robust accuracy of ``model`` for every radius in ``eps``, or (``curve=True``) at every
+    radius at once.
 
     For each batch: one clean forward; then for each eps the attack runs on the samples that are
     still correctly classified (compaction), and a sample counts as robust if the model still
     classifies its adversarial input correctly.
+
+    With ``curve=True`` a minimal-norm attack runs once on the correctly classified samples of each
+    batch instead, and each sample's radius is the norm of the closest point it found that the model
+    (evaluated again on it, as for a fixed eps) misclassifies: 0 for samples misclassified clean (not
+    attacked), ``inf`` where it found none. The :class:`~nonrobust_ext.attacks.curve.RobustnessCurve`
+    then gives the robust accuracy at any radius (``curve.accuracy(eps)``), the median radius and the
+    expected robustness over a range.
 
     Args:
         model: the classifier (evaluated in eval mode; its modes are restored afterwards).
         data: an iterable of ``(x, y)`` batches (e.g. a DataLoader), or a pair of tensors
             ``(x, y)`` split into batches of ``batch_size``. Each ``x`` a finite floating-point
             batch, each ``y`` its ``[B]`` integer labels.
-        eps: the radii to evaluate, a list of finite numbers >= 0 (0 gives the clean accuracy).
-        attack: a name in :data:`ATTACKS` (``"pgd"``, ``"fgsm"``, ``"bim"``, ...) or a callable
-            ``attack(model, x, y, eps=..., **attack_kwargs)`` returning the adversarial batch.
+        eps: the radii to evaluate, a list of finite numbers >= 0 (0 gives the clean accuracy);
+            required without ``curve``, refused with it (use ``curve.accuracy(eps)``).
+        curve: return the robustness curve from a minimal-norm attack's per-sample radii instead of
+            the accuracies at ``eps``.
+        attack: without ``curve``: a name in :data:`ATTACKS` (default ``"pgd"``: ``"fgsm"``,
+            ``"bim"``, ...) or a callable ``attack(model, x, y, eps=..., **attack_kwargs)`` returning
+            the adversarial batch. With ``curve``: a minimal-norm attack of the norm asked for,
+            ``"fmn"`` (the default; ``norm="linf"`` or ``"l2"``, default ``"linf"``), or
+            ``"deepfool"`` or ``"cw_l2"`` (``norm="l2"`` only, the norm their results carry).
         device: where to evaluate (default: where the model's parameters are).
         logits: where the logits are in the model's output (index, key or callable); also passed to
             named attacks.
@@ -177,22 +207,37 @@ def robust_accuracy(
             after all steps, so it is off by default.
 
     Returns:
-        A :class:`RobustnessReport` over at least one sample.
+        A :class:`RobustnessReport` over at least one sample, or with ``curve=True`` a
+        :class:`~nonrobust_ext.attacks.curve.RobustnessCurve` over at least one sample.
 
     Raises:
         TypeError: an argument, a batch or its labels of the wrong type; a keyword argument the named
-            attack does not take.
-        ValueError: a bad value (eps NaN, infinite, negative or empty; batch_size or max_batches < 1;
+            attack does not take; ``eps`` missing without ``curve``.
+        ValueError: a bad value (eps NaN, infinite, negative or empty, or given with ``curve``;
+            with ``curve`` an attack that is not a minimal-norm one of the norm asked for;
+            batch_size or max_batches < 1;
             a device that does not exist here;
             x and y of different lengths; NaN or infinite images; labels outside the model's
             classes; NaN logits), or data that holds no samples.
     """
     check_model(model)
-    eps_list = _radii(eps)
+    curve = check_bool(curve, "curve")
+    if curve and eps is not None:
+        raise ValueError("eps is not used with curve=True: the curve holds every radius; read the robust "
+                         "accuracy at eps with curve.accuracy(eps)")
+    if not curve and eps is None:
+        raise TypeError("robust_accuracy needs eps, a list of radii (or curve=True for the whole robustness curve)")
     batch_size = check_int(batch_size, "batch_size", 1)
     max_batches = check_optional_int(max_batches, "max_batches", 1)
     progress = check_bool(progress, "progress")
     logits = check_selector(logits)
+    if curve:
+        return _robustness_curve(model, data, attack="fmn" if attack is None else attack, device=device,
+                                 logits=logits, batch_size=batch_size, max_batches=max_batches, progress=progress,
+                                 attack_kwargs=attack_kwargs)
+    eps_list = _radii(eps)
+    if attack is None:
+        attack = "pgd"
     if isinstance(attack, str):
         if attack not in ATTACKS:
             raise ValueError(f"attack must be one of {sorted(ATTACKS)} or a callable, got {attack!r}")
@@ -247,6 +292,94 @@ def robust_accuracy(
         clean_confidence=clean_conf / total,
         adversarial_confidence=[c / total for c in adv_conf],
     )
+
+
+def _robustness_curve(
+    model: torch.nn.Module,
+    data: Data,
+    *,
+    attack: object,
+    device: torch.device | str | None,
+    logits: LogitsSelector,
+    batch_size: int,
+    max_batches: int | None,
+    progress: bool,
+    attack_kwargs: dict[str, Any],
+) -> RobustnessCurve:
+    """:func:`robust_accuracy` with ``curve=True`` (its arguments already checked but for the attack)."""
+    name, norm, attack_fn, attack_kwargs = _curve_attack(attack, attack_kwargs, logits)
+    device = resolve_device(model, device)
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]] = progress_bar(
+        _batches(data, batch_size), description="robustness curve", enabled=progress, unit="batch")
+
+    radii: list[torch.Tensor] = []
+    clean_correct = 0
+    with eval_mode(model):
+        for index, (x, y) in enumerate(batches):
+            if max_batches is not None and index >= max_batches:
+                break
+            x, y = x.to(device), y.to(device).long()
+            with torch.no_grad():
+                clean_logits = check_finite_logits(select_logits(model(x), logits))
+            check_logits(clean_logits, y)
+            correct = clean_logits.argmax(1) == y
+            clean_correct += int(correct.sum())
+            radius = torch.zeros(len(y), dtype=torch.float64)
+            keep = correct.nonzero().squeeze(1)
+            if len(keep):
+                radius[keep.cpu()] = _fooling_radii(model, attack_fn(model, x[keep], y[keep], **attack_kwargs),
+                                                    y[keep], logits)
+            radii.append(radius)
+    all_radii = _gathered(radii)
+    check_nonempty(len(all_radii), "data")
+    return RobustnessCurve(norm=norm, attack=name, radii=all_radii, num_samples=len(all_radii),
+                           clean_correct=clean_correct)
+
+
+def _gathered(radii: list[torch.Tensor]) -> torch.Tensor:
+    """The per-batch radii of the whole evaluation, in data order, as one ``[N]`` float64 CPU tensor: the
+    one place they are collected."""
+    return torch.cat(radii) if radii else torch.zeros(0, dtype=torch.float64)
+
+
+def _curve_attack(
+    attack: object, attack_kwargs: dict[str, Any], logits: LogitsSelector
+) -> tuple[str, str, AttackFn, dict[str, Any]]:
+    """``(name, norm, fn, kwargs)`` of the minimal-norm attack a curve is measured with: the named attack
+    must search for the smallest perturbation in the norm asked for (``norm=`` in ``attack_kwargs``,
+    default its first norm), and is called with ``return_result=True``."""
+    if not isinstance(attack, str) or attack not in MINIMAL_NORM:
+        shown = attack if isinstance(attack, str) else type(attack).__name__
+        raise ValueError(f"attack must be a minimal-norm attack ({', '.join(repr(n) for n in MINIMAL_NORM)}) with "
+                         f"curve=True, got {shown!r}: a fixed-radius attack gives no per-sample radius; pass "
+                         "eps=[...] without curve for it")
+    spec = SPECS[attack]
+    kwargs = {"logits": logits, **attack_kwargs}
+    norm = kwargs.pop("norm", spec.norms[0])
+    if norm not in spec.norms:
+        raise ValueError(f"attack={attack!r} measures {', '.join(spec.norms)} radii only, got norm={norm!r}; "
+                         f"use attack='fmn' for norm='linf'")
+    if spec.takes("norm"):
+        kwargs["norm"] = norm
+    if "return_result" in kwargs:
+        raise TypeError("return_result is set by robust_accuracy; do not pass it to the attack")
+    if kwargs.get("targeted"):
+        raise ValueError("targeted=True has no place in a robustness curve: the radii are those of untargeted "
+                         "attacks on the true labels")
+    _check_attack_kwargs(attack, spec.fn, kwargs)
+    return attack, norm, spec.fn, {**kwargs, "return_result": True}
+
+
+def _fooling_radii(model: torch.nn.Module, result: Any, y: torch.Tensor, logits: LogitsSelector) -> torch.Tensor:
+    """``[B]`` float64 CPU: the distance a minimal-norm attack's result reports (``radius``, or ``l2``)
+    where the model, evaluated again on its point, misclassifies it; ``inf`` elsewhere. The second
+    verdict makes the radius one the model really fails at, as a fixed-eps evaluation would count it
+    (an attack's own verdict can differ in a borderline case: another batch, another precision)."""
+    distance = result.radius if hasattr(result, "radius") else result.l2
+    with torch.no_grad():
+        adv_logits = check_finite_logits(select_logits(model(result.x_adv), logits))
+    fooled = result.success & (adv_logits.argmax(1) != y)
+    return torch.where(fooled, distance.double(), math.inf).cpu()
 
 
 def true_label_probability(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -24,6 +24,7 @@ from .apgd_targeted import apgd_targeted
 from .cw import cw_l2
 from .deepfool import deepfool
 from .fab import fab
+from .fmn import fmn
 from .pgd import fgsm, pgd
 from .square import square
 from .transfer import bim, difgsm, mifgsm
@@ -40,8 +41,8 @@ class AttackSpec:
         name: its name in the registry.
         fn: the attack, ``fn(model, x, y, **kwargs)``.
         kind: ``"fixed_radius"`` (maximises a loss inside the ``eps``-ball: the result lies in the ball)
-            or ``"minimal_norm"`` (searches for the smallest perturbation that fools the model, in L2 or,
-            for FAB, in any of its norms).
+            or ``"minimal_norm"`` (searches for the smallest perturbation, in one of its ``norms``, that
+            fools the model).
         norms: the norms of its threat model (``norm=`` for the attacks that take one).
         smoke: settings that make it quick on tiny inputs (8x8 images) and exercise every code path
             (momentum, random starts, input diversity at every step).
@@ -94,6 +95,7 @@ SPECS: Mapping[str, AttackSpec] = MappingProxyType({
         _spec("deepfool", deepfool, "minimal_norm", ("l2",), steps=5),
         _spec("cw_l2", cw_l2, "minimal_norm", ("l2",), c=10.0, steps=10, lr=0.05),
         _spec("fab", fab, "minimal_norm", ("linf", "l2"), steps=3, restarts=2),
+        _spec("fmn", fmn, "minimal_norm", ("linf", "l2"), steps=10),
     )
 })
 
