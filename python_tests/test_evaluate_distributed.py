@@ -22,7 +22,7 @@ _WORKER = textwrap.dedent("""
 
     def main(rank, world, store_path, out):
         dist.init_process_group("gloo", init_method=f"file://{store_path}", rank=rank, world_size=world)
-        torch.save(evaluate(distributed=True), f"{out}/rank{rank}.pt")
+        torch.save(evaluate(f"{out}/model.pt", distributed=True), f"{out}/rank{rank}.pt")
         end_gloo_worker()
 
     if __name__ == "__main__":
@@ -31,7 +31,9 @@ _WORKER = textwrap.dedent("""
 """)
 
 
-def _task():
+def _train(path) -> None:
+    """A SmallCNN trained on the 10-class pattern task, saved to ``path`` (every process loads the same
+    weights: training in each would differ in the last bits with the thread count)."""
     from _helpers import SmallCNN, pattern_task
 
     torch.manual_seed(0)
@@ -42,13 +44,27 @@ def _task():
         opt.zero_grad()
         torch.nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
-    x_test, y_test = pattern_task(75, seed=1, num_classes=10)  # 75: the shards and blocks are uneven
-    return model.eval(), x_test, y_test
+    torch.save(model.state_dict(), path)
 
 
-def evaluate(distributed: bool) -> dict:
-    """What the test compares: the same evaluations in one process or on every rank."""
-    model, x, y = _task()
+def evaluate(path, distributed: bool) -> dict:
+    """What the test compares: the same evaluations in one process or on every rank (one thread each,
+    so that the arithmetic is the same in every process)."""
+    from _helpers import SmallCNN, pattern_task
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _evaluate(path, distributed, SmallCNN, pattern_task)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _evaluate(path, distributed, SmallCNN, pattern_task) -> dict:  # noqa: N803 (classes passed in)
+    model = SmallCNN(in_channels=1, num_classes=10)
+    model.load_state_dict(torch.load(path, weights_only=True))
+    model.eval()
+    x, y = pattern_task(75, seed=1, num_classes=10)  # 75: the shards and blocks are uneven
     grid = nonrobust_ext.robust_accuracy(model, (x, y), eps=[0.0, 0.03, 0.06], attack="pgd", steps=5, seed=0,
                                          batch_size=16, distributed=distributed)
     curve = nonrobust_ext.robust_accuracy(model, (x, y), curve=True, attack="fmn", norm="linf", steps=10,
@@ -65,13 +81,14 @@ def evaluate(distributed: bool) -> dict:
 
 @pytest.mark.slow
 def test_two_gloo_processes_return_what_one_process_returns(tmp_path):
+    _train(tmp_path / "model.pt")
     script = tmp_path / "worker.py"
     script.write_text(_WORKER)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, str(script), str(tmp_path / "store"), str(tmp_path), os.path.dirname(__file__)]
     subprocess.run(command, check=True, timeout=600, env=env)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
-    want = evaluate(distributed=False)
+    want = evaluate(tmp_path / "model.pt", distributed=False)
     for got in ranks:
         n, clean, robust, clean_conf, adv_conf, correct, robust_rows = got["grid"]
         assert (n, clean, robust) == want["grid"][:3], "counts are exact"

@@ -57,6 +57,24 @@ def gather_rows(part: torch.Tensor, counts: list[int]) -> torch.Tensor:
     return out.bool() if part.dtype == torch.bool else out
 
 
+def sum_parts_(t: torch.Tensor) -> torch.Tensor:
+    """``t`` summed over the ranks, in place, on every rank: each rank fills its own entries and leaves
+    the others at zero, so the sum is every rank's entries together (bool travels as uint8)."""
+    if world()[1] == 1:
+        return t
+    wire = (t.to(torch.uint8) if t.dtype == torch.bool else t).to(_wire_device())
+    dist.all_reduce(wire)
+    t.copy_(wire.bool() if t.dtype == torch.bool else wire)
+    return t
+
+
+def _wire_device() -> torch.device:
+    """Where a collective's tensors must be: this rank's GPU under NCCL, the CPU otherwise (gloo)."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def sum_all(values: list[float], device: torch.device | None = None) -> list[float]:
     """``values`` summed over the ranks (float64, so counts stay exact), on every rank."""
     if world()[1] == 1:
@@ -75,4 +93,4 @@ def max_all(value: float, device: torch.device | None = None) -> float:
     return float(t)
 
 
-__all__ = ["gather_rows", "max_all", "require_group", "shard", "sum_all", "world"]
+__all__ = ["gather_rows", "max_all", "require_group", "shard", "sum_all", "sum_parts_", "world"]

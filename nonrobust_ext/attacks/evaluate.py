@@ -31,6 +31,7 @@ from .._validate import (
     is_real,
     resolve_device,
 )
+from . import _distributed
 from ._common import (
     LogitsSelector,
     check_finite_logits,
@@ -64,6 +65,10 @@ class RobustnessReport:
         clean_confidence: mean softmax probability of the true label on clean inputs.
         adversarial_confidence: per eps, the same on the adversarial inputs (clean inputs for samples
             that were not attacked because they were already misclassified).
+        correct: ``[N]`` bool, per sample in data order: classified correctly (``None`` when the report
+            was built from counts alone).
+        robust: ``[len(eps), N]`` bool: still correct under attack at each eps (``None`` likewise).
+            Two models evaluated on the same data can be compared sample by sample (paired).
     """
 
     eps: list[float]
@@ -72,6 +77,9 @@ class RobustnessReport:
     robust_correct: list[int]
     clean_confidence: float
     adversarial_confidence: list[float]
+    # Not compared by ==: two reports are equal when their numbers are (tensors have no truth value).
+    correct: torch.Tensor | None = dataclasses.field(default=None, compare=False)
+    robust: torch.Tensor | None = dataclasses.field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         check_nonempty(check_int(self.num_samples, "num_samples"), "the evaluated data")
@@ -82,6 +90,12 @@ class RobustnessReport:
                              f"{len(self.adversarial_confidence)}")
         for i, count in enumerate(self.robust_correct):
             check_int(count, f"robust_correct[{i}]", 0, self.clean_correct)
+        if self.correct is not None and (self.correct.shape != (self.num_samples,)
+                                         or int(self.correct.sum()) != self.clean_correct):
+            raise ValueError("correct must hold one flag per sample and count clean_correct")
+        if self.robust is not None and (self.robust.shape != (len(self.eps), self.num_samples)
+                                        or self.robust.sum(1).tolist() != list(self.robust_correct)):
+            raise ValueError("robust must hold one flag per eps and sample and count robust_correct")
 
     @property
     def clean_accuracy(self) -> float:
@@ -92,7 +106,11 @@ class RobustnessReport:
         return [c / self.num_samples for c in self.robust_correct]
 
     def as_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
+        """JSON-friendly: the per-sample flags as lists of 0/1."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for name in ("correct", "robust"):
+            if out[name] is not None:
+                out[name] = out[name].int().tolist()
         out["clean_accuracy"] = self.clean_accuracy
         out["robust_accuracy"] = self.robust_accuracy
         return out
@@ -144,13 +162,15 @@ def _radii(eps: object) -> list[float]:
 def robust_accuracy(
     model: torch.nn.Module, data: Data, *, eps: Sequence[float] | None = ..., curve: Literal[False] = ...,
     attack: str | AttackFn | None = ..., device: torch.device | str | None = ..., logits: LogitsSelector = ...,
-    batch_size: int = ..., max_batches: int | None = ..., progress: bool = ..., **attack_kwargs: Any,
+    batch_size: int = ..., max_batches: int | None = ..., progress: bool = ..., distributed: bool = ...,
+    **attack_kwargs: Any,
 ) -> RobustnessReport: ...
 @overload
 def robust_accuracy(
     model: torch.nn.Module, data: Data, *, eps: None = ..., curve: Literal[True],
     attack: str | AttackFn | None = ..., device: torch.device | str | None = ..., logits: LogitsSelector = ...,
-    batch_size: int = ..., max_batches: int | None = ..., progress: bool = ..., **attack_kwargs: Any,
+    batch_size: int = ..., max_batches: int | None = ..., progress: bool = ..., distributed: bool = ...,
+    **attack_kwargs: Any,
 ) -> RobustnessCurve: ...
 def robust_accuracy(
     model: torch.nn.Module,
@@ -164,6 +184,7 @@ def robust_accuracy(
     batch_size: int = 256,
     max_batches: int | None = None,
     progress: bool = False,
+    distributed: bool = False,
     **attack_kwargs: Any,
 ) -> RobustnessReport | RobustnessCurve:
     """Clean and robust accuracy of ``model`` for every radius in ``eps``, or (``curve=True``) at every
@@ -200,6 +221,10 @@ def robust_accuracy(
         batch_size: batch size when ``data`` is a pair of tensors (>= 1).
         max_batches: stop after this many batches (>= 1; None: all of them).
         progress: show a progress bar (tqdm, when installed).
+        distributed: under ``torchrun`` (an initialised process group; every rank passes the same
+            data), rank ``r`` attacks batches ``r, r + world, ...`` and the per-sample outcomes are
+            summed over the ranks: every rank returns the whole evaluation, equal to one process's
+            (the attacks' randomness must come from ``seed``, which restarts for every batch).
         attack_kwargs: passed to the attack (e.g. ``steps=20, norm="l2", seed=0``). With the iterative
             attacks (``pgd``, ``bim``, ``apgd``, ``mifgsm``, ``difgsm``), ``early_stop=True`` gives
             the same robust accuracy for much less work when most samples fall early, but the
@@ -230,11 +255,13 @@ def robust_accuracy(
     batch_size = check_int(batch_size, "batch_size", 1)
     max_batches = check_optional_int(max_batches, "max_batches", 1)
     progress = check_bool(progress, "progress")
+    distributed = check_bool(distributed, "distributed")
+    _distributed.require_group(distributed)
     logits = check_selector(logits)
     if curve:
         return _robustness_curve(model, data, attack="fmn" if attack is None else attack, device=device,
                                  logits=logits, batch_size=batch_size, max_batches=max_batches, progress=progress,
-                                 attack_kwargs=attack_kwargs)
+                                 distributed=distributed, attack_kwargs=attack_kwargs)
     eps_list = _radii(eps)
     if attack is None:
         attack = "pgd"
@@ -253,44 +280,51 @@ def robust_accuracy(
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]] = progress_bar(
         _batches(data, batch_size), description="robust accuracy", enabled=progress, unit="batch")
 
-    total = clean_correct = 0
-    robust_correct = [0] * len(eps_list)
-    clean_conf = 0.0
-    adv_conf = [0.0] * len(eps_list)
+    rank, world = _distributed.world() if distributed else (0, 1)
+    correct_parts, clean_p_parts, robust_parts, adv_p_parts = [], [], [], []
     with eval_mode(model):
         for index, (x, y) in enumerate(batches):
             if max_batches is not None and index >= max_batches:
                 break
             x, y = x.to(device), y.to(device).long()
+            # Every rank classifies every batch (cheap next to the attacks, and a bad batch then raises on
+            # all ranks alike); each attacks only its own batches, leaving zeros in the others' rows.
             with torch.no_grad():
                 clean_logits = check_finite_logits(select_logits(model(x), logits))
             check_logits(clean_logits, y)
             correct = clean_logits.argmax(1) == y
-            clean_p = true_label_probability(clean_logits, y)
-            total += len(y)
-            clean_correct += int(correct.sum())
-            clean_conf += float(clean_p.sum())
-            keep = correct.nonzero().squeeze(1)
-            for k, e in enumerate(eps_list):
-                p = clean_p.clone()
-                if e > 0 and len(keep):
-                    x_adv = attack_fn(model, x[keep], y[keep], eps=e, **attack_kwargs)
-                    _check_adversarial(x_adv, x[keep])
-                    with torch.no_grad():
-                        adv_logits = check_finite_logits(select_logits(model(x_adv), logits))
-                    robust_correct[k] += int((adv_logits.argmax(1) == y[keep]).sum())
-                    p[keep] = true_label_probability(adv_logits, y[keep])
-                else:
-                    robust_correct[k] += len(keep)
-                adv_conf[k] += float(p.sum())
+            clean_p = true_label_probability(clean_logits, y).double()
+            correct_parts.append(correct.cpu())
+            clean_p_parts.append(clean_p.cpu())
+            robust = torch.zeros(len(eps_list), len(y), dtype=torch.bool, device=x.device)
+            adv_p = torch.zeros(len(eps_list), len(y), dtype=torch.float64, device=x.device)
+            if index % world == rank:
+                keep = correct.nonzero().squeeze(1)
+                for k, e in enumerate(eps_list):
+                    robust[k], adv_p[k] = correct, clean_p
+                    if e > 0 and len(keep):
+                        x_adv = attack_fn(model, x[keep], y[keep], eps=e, **attack_kwargs)
+                        _check_adversarial(x_adv, x[keep])
+                        with torch.no_grad():
+                            adv_logits = check_finite_logits(select_logits(model(x_adv), logits))
+                        robust[k, keep] = adv_logits.argmax(1) == y[keep]
+                        adv_p[k, keep] = true_label_probability(adv_logits, y[keep]).double()
+            robust_parts.append(robust.cpu())
+            adv_p_parts.append(adv_p.cpu())
+    correct_all = torch.cat(correct_parts) if correct_parts else torch.zeros(0, dtype=torch.bool)
+    total = len(correct_all)
     check_nonempty(total, "data")
+    robust_all = _distributed.sum_parts_(torch.cat(robust_parts, dim=1))
+    adv_p_all = _distributed.sum_parts_(torch.cat(adv_p_parts, dim=1))
     return RobustnessReport(
         eps=eps_list,
         num_samples=total,
-        clean_correct=clean_correct,
-        robust_correct=robust_correct,
-        clean_confidence=clean_conf / total,
-        adversarial_confidence=[c / total for c in adv_conf],
+        clean_correct=int(correct_all.sum()),
+        robust_correct=[int(c) for c in robust_all.sum(1)],
+        clean_confidence=float(torch.cat(clean_p_parts).sum()) / total,
+        adversarial_confidence=[float(c) / total for c in adv_p_all.sum(1)],
+        correct=correct_all,
+        robust=robust_all,
     )
 
 
@@ -304,6 +338,7 @@ def _robustness_curve(
     batch_size: int,
     max_batches: int | None,
     progress: bool,
+    distributed: bool,
     attack_kwargs: dict[str, Any],
 ) -> RobustnessCurve:
     """:func:`robust_accuracy` with ``curve=True`` (its arguments already checked but for the attack)."""
@@ -312,6 +347,7 @@ def _robustness_curve(
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]] = progress_bar(
         _batches(data, batch_size), description="robustness curve", enabled=progress, unit="batch")
 
+    rank, world = _distributed.world() if distributed else (0, 1)
     radii: list[torch.Tensor] = []
     clean_correct = 0
     with eval_mode(model):
@@ -324,9 +360,10 @@ def _robustness_curve(
             check_logits(clean_logits, y)
             correct = clean_logits.argmax(1) == y
             clean_correct += int(correct.sum())
+            # Zeros in the other ranks' batches: the sum over ranks is every batch's radii.
             radius = torch.zeros(len(y), dtype=torch.float64)
             keep = correct.nonzero().squeeze(1)
-            if len(keep):
+            if len(keep) and index % world == rank:
                 radius[keep.cpu()] = _fooling_radii(model, attack_fn(model, x[keep], y[keep], **attack_kwargs),
                                                     y[keep], logits)
             radii.append(radius)
@@ -337,9 +374,9 @@ def _robustness_curve(
 
 
 def _gathered(radii: list[torch.Tensor]) -> torch.Tensor:
-    """The per-batch radii of the whole evaluation, in data order, as one ``[N]`` float64 CPU tensor: the
-    one place they are collected."""
-    return torch.cat(radii) if radii else torch.zeros(0, dtype=torch.float64)
+    """The per-batch radii of the whole evaluation, in data order, as one ``[N]`` float64 CPU tensor:
+    each rank's own batches summed with the others' (zeros there; ``inf + 0`` stays ``inf``)."""
+    return _distributed.sum_parts_(torch.cat(radii)) if radii else torch.zeros(0, dtype=torch.float64)
 
 
 def _curve_attack(
