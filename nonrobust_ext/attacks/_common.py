@@ -283,6 +283,13 @@ def per_sample_loss(loss_fn: LossFn, logits: torch.Tensor, y: torch.Tensor) -> t
     return value
 
 
+def ranked_targets(clean: torch.Tensor, y: torch.Tensor, count: int) -> torch.Tensor:
+    """``[B, count]``: per sample, the ``count`` classes with the highest clean logits other than ``y``,
+    most likely first (the targets of AutoAttack's targeted stages)."""
+    ranked = clean.float().masked_fill(F.one_hot(y, clean.shape[1]).bool(), -math.inf)
+    return ranked.argsort(dim=1, descending=True, stable=True)[:, :count]
+
+
 def succeeded(logits: torch.Tensor, y: torch.Tensor, targeted: bool) -> torch.Tensor:
     """``[B]`` bool: misclassified (untargeted) or classified as ``y`` (targeted). The logits must be
     finite (checked by the caller: :func:`check_finite_logits` or a :class:`FiniteWatch`)."""

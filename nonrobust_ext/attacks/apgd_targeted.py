@@ -30,6 +30,7 @@ from ._common import (
     check_start,
     eval_mode,
     keep_better,
+    ranked_targets,
     resolve_amp,
     resolve_generator,
     select_logits,
@@ -189,7 +190,7 @@ def apgd_targeted(
         if num_classes < 3:
             raise ValueError(f"targeted APGD's DLR loss needs at least 3 classes (it divides by z_pi1 - z_pi3), "
                              f"the model has {num_classes}")
-        targets = _ranked_targets(clean, y, min(target_classes, num_classes - 1))
+        targets = ranked_targets(clean, y, min(target_classes, num_classes - 1))
         per_pass = targets.shape[1] if target_batch is None else min(target_batch, targets.shape[1])
 
         # Every sample is attacked, the misclassified ones too (as apgd does): a later chunk or restart
@@ -215,13 +216,6 @@ def apgd_targeted(
                 current.restart.fill_(r)
                 best.put_rows_(todo, keep_better(best.rows(todo), current))
     return best if return_result else best.x_adv
-
-
-def _ranked_targets(clean: torch.Tensor, y: torch.Tensor, count: int) -> torch.Tensor:
-    """``[B, count]``: per sample, the ``count`` classes with the highest clean logits other than ``y``,
-    most likely first."""
-    ranked = clean.float().masked_fill(torch.nn.functional.one_hot(y, clean.shape[1]).bool(), -torch.inf)
-    return ranked.argsort(dim=1, descending=True, stable=True)[:, :count]
 
 
 def _run_targets(

@@ -13,12 +13,12 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Literal, overload
+from typing import Any, Literal, overload
 
 import torch
 
 from .._params import Param
-from .._validate import check_bool, check_int, check_optional_real, check_real
+from .._validate import check_bool, check_int, check_optional_int, check_optional_real, check_real
 from ._common import (
     AttackResult,
     FiniteWatch,
@@ -26,12 +26,15 @@ from ._common import (
     LossFn,
     Model,
     check_batch,
+    check_finite_logits,
+    check_logits,
     check_model,
     check_selector,
     eval_mode,
     input_gradient,
     margin,
     per_sample_loss,
+    ranked_targets,
     resolve_amp,
     select_logits,
     succeeded,
@@ -70,15 +73,15 @@ class FMNResult(AttackResult):
 def fmn(
     model: Model, x: torch.Tensor, y: torch.Tensor, *, norm: str = ..., steps: int = ...,
     alpha_init: float | None = ..., alpha_final: float | None = ..., gamma_init: float = ..., gamma_final: float = ...,
-    targeted: bool = ..., bounds: Bounds = ..., scale: Param = ..., logits: LogitsSelector = ...,
-    amp: torch.dtype | None = ..., return_result: Literal[False] = ...,
+    targeted: bool = ..., target_classes: int | None = ..., bounds: Bounds = ..., scale: Param = ...,
+    logits: LogitsSelector = ..., amp: torch.dtype | None = ..., return_result: Literal[False] = ...,
 ) -> torch.Tensor: ...
 @overload
 def fmn(
     model: Model, x: torch.Tensor, y: torch.Tensor, *, norm: str = ..., steps: int = ...,
     alpha_init: float | None = ..., alpha_final: float | None = ..., gamma_init: float = ..., gamma_final: float = ...,
-    targeted: bool = ..., bounds: Bounds = ..., scale: Param = ..., logits: LogitsSelector = ...,
-    amp: torch.dtype | None = ..., return_result: Literal[True],
+    targeted: bool = ..., target_classes: int | None = ..., bounds: Bounds = ..., scale: Param = ...,
+    logits: LogitsSelector = ..., amp: torch.dtype | None = ..., return_result: Literal[True],
 ) -> FMNResult: ...
 def fmn(
     model: Model,
@@ -92,6 +95,7 @@ def fmn(
     gamma_init: float = 0.05,
     gamma_final: float = 0.001,
     targeted: bool = False,
+    target_classes: int | None = None,
     bounds: Bounds = (0.0, 1.0),
     scale: Param = 1.0,
     logits: LogitsSelector = None,
@@ -129,6 +133,11 @@ def fmn(
     The loss follows the strongest other class at each step, so the attack converges to the boundary
     of that class, which need not be the nearest one (on random linear models FMN lands within 0.01%
     of the exact minimum where it is, and 1.1-1.5x above it on the few samples where it is not).
+    ``target_classes=k`` removes that blind spot for k times the work: one targeted run towards each of
+    the ``k`` classes the model ranks highest after ``y`` (the runs are rows of one batch), and per
+    sample the smallest radius found by any of them. The smallest perturbation that fools the model
+    makes *some* class the top one, and the targeted run towards that class looks for exactly that
+    perturbation: with every class targeted, a linear model's exact minimum is found for every sample.
     Samples adversarial at ``x`` keep ``eps = 0`` and are returned as ``x`` with radius 0.
 
     The model runs in eval mode and every submodule's mode is restored afterwards; parameter ``.grad``
@@ -148,6 +157,9 @@ def fmn(
         gamma_init: initial relative change of the radius per step, in ``(0, 1)``.
         gamma_final: final relative change of the radius, in ``[0, gamma_init]``.
         targeted: move towards class ``y`` instead of away from it.
+        target_classes: untargeted only: run targeted towards each of this many most likely wrong
+            classes (>= 1, capped at ``num_classes - 1``) and keep the smallest radius (see above);
+            ``None``: one untargeted run.
         bounds: ``(lo, hi)`` of the input space, numbers or per-channel tensors ``[C]``; ``None`` for
             unbounded inputs.
         scale: per-channel size of one threat-model unit in input units (``1 / std`` for inputs
@@ -181,8 +193,17 @@ def fmn(
     gamma_init = check_real(gamma_init, "gamma_init", low=0.0, high=1.0, low_inclusive=False, high_inclusive=False)
     gamma_final = check_real(gamma_final, "gamma_final", low=0.0, high=gamma_init)
     targeted = check_bool(targeted, "targeted")
+    target_classes = check_optional_int(target_classes, "target_classes", 1)
+    if target_classes is not None and targeted:
+        raise ValueError("target_classes chooses the targets of an untargeted attack; with targeted=True, y "
+                         "already holds the targets")
     logits = check_selector(logits)
     return_result = check_bool(return_result, "return_result")
+    if target_classes is not None:
+        options = dict(norm=norm, steps=steps, alpha_init=alpha_init, alpha_final=alpha_final, gamma_init=gamma_init,
+                       gamma_final=gamma_final, bounds=bounds, scale=scale, logits=logits, amp=amp)
+        result = _smallest_over_targets(model, x, y, target_classes, options)
+        return result if return_result else result.x_adv
     precision = resolve_amp(amp, x)
     x = x.detach()
     y = y.long()
@@ -255,6 +276,29 @@ def fmn(
         x_adv=best.x_adv, success=best.found, loss=best.loss, steps=best.steps,
         restart=torch.zeros_like(best.steps), radius=best.size,
     )
+
+
+def _smallest_over_targets(model: Model, x: torch.Tensor, y: torch.Tensor, count: int,
+                           options: dict[str, Any]) -> FMNResult:
+    """FMN with ``target_classes=count``: a targeted run towards each of the ``count`` most likely wrong
+    classes (target-major rows of one batch) and, per sample, the run with the smallest fooling radius."""
+    with torch.no_grad(), eval_mode(model), resolve_amp(options["amp"], x).autocast():
+        clean = check_finite_logits(select_logits(model(x.detach()), options["logits"]))
+    check_logits(clean, y)
+    targets = ranked_targets(clean, y.long(), min(count, clean.shape[1] - 1))
+    batch, per_sample = targets.shape
+    rows = torch.arange(batch, device=x.device).repeat(per_sample)
+    runs = fmn(model, x[rows], targets.t().reshape(-1), targeted=True, return_result=True, **options)
+    radius = torch.where(runs.success, runs.radius, math.inf).reshape(per_sample, batch)
+    chosen = radius.argmin(dim=0) * batch + torch.arange(batch, device=x.device)
+    best = runs.rows(chosen)
+    # A targeted run that reaches its class fools the model; the loss reported is the untargeted margin
+    # at the kept point, as an untargeted run reports it.
+    with torch.no_grad(), eval_mode(model), resolve_amp(options["amp"], x).autocast():
+        z = check_finite_logits(select_logits(model(best.x_adv), options["logits"]))
+    best.loss = (-margin(z.to(best.loss.dtype), y.long())).to(best.loss.dtype)
+    best.x_adv = torch.empty_like(x).copy_(best.x_adv)  # x's memory format, as every attack returns
+    return best
 
 
 class _Best:
