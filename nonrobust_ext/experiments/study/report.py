@@ -196,7 +196,7 @@ def _comparison_table(compared: list[dict[str, Any]]) -> list[str]:
 
 
 def _compare(what: str, a: str, sa: dict[str, float], b: str, sb: dict[str, float]) -> str:
-    """One sentence: ``a``'s ``what`` against ``b``'s, the verdict from :func:`.summary.versus`."""
+    """One descriptive sentence: ``a``'s ``what`` against ``b``'s in :func:`.summary.versus`'s words."""
     return f"{what}: {a} {sa['mean']:.3f} is {versus(sa, sb)} {b}'s {sb['mean']:.3f}."
 
 
