@@ -13,6 +13,7 @@ import sys
 
 import pytest
 import torch
+from _study_records import with_per_sample
 
 from nonrobust_ext import models, training
 from nonrobust_ext.cli import main
@@ -72,7 +73,7 @@ def test_quick_study_writes_results_and_a_report_made_of_its_numbers(tiny_study)
     assert saved["summary"] == results["summary"]
     report = (tmp_path / "report.md").read_text()
     allowed = _numbers(saved)
-    for token in re.findall(r"\d+\.\d+", report):
+    for token in re.findall(r"-?\d+\.\d+", report):  # the paired differences may be negative
         assert token in allowed, f"report.md shows {token}, which is not a number of results.json"
     for stage in SMALL_TARGETS:
         assert f"| {stage} |" in report
@@ -92,36 +93,36 @@ def _stat(mean: float, std: float = 0.01) -> dict[str, float]:
 
 
 @pytest.mark.slow
-def test_the_reports_verdicts_follow_the_numbers(tiny_study):
-    """The sentences are chosen from the numbers: the same results with the paper's pattern written in,
-    then reversed, then within the spread, give the three verdicts."""
+def test_the_reports_verdicts_follow_the_per_image_records(tiny_study):
+    """The claims are judged by the paired comparisons of per-image records: the same results with
+    records of the paper's pattern written in, then reversed, then with seeds that disagree, give the
+    three verdicts."""
     _, results = tiny_study
-    results = copy.deepcopy(results)
-    summary = results["summary"]
 
-    def set_models(ft_clean, st_clean, ft_attacked, st_attacked, std=0.01):
-        summary["finetuned"]["clean_accuracy"] = _stat(ft_clean, std)
-        summary["standard"]["clean_accuracy"] = _stat(st_clean, std)
-        summary["finetuned"]["robust_accuracy"][1] = _stat(ft_attacked, std)
-        summary["standard"]["robust_accuracy"][1] = _stat(st_attacked, std)
+    def verdicts(ft_clean, st_clean, ft_attacked, st_attacked) -> tuple[str, str]:
+        def rates(stage, seed, record):
+            if stage == "finetuned":
+                return ft_clean[int(seed)], [ft_clean[int(seed)], ft_attacked[int(seed)]]
+            if stage == "standard":
+                return st_clean[int(seed)], [st_clean[int(seed)], st_attacked[int(seed)]]
+            return record["clean_accuracy"], record["robust_accuracy"]
 
-    def verdicts() -> tuple[str, str]:
-        report = study.render_report(results)
-        accurate = re.search(r"more accurate model\* \(fine-tuned vs standard, clean\): ([^(]+) \(", report)
-        robust = re.search(r"less robust one\* \(fine-tuned below standard under attack\): (.+)\.$", report, re.M)
+        report = study.render_report(with_per_sample(results, 100, rates))
+        accurate = re.search(r"more accurate model\* \(finetuned above standard, clean\): finetuned minus standard "
+                             r"clean accuracy: .+?: the claim (holds|is reversed|is undecided)", report)
+        robust = re.search(r"finetuned minus standard robust accuracy at 0\.100: (-?\d\.\d{3}) \[.+?\] \(95% CI over "
+                           r"2 seeds x 100 images\): the claim (holds|is reversed|is undecided)", report)
         assert accurate and robust, report
-        return accurate.group(1).strip(), robust.group(1)
+        return accurate.group(1), robust.group(2)
 
-    set_models(0.9, 0.5, 0.1, 0.4)
-    assert verdicts() == ("holds", "holds at every eps")
-    assert "Accuracy at eps 0.100: finetuned 0.100 is below standard's 0.400." in study.render_report(results)
-    set_models(0.5, 0.9, 0.4, 0.1)
-    assert verdicts() == ("is reversed", "is reversed at eps 0.100")
-    set_models(0.6, 0.5, 0.1, 0.2, std=0.2)
-    assert verdicts() == ("is within the seed-to-seed spread", "is within the seed-to-seed spread at every eps")
-    # the source paragraph compares clean accuracy itself, not the first radius of the grid
+    assert verdicts([0.9, 0.9], [0.5, 0.5], [0.1, 0.1], [0.4, 0.4]) == ("holds", "holds")
+    assert verdicts([0.5, 0.5], [0.9, 0.9], [0.4, 0.4], [0.1, 0.1]) == ("is reversed", "is reversed")
+    assert verdicts([0.9, 0.5], [0.5, 0.9], [0.1, 0.4], [0.4, 0.1]) == ("is undecided", "is undecided")
+    summary = copy.deepcopy(results["summary"])
+    results = {**results, "summary": summary}
+    # the source paragraph gives clean accuracy itself, not the first radius of the grid, and no verdict
     summary["robust_pretrained"]["clean_accuracy"] = _stat(0.321)
-    assert "Clean source accuracy: robust_pretrained 0.321 is" in study.render_report(results)
+    assert "Clean source accuracy: robust_pretrained 0.321, pretrained" in study.render_report(results)
     # a model whose validation accuracy ended below its best is named
     summary["dm"]["training"] = {"val_accuracy_last": _stat(0.2), "val_accuracy_best": _stat(0.6),
                                  "best_step_fraction": _stat(0.3)}
@@ -341,11 +342,11 @@ def test_torchvision_weights_without_robust_ones_leave_the_robust_models_out(tmp
     config = StudyConfig(**IMAGENET_TINY, pretrained="torchvision")
     assert config.stages == ("pretrained", "finetuned", "standard")
     results = run_study(config, tmp_path / "out", progress=False, log=lambda _: None)
-    assert set(results["summary"]) == {"finetuned", "standard", "analyses"}
+    assert set(results["summary"]) == {"finetuned", "standard", "analyses", "comparisons"}
     assert set(results["summary"]["analyses"]["cka"]) == {"pretrained~finetuned", "pretrained~standard"}
     report = (tmp_path / "out" / "report.md").read_text()
     assert "| finetuned |" in report and "| dm |" not in report and "robust models are left out" in report
-    assert all(token in _numbers(results) for token in re.findall(r"\d+\.\d+", report))
+    assert all(token in _numbers(results) for token in re.findall(r"-?\d+\.\d+", report))
 
 
 @pytest.mark.slow
@@ -412,7 +413,7 @@ def test_the_default_setting_runs_on_the_real_imagenet_weights(tmp_path):
                          eval_eps=(0.0, 8 / 255))
     results = run_study(config, tmp_path, progress=False, log=lambda _: None)
     arms = ("finetuned", "standard", "adv_finetuned", "dm_finetuned")
-    assert set(results["summary"]) == {*arms, "analyses"}
+    assert set(results["summary"]) == {*arms, "analyses", "comparisons"}
     assert results["summary"]["analyses"]["layers"] == ["_blocks.2", "_blocks.4", "_blocks.10", "_blocks.15"]
     # The standard model has its own budget, and its validation curve is recorded for the plateau check.
     curves = {s: results["seeds"]["0"][s]["training"]["val_curve"] for s in arms}
@@ -429,4 +430,4 @@ def test_the_default_setting_runs_on_the_real_imagenet_weights(tmp_path):
     for phrase in ("Adversarial (PGD-AT) fine-tuning from the same pretrained weights", "DM fine-tuning from the same",
                    "The standard model (from scratch, 6 steps) is the paper's baseline", "ImageNet weights `imagenet`"):
         assert phrase in report
-    assert all(token in _numbers(results) for token in re.findall(r"\d+\.\d+", report))
+    assert all(token in _numbers(results) for token in re.findall(r"-?\d+\.\d+", report))

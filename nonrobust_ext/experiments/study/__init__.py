@@ -33,7 +33,8 @@ The package is the pipeline's steps, each a module, the data flowing one way thr
 - :mod:`.tasks`     the dataset loaded and split per seed (source task, few-shot target task)
 - :mod:`.stages`    the training stages, the ``stages.json`` cache guard, ImageNet weights
 - :mod:`.measure`   evaluation and analyses of one seed's models
-- :mod:`.summary`   mean ± std over seeds, and the verdict rules (holds / reversed / within the spread)
+- :mod:`.summary`   mean ± std over seeds, and the claims' paired comparisons (holds / reversed / undecided)
+- :mod:`.paired`    the paired per-image difference of two models and its hierarchical bootstrap interval
 - :mod:`.report`    ``report.md`` from the results alone
 - :mod:`.plots`     the PNG plots
 - :mod:`.pipeline`  :func:`run_study`, composing them
@@ -41,7 +42,7 @@ The package is the pipeline's steps, each a module, the data flowing one way thr
 
 from __future__ import annotations
 
-from . import config, measure, pipeline, plots, report, stages, summary, tasks
+from . import config, measure, paired, pipeline, plots, report, stages, summary, tasks
 from .config import (
     EVAL_ATTACKS,
     IMAGENET_CLASSES,
@@ -77,6 +78,6 @@ __all__ = [
     "CKA_PAIRS", "EVAL_ATTACKS", "IMAGENET_CLASSES", "IMAGENET_MEAN", "IMAGENET_SIZE", "IMAGENET_STD", "LATE_BEST",
     "METHODS", "METHOD_STAGES", "PLOTS", "PRESETS", "RANK_SHARES", "SELECT_RULES", "SOURCE_STAGES", "STAGES",
     "STAGES_FILE", "SUMMARISED", "StudyConfig", "TARGET_STAGES", "TRAINING_FIELDS", "VALIDATIONS", "config",
-    "measure", "pipeline", "plots", "render_report", "report", "run_study", "stages", "summary", "tasks",
+    "measure", "paired", "pipeline", "plots", "render_report", "report", "run_study", "stages", "summary", "tasks",
     "write_plots",
 ]

@@ -115,7 +115,7 @@ def run_study(
         "config": config.as_dict(),
         "stages": list(config.stages),
         "seeds": per_seed,
-        "summary": summarise(per_seed),
+        "summary": summarise(per_seed, config.eval_eps),
         "seconds": time.perf_counter() - started,
         "world_size": world,
     }

@@ -1,6 +1,8 @@
 """``report.md`` from ``results.json`` alone: every number in it is a value of the results rounded
-to 3 places, and every sentence under a table is chosen by the verdict rules of :mod:`.summary`
-comparing those values.
+to 3 places. The claims' verdicts are those of the paired comparisons stored in the summary
+(:func:`.summary.comparisons`): each claim sentence gives the difference and its confidence
+interval. Sentences about numbers without per-image records (source models, analyses, training)
+describe them with :func:`.summary.versus` and judge no claim.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Any
 from .config import SOURCE_STAGES, STAGES, TARGET_STAGES
 from .measure import RANK_SHARES
 from .plots import PLOTS
-from .summary import ABOVE, BELOW, WITHIN, attacked_verdicts, claim, present, verdict_over_eps, versus
+from .summary import ABOVE, BELOW, WITHIN, present, versus
 
 # A run's best validation accuracy in its last LATE_BEST share of steps may not have levelled off yet.
 LATE_BEST = 0.2
@@ -29,9 +31,11 @@ def _fmt(stat: dict[str, float] | None) -> str:
 
 def render_report(results: dict[str, Any], plots: Sequence[str] = ()) -> str:
     """``report.md`` from ``results`` alone: every number in it is a value of ``results`` rounded to 3
-    places, and every sentence under a table is chosen by comparing those values (a gap no larger than
-    the seed-to-seed spread is called that). ``plots`` are the PNG files written next to it."""
+    places; every claim is judged by its paired comparison (difference and interval stated), and
+    results without per-image records (older ones) are rendered without verdicts. ``plots`` are the
+    PNG files written next to it."""
     cfg, summary = results["config"], results["summary"]
+    compared = summary.get("comparisons") or []
     eps = cfg["eval_eps"]
     seeds = len(cfg["seeds"])
     attack = cfg["eval_attack"].upper()
@@ -49,25 +53,22 @@ def render_report(results: dict[str, Any], plots: Sequence[str] = ()) -> str:
         f"training images per class; backbone `{cfg['backbone']}`; {seeds} seed(s), mean ± standard deviation over "
         f"seeds. Robust accuracy: L-inf {attack}"
         f"{'-' + str(cfg['eval_steps']) if cfg['eval_attack'] != 'fgsm' else ''}; adversarial training and DM at "
-        f"eps {_eps(cfg['train_eps'])}. A difference no larger than the larger of the two standard deviations is "
-        "called *within the seed-to-seed spread*: this study cannot tell such models apart."
-        + (" With one seed there is no spread (every standard deviation is 0), so every gap is called a difference: "
-           "run several seeds before trusting a verdict." if seeds == 1 else ""),
+        f"eps {_eps(cfg['train_eps'])}.",
+        "",
+        _method(compared, seeds),
         "",
         "## Summary",
         "",
-        *_summary_findings(summary, eps),
+        *_summary_findings(summary, compared),
         "",
         f"## Target task: accuracy (clean, then under {attack} at each eps; APGD-CE at the largest)",
         "",
-        "| model | " + " | ".join(f"eps {e:.3f}" for e in eps) + f" | APGD eps {max(eps):.3f} |",
-        "|---|" + "---:|" * (len(eps) + 1),
+        *_accuracy_table(summary, targets, eps),
+        "",
+        "### Paired comparisons",
+        "",
+        *_comparison_table(compared),
     ]
-    for stage in targets:
-        apgd = summary[stage]["apgd_robust_accuracy"]
-        cells = [_fmt(s) for s in summary[stage]["robust_accuracy"]] + [_fmt(apgd) if apgd else "not run"]
-        lines.append(f"| {stage} | " + " | ".join(cells) + " |")
-    lines += ["", _paragraph(_accuracy_findings(summary, eps))]
     if sources:
         lines += ["", "## Source task (the pretrained models on held-out source images)", "",
                   "| model | " + " | ".join(f"eps {e:.3f}" for e in eps) + " |", "|---|" + "---:|" * len(eps)]
@@ -100,8 +101,102 @@ def _table(title: str, note: str, columns: list[str], rows: dict[str, list[dict[
     return out + ["", _paragraph(findings)]
 
 
+def _method(compared: list[dict[str, Any]], seeds: int) -> str:
+    """How the claims are judged: the paired bootstrap, on how many images, and its limits."""
+    if not compared:
+        return ("These results have no per-image records, so no claim is judged here: the tables give mean ± "
+                "standard deviation over seeds only. Rerun the study with this version for paired comparisons "
+                "with confidence intervals.")
+    first = compared[0]
+    images = sorted({n for c in compared for n in c["images"]})
+    per_seed = f"{images[0]}" if len(images) == 1 else f"{images[0]} to {images[-1]}"
+    text = (f"Claims are judged by paired comparisons: every seed evaluates all target models on the same "
+            f"{per_seed} test images, so each claim rests on the per-image differences a - b (correct or robust "
+            "0/1; for the expected robustness, min(r, eps) / eps with r the minimal L-inf radius that fools the "
+            "model, FMN). The difference is the mean over seeds of each seed's mean difference. Its "
+            f"{first['level']:.0%} interval is a hierarchical percentile bootstrap ({first['resamples']} resamples: "
+            "the seeds drawn with replacement, then within each drawn seed its images with replacement). A claim "
+            "holds when the interval excludes 0 on the claimed side, is reversed when it excludes 0 on the other "
+            "side, and is undecided otherwise. Each interval covers one comparison: with this many comparisons a "
+            "few may exclude 0 by chance. Mean ± standard deviation over seeds in the tables only describe the "
+            "numbers; sentences comparing numbers without per-image records (source models, analyses, training) "
+            "call a gap no larger than the larger standard deviation *within the seed-to-seed spread* and judge "
+            "no claim.")
+    if seeds == 1 or not first["seed_level"]:
+        text += (" With one seed only the images are resampled: the intervals ignore seed-to-seed variation "
+                 "(training runs, splits), so they are too narrow for claims about the methods; run several seeds.")
+    return text
+
+
+# How the comparisons' metrics read in a sentence.
+METRIC_WORDS = {"clean_accuracy": "clean accuracy", "robust_accuracy": "robust accuracy",
+                "autoattack_accuracy": "AutoAttack accuracy", "expected_robustness": "expected robustness"}
+
+
+def _scope(c: dict[str, Any]) -> str:
+    """What an interval is over: ``95% CI over 3 seeds x 500 images``."""
+    images = sorted(set(c["images"]))
+    count = str(images[0]) if len(images) == 1 else "/".join(str(n) for n in c["images"])
+    seeds = f"{c['seeds']} seed{'s' if c['seeds'] > 1 else ''}"
+    text = f"{c['level']:.0%} CI over {seeds} x {count} images"
+    return text if c["seed_level"] else text + ", ignoring seed-to-seed variation"
+
+
+def _difference(c: dict[str, Any]) -> str:
+    """``a minus b <metric> [at eps]: d [low, high] (95% CI over ...)``."""
+    at = "" if c["eps"] is None else f" at {_eps(c['eps'])}"
+    return (f"{c['a']} minus {c['b']} {METRIC_WORDS[c['metric']]}{at}: {c['mean']:.3f} "
+            f"[{c['low']:.3f}, {c['high']:.3f}] ({_scope(c)})")
+
+
+def _judged(compared: list[dict[str, Any]], a: str, b: str, clean: bool) -> list[str]:
+    """The claim sentences of ``a`` against ``b``: on clean accuracy (``clean``) or under attack."""
+    return [f"{_difference(c)}: the claim {c['verdict']}." for c in compared
+            if c["a"] == a and c["b"] == b and (c["metric"] == "clean_accuracy") == clean]
+
+
+def _bullet(claim_text: str, sentences: list[str]) -> list[str]:
+    """A claim with its judged comparisons: inline when one, nested when several, nothing when none."""
+    if not sentences:
+        return []
+    if len(sentences) == 1:
+        return [f"- {claim_text}: {sentences[0]}"]
+    return [f"- {claim_text}:"] + [f"  - {s}" for s in sentences]
+
+
+def _accuracy_table(summary: dict[str, Any], targets: list[str], eps: list[float]) -> list[str]:
+    """The target models' accuracy, mean ± std over seeds; AutoAttack and expected-robustness
+    columns where some model has them."""
+    top = f"{max(eps):.3f}"
+    extra = [(key, title) for key, title in (("autoattack_accuracy", f"AutoAttack eps {top}"),
+                                             ("expected_robustness", f"expected robustness eps {top}"))
+             if any(summary[s].get(key) for s in targets)]
+    out = ["| model | " + " | ".join([f"eps {e:.3f}" for e in eps] + [f"APGD eps {top}"] + [t for _, t in extra])
+           + " |", "|---|" + "---:|" * (len(eps) + 1 + len(extra))]
+    for stage in targets:
+        row = summary[stage]
+        cells = [_fmt(s) for s in row["robust_accuracy"]] + [_fmt(row["apgd_robust_accuracy"]) if
+                                                            row["apgd_robust_accuracy"] else "not run"]
+        cells += [_fmt(row[key]) if row.get(key) else "not run" for key, _ in extra]
+        out.append(f"| {stage} | " + " | ".join(cells) + " |")
+    return out
+
+
+def _comparison_table(compared: list[dict[str, Any]]) -> list[str]:
+    """Every paired comparison: the difference a - b, its interval and the claim's verdict."""
+    if not compared:
+        return ["(No per-image records: no paired comparisons.)"]
+    out = ["| a - b | metric | eps | difference | CI | claim: a is ... b | verdict |",
+           "|---|---|---:|---:|---|---|---|"]
+    for c in compared:
+        at = "-" if c["eps"] is None else _eps(c["eps"])
+        out.append(f"| {c['a']} - {c['b']} | {METRIC_WORDS[c['metric']]} | {at} | {c['mean']:.3f} | "
+                   f"[{c['low']:.3f}, {c['high']:.3f}] | {c['wanted']} | {c['verdict']} |")
+    return out + ["", f"Intervals: {_scope(compared[0])}."]
+
+
 def _compare(what: str, a: str, sa: dict[str, float], b: str, sb: dict[str, float]) -> str:
-    """One sentence: ``a``'s ``what`` against ``b``'s, the verdict from :func:`.summary.versus`."""
+    """One descriptive sentence: ``a``'s ``what`` against ``b``'s in :func:`.summary.versus`'s words."""
     return f"{what}: {a} {sa['mean']:.3f} is {versus(sa, sb)} {b}'s {sb['mean']:.3f}."
 
 
@@ -117,78 +212,49 @@ def _pairwise(summary: dict[str, Any], a: str, b: str, key: str, eps: list[float
 ROBUST_ARMS = {"adv_finetuned": "Adversarial (PGD-AT) fine-tuning", "dm_finetuned": "DM fine-tuning"}
 
 
-def _summary_findings(summary: dict[str, Any], eps: list[float]) -> list[str]:
-    """The paper's claims, each with what this run's numbers say about it."""
-    out = []
-    if "finetuned" in summary and "standard" in summary:
-        ft, st = summary["finetuned"], summary["standard"]
-        clean_word = claim(versus(ft["clean_accuracy"], st["clean_accuracy"]), ABOVE)
-        attacked = attacked_verdicts(summary, "finetuned", "standard", eps)
-        out.append(f"- *Fine-tuning from pretrained weights gives a more accurate model* (fine-tuned vs standard, "
-                   f"clean): {clean_word} ({ft['clean_accuracy']['mean']:.3f} vs {st['clean_accuracy']['mean']:.3f}).")
-        if attacked:
-            out.append(f"- *... but a less robust one* (fine-tuned below standard under attack): "
-                       f"{verdict_over_eps(attacked, BELOW)}.")
-        analyses = summary["analyses"]
-        inherited = analyses["source_feature_attack_accuracy"].get("pretrained")
-        if inherited and "finetuned" in inherited and "standard" in inherited:
-            word = claim(versus(inherited["finetuned"], inherited["standard"]), BELOW)
-            out.append(f"- *The non-robustness is inherited from the pretrained features* (perturbations of the "
-                       f"pretrained model's features hurt the fine-tuned model more than the standard one): {word} "
-                       f"({inherited['finetuned']['mean']:.3f} vs {inherited['standard']['mean']:.3f} accuracy kept).")
+def _summary_findings(summary: dict[str, Any], compared: list[dict[str, Any]]) -> list[str]:
+    """The paper's claims, each with the paired comparisons that judge it in this run."""
+    out = _bullet("*Fine-tuning from pretrained weights gives a more accurate model* (finetuned above standard, clean)",
+                  _judged(compared, "finetuned", "standard", clean=True))
+    out += _bullet("*... but a less robust one* (finetuned below standard under attack)",
+                   _judged(compared, "finetuned", "standard", clean=False))
+    inherited = _get(summary, "analyses", "source_feature_attack_accuracy", "pretrained")
+    if inherited and "finetuned" in inherited and "standard" in inherited:
+        out.append(f"- *The non-robustness is inherited from the pretrained features* (perturbations of the "
+                   f"pretrained model's features hurt the fine-tuned model more than the standard one): not judged, "
+                   f"this analysis has no per-image records ({inherited['finetuned']['mean']:.3f} vs "
+                   f"{inherited['standard']['mean']:.3f} accuracy kept, mean over seeds).")
     for arm, method in ROBUST_ARMS.items():
-        out += _remedy_finding(summary, arm, "finetuned", eps,
-                               f"{method} from the same pretrained weights removes the non-robustness",
-                               f"{arm} above finetuned under attack")
-    out += _remedy_finding(summary, "dm", "robust_finetuned", eps, "Robust pretraining plus DM fine-tuning repairs it",
-                           "DM above robust fine-tuning under attack")
+        out += _remedy_finding(compared, arm, "finetuned",
+                               f"{method} from the same pretrained weights removes the non-robustness")
+    out += _remedy_finding(compared, "dm", "robust_finetuned", "Robust pretraining plus DM fine-tuning repairs it",
+                           clean_baseline="finetuned")
+    if not compared and "finetuned" in summary and "standard" in summary:
+        out.insert(0, "- (No per-image records in these results: no claim is judged.)")
     return out or ["- (The comparisons need the fine-tuned and the standard model.)"]
 
 
-def _remedy_finding(summary: dict[str, Any], remedy: str, baseline: str, eps: list[float], claim_text: str,
-                    comparison: str) -> list[str]:
-    """The claim that ``remedy`` is more robust than ``baseline``, judged over the eps grid, with
-    ``remedy``'s clean accuracy against the fine-tuned model's; nothing when a model is missing or the
-    grid has no eps > 0."""
-    if remedy not in summary or baseline not in summary or "finetuned" not in summary:
-        return []
-    attacked = attacked_verdicts(summary, remedy, baseline, eps)
-    if not attacked:
-        return []
-    robust, ft = summary[remedy]["clean_accuracy"], summary["finetuned"]["clean_accuracy"]
-    return [f"- *{claim_text}* ({comparison}): {verdict_over_eps(attacked, ABOVE)}; its clean accuracy "
-            f"{robust['mean']:.3f} is {versus(robust, ft)} the fine-tuned model's {ft['mean']:.3f}."]
-
-
-def _accuracy_findings(summary: dict[str, Any], eps: list[float]) -> list[str]:
-    out = _pairwise(summary, "finetuned", "standard", "robust_accuracy", eps, "accuracy")
-    if "finetuned" in summary and "standard" in summary and summary["finetuned"]["apgd_robust_accuracy"]:
-        out.append(_compare(f"APGD-CE at eps {max(eps):.3f}", "finetuned", summary["finetuned"]["apgd_robust_accuracy"],
-                            "standard", summary["standard"]["apgd_robust_accuracy"]))
-    k = len(eps) - 1
-    for a, b in (("adv_finetuned", "finetuned"), ("dm_finetuned", "finetuned"), ("robust_finetuned", "finetuned"),
-                 ("dm", "robust_finetuned")):
-        if a in summary and b in summary:
-            out.append(_compare(f"At eps {eps[k]:.3f}", a, summary[a]["robust_accuracy"][k], b,
-                                summary[b]["robust_accuracy"][k]))
-    if "dm" in summary and "finetuned" in summary:
-        out.append(_compare("Clean", "dm", summary["dm"]["clean_accuracy"], "finetuned",
-                            summary["finetuned"]["clean_accuracy"]))
-    return out
+def _remedy_finding(compared: list[dict[str, Any]], remedy: str, baseline: str, claim_text: str,
+                    clean_baseline: str | None = None) -> list[str]:
+    """The claim that ``remedy`` is more robust than ``baseline``, and that it costs clean accuracy
+    against ``clean_baseline`` (the baseline by default); nothing when it was not compared."""
+    out = _bullet(f"*{claim_text}* ({remedy} above {baseline} under attack)",
+                  _judged(compared, remedy, baseline, clean=False))
+    clean_baseline = clean_baseline or baseline
+    return out + _bullet(f"*... at a cost in clean accuracy* ({remedy} below {clean_baseline}, clean)",
+                         _judged(compared, remedy, clean_baseline, clean=True))
 
 
 def _source_findings(summary: dict[str, Any], eps: list[float]) -> list[str]:
+    """The source models' numbers side by side: they have no per-image records, so no verdict."""
     if "pretrained" not in summary or "robust_pretrained" not in summary:
         return []
     k = len(eps) - 1
     robust, plain = summary["robust_pretrained"], summary["pretrained"]
-    clean = (robust["clean_accuracy"], plain["clean_accuracy"])
-    attacked = (robust["robust_accuracy"][k], plain["robust_accuracy"][k])
-    return [_compare("Clean source accuracy", "robust_pretrained", clean[0], "pretrained", clean[1]),
-            _compare(f"At eps {eps[k]:.3f}", "robust_pretrained", attacked[0], "pretrained", attacked[1]),
-            "Adversarial training on the source trades clean accuracy for robustness where the first is below and "
-            "the second above." if versus(*clean) == BELOW and versus(*attacked) == ABOVE else
-            "The robust source model does not show the usual trade (less clean accuracy, more robustness) here."]
+    return [f"Clean source accuracy: robust_pretrained {robust['clean_accuracy']['mean']:.3f}, pretrained "
+            f"{plain['clean_accuracy']['mean']:.3f}; at eps {eps[k]:.3f}: robust_pretrained "
+            f"{robust['robust_accuracy'][k]['mean']:.3f}, pretrained {plain['robust_accuracy'][k]['mean']:.3f} "
+            "(means over seeds; the source models have no per-image records, so no verdict)."]
 
 
 def _training_section(summary: dict[str, Any], cfg: dict[str, Any]) -> list[str]:

@@ -1,11 +1,12 @@
-"""The results of every seed summarised (mean ± std over seeds), and the verdict rules that compare
-two summarised numbers: the words the report's sentences are chosen by.
+"""The results of every seed summarised: mean ± std over seeds (the tables' descriptive numbers) and
+the paired comparisons that decide the report's claims.
 
-The rule, in one place: a gap between two means no larger than the larger of the two standard
-deviations is *within the seed-to-seed spread* — the study cannot tell those models apart — and
-otherwise one is *above* or *below* the other. A claim that ``a`` is above (below) ``b`` then
-*holds*, *is reversed* or *is within the seed-to-seed spread*. With one seed every std is 0, so
-any gap counts as a difference (the report says so).
+Verdicts come only from :func:`comparisons`: each claim that one target model is above (below)
+another on a metric is judged by the hierarchical bootstrap interval of their paired per-image
+difference (:mod:`.paired`), from the ``per_sample`` records of every seed. :func:`versus` only
+describes the numbers that have no per-image records (the source models, the analyses, training):
+a gap no larger than the larger of the two standard deviations is *within the seed-to-seed spread*,
+otherwise one is *above* or *below* the other; it decides no claim.
 """
 
 from __future__ import annotations
@@ -15,14 +16,32 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .config import STAGES
+from .paired import ABOVE, BELOW, paired_difference, verdict
 
 Stat = Mapping[str, float]  # {"mean": ..., "std": ...}
 
 # The per-model results that are summarised over seeds (mean ± std).
 SUMMARISED = ("apgd_robust_accuracy", "clean_accuracy", "robust_accuracy", "adversarial_confidence", "training")
 
-# The words of versus(): how one summarised number stands to another.
-ABOVE, BELOW, WITHIN = "above", "below", "within the seed-to-seed spread of"
+# The words of versus(): how one summarised number stands to another (ABOVE, BELOW are paired's).
+WITHIN = "within the seed-to-seed spread of"
+
+# The claims judged by paired comparisons, as (a, b, what a's clean accuracy is claimed to be
+# relative to b's, what a's accuracy under attack is claimed to be): ``None`` where the report
+# makes no such claim. The remedies are claimed to cost clean accuracy (the usual robustness trade)
+# and to be more robust than the fine-tuned model they replace.
+CLAIMS = (
+    ("finetuned", "standard", ABOVE, BELOW),
+    ("adv_finetuned", "finetuned", BELOW, ABOVE),
+    ("dm_finetuned", "finetuned", BELOW, ABOVE),
+    ("robust_finetuned", "finetuned", BELOW, ABOVE),
+    ("dm", "robust_finetuned", None, ABOVE),
+    ("dm", "finetuned", BELOW, None),
+)
+
+# The metrics compared, per image: clean and robust accuracy (the eval attack at each eps > 0),
+# AutoAttack accuracy and the expected robustness (from the minimal radii) at the largest eps.
+METRICS = ("clean_accuracy", "robust_accuracy", "autoattack_accuracy", "expected_robustness")
 
 
 def mean_std(values: Sequence[float]) -> dict[str, float]:
@@ -53,15 +72,85 @@ def over_seeds(values: list[Any]) -> Any:
     return mean_std([float(v) for v in values])
 
 
-def summarise(per_seed: dict[str, Any]) -> dict[str, Any]:
+def summarise(per_seed: dict[str, Any], eps: Sequence[float]) -> dict[str, Any]:
     """Every model's :data:`SUMMARISED` results and the analyses, each number as mean ± std over the
-    seeds of ``per_seed`` (seed -> that seed's results, as the measurement step returns them)."""
+    seeds of ``per_seed`` (seed -> that seed's results, as the measurement step returns them); for the
+    models with per-image records also their AutoAttack accuracy and expected robustness (``None``
+    where not measured); and under ``"comparisons"`` the paired comparisons of :func:`comparisons`
+    (``eps``: the evaluation grid the records follow)."""
     summary: dict[str, Any] = {}
     evaluated = [stage for stage in STAGES if stage in next(iter(per_seed.values()))]
     for stage in evaluated:
         summary[stage] = over_seeds([{key: per_seed[s][stage].get(key) for key in SUMMARISED} for s in per_seed])
+        for metric in ("autoattack_accuracy", "expected_robustness"):
+            values = _per_image(per_seed, stage, metric, len(eps) - 1, max(eps))
+            summary[stage][metric] = None if values is None else mean_std([sum(v) / len(v) for v in values.values()])
     summary["analyses"] = over_seeds([per_seed[s]["analyses"] for s in per_seed])
+    summary["comparisons"] = comparisons(per_seed, eps)
     return summary
+
+
+def comparisons(per_seed: Mapping[str, Any], eps: Sequence[float], *, resamples: int = 2000,
+                seed: int = 0) -> list[dict[str, Any]]:
+    """The paired comparisons of :data:`CLAIMS` on every metric the ``per_sample`` records of every
+    seed hold: clean accuracy, robust accuracy at each eps > 0 of ``eps``, AutoAttack accuracy and
+    expected robustness at ``max(eps)``.
+
+    Returns:
+        One JSON-friendly entry per (pair, metric[, eps]) in :data:`CLAIMS` order: ``"a"``, ``"b"``,
+        ``"metric"`` (a :data:`METRICS` name), ``"eps"`` (``None`` for clean accuracy),
+        ``"wanted"`` (what the claim says ``a`` is relative to ``b``), the
+        :func:`~.paired.paired_difference` of ``a - b`` and its ``"verdict"``. Pairs with a model
+        missing or without per-image records in some seed are left out.
+    """
+    eps = [float(e) for e in eps]
+    last = len(eps) - 1
+    out = []
+    for a, b, clean, attacked in CLAIMS:
+        judged = [("clean_accuracy", None, clean, 0)] if clean else []
+        if attacked and eps[last] > 0:  # a grid without an attacked radius has nothing to attack
+            judged += [("robust_accuracy", e, attacked, k) for k, e in enumerate(eps) if e > 0]
+            judged += [(m, eps[last], attacked, last) for m in ("autoattack_accuracy", "expected_robustness")]
+        for metric, at, wanted, k in judged:
+            values_a = _per_image(per_seed, a, metric, k, eps[last])
+            values_b = _per_image(per_seed, b, metric, k, eps[last])
+            if values_a is None or values_b is None:
+                continue
+            diff = paired_difference(values_a, values_b, resamples=resamples, seed=seed)
+            out.append({"a": a, "b": b, "metric": metric, "eps": at, "wanted": wanted, **diff,
+                        "verdict": verdict(diff, wanted)})
+    return out
+
+
+def _per_image(per_seed: Mapping[str, Any], stage: str, metric: str, k: int,
+               eps_max: float) -> dict[str, list[float]] | None:
+    """Seed -> ``stage``'s per-image values of ``metric`` (the robust ones at the ``k``-th eps), or
+    ``None`` where a seed lacks them (model not trained, no per-image records, attack not run)."""
+    out = {}
+    for s, results in per_seed.items():
+        records = (results.get(stage) or {}).get("per_sample")
+        if not records:
+            return None
+        if metric == "clean_accuracy":
+            values = records["clean"]
+        elif metric == "robust_accuracy":
+            values = records["robust"][k]
+        elif metric == "autoattack_accuracy":
+            values = records.get("autoattack")
+        else:
+            values = _expected_robustness(records.get("radius"), eps_max)
+        if values is None:
+            return None
+        out[s] = [float(v) for v in values]
+    return out
+
+
+def _expected_robustness(radii: Sequence[float | None] | None, eps_max: float) -> list[float] | None:
+    """Per image ``min(r, eps_max) / eps_max`` with ``r`` the minimal radius (``None``: not fooled,
+    infinite); ``None`` without radii or without an attacked radius."""
+    if radii is None or eps_max <= 0:
+        return None
+    return [1.0 if r is None else min(float(r), eps_max) / eps_max for r in radii]
 
 
 def present(stages: Sequence[str], table: Mapping[str, Any]) -> list[str]:
@@ -91,57 +180,7 @@ def versus(x: Stat, y: Stat) -> str:
     return ABOVE if x["mean"] > y["mean"] else BELOW
 
 
-def claim(verdict: str, wanted: str) -> str:
-    """Whether a claim that one model is ``wanted`` (:data:`ABOVE`/:data:`BELOW`) the other
-    ``"holds"``, ``"is reversed"`` or ``"is within the seed-to-seed spread"``, given :func:`versus`'s word.
-
-    Raises:
-        ValueError: ``verdict`` or ``wanted`` is not a word of :func:`versus`.
-    """
-    _check_word(verdict, "verdict", (ABOVE, BELOW, WITHIN))
-    _check_word(wanted, "wanted", (ABOVE, BELOW))
-    if verdict == wanted:
-        return "holds"
-    return "is within the seed-to-seed spread" if verdict == WITHIN else "is reversed"
-
-
-def verdict_over_eps(verdicts: Mapping[str, str], wanted: str) -> str:
-    """Where over the eps grid (``verdicts``: eps label -> :func:`versus` word) a claim that ``a`` is
-    ``wanted`` (:data:`ABOVE`/:data:`BELOW`) relative to ``b`` holds, is reversed, or cannot be told apart.
-
-    Raises:
-        ValueError: ``verdicts`` is empty (nothing to judge), or holds a word :func:`versus` does not give.
-    """
-    _check_word(wanted, "wanted", (ABOVE, BELOW))
-    if not verdicts:
-        raise ValueError("verdicts is empty: no eps to judge the claim at")
-    for eps, word in verdicts.items():
-        _check_word(word, f"verdicts[{eps!r}]", (ABOVE, BELOW, WITHIN))
-    held = [e for e, v in verdicts.items() if v == wanted]
-    reversed_ = [e for e, v in verdicts.items() if v not in (wanted, WITHIN)]
-    if held and not reversed_:
-        return f"holds at eps {', '.join(held)} (within the spread elsewhere)" if len(held) < len(verdicts) \
-            else "holds at every eps"
-    if reversed_ and not held:
-        return f"is reversed at eps {', '.join(reversed_)}"
-    if held:
-        return f"is mixed: holds at eps {', '.join(held)}, reversed at eps {', '.join(reversed_)}"
-    return "is within the seed-to-seed spread at every eps"
-
-
-def attacked_verdicts(summary: Mapping[str, Any], a: str, b: str, eps: Sequence[float]) -> dict[str, str]:
-    """:func:`versus` of ``a``'s robust accuracy against ``b``'s at every eps > 0, keyed by the eps
-    (3 decimals)."""
-    return {f"{e:.3f}": versus(summary[a]["robust_accuracy"][k], summary[b]["robust_accuracy"][k])
-            for k, e in enumerate(eps) if e > 0}
-
-
-def _check_word(word: object, name: str, words: tuple[str, ...]) -> None:
-    if word not in words:
-        raise ValueError(f"{name} must be one of {', '.join(repr(w) for w in words)}, got {word!r}")
-
-
 __all__ = [
-    "ABOVE", "BELOW", "SUMMARISED", "WITHIN", "attacked_verdicts", "claim", "mean_std", "over_seeds", "present",
-    "summarise", "verdict_over_eps", "versus",
+    "ABOVE", "BELOW", "CLAIMS", "METRICS", "SUMMARISED", "WITHIN", "comparisons", "mean_std", "over_seeds", "present",
+    "summarise", "versus",
 ]
