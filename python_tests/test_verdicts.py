@@ -307,7 +307,8 @@ def test_the_report_of_results_without_per_image_records_judges_no_claim():
     for name in ("small_source", ""):
         text = report.render_report(committed(name))
         summary = text.split("## Summary")[1].split("\n## ")[0]
-        assert "(No per-image records in these results: no claim is judged.)" in summary
+        assert summary.count("not judged, these results have no per-image records.") >= 4  # every claim
+        assert "*... but a less robust one* (finetuned below standard under attack): not judged" in summary
         assert not re.search(r"holds|is reversed|is undecided", summary)
         assert "(No per-image records: no paired comparisons.)" in text
 

@@ -149,16 +149,18 @@ def _difference(c: dict[str, Any]) -> str:
             f"[{c['low']:.3f}, {c['high']:.3f}] ({_scope(c)})")
 
 
-def _judged(compared: list[dict[str, Any]], a: str, b: str, clean: bool) -> list[str]:
-    """The claim sentences of ``a`` against ``b``: on clean accuracy (``clean``) or under attack."""
-    return [f"{_difference(c)}: the claim {c['verdict']}." for c in compared
-            if c["a"] == a and c["b"] == b and (c["metric"] == "clean_accuracy") == clean]
-
-
-def _bullet(claim_text: str, sentences: list[str]) -> list[str]:
-    """A claim with its judged comparisons: inline when one, nested when several, nothing when none."""
-    if not sentences:
+def _claim(summary: dict[str, Any], compared: list[dict[str, Any]], claim_text: str, a: str, b: str, *,
+           clean: bool) -> list[str]:
+    """The claim ``claim_text`` about ``a`` against ``b`` (on clean accuracy, or under attack) with the
+    comparisons that judge it: inline when one, nested when several; "not judged" when the results
+    hold none (no per-image records, or no attacked eps); nothing when a model is missing."""
+    if a not in summary or b not in summary:
         return []
+    sentences = [f"{_difference(c)}: the claim {c['verdict']}." for c in compared
+                 if c["a"] == a and c["b"] == b and (c["metric"] == "clean_accuracy") == clean]
+    if not sentences:
+        why = "these results have no per-image records" if not compared else "no paired comparison for it here"
+        return [f"- {claim_text}: not judged, {why}."]
     if len(sentences) == 1:
         return [f"- {claim_text}: {sentences[0]}"]
     return [f"- {claim_text}:"] + [f"  - {s}" for s in sentences]
@@ -214,10 +216,10 @@ ROBUST_ARMS = {"adv_finetuned": "Adversarial (PGD-AT) fine-tuning", "dm_finetune
 
 def _summary_findings(summary: dict[str, Any], compared: list[dict[str, Any]]) -> list[str]:
     """The paper's claims, each with the paired comparisons that judge it in this run."""
-    out = _bullet("*Fine-tuning from pretrained weights gives a more accurate model* (finetuned above standard, clean)",
-                  _judged(compared, "finetuned", "standard", clean=True))
-    out += _bullet("*... but a less robust one* (finetuned below standard under attack)",
-                   _judged(compared, "finetuned", "standard", clean=False))
+    out = _claim(summary, compared, "*Fine-tuning from pretrained weights gives a more accurate model* (finetuned "
+                 "above standard, clean)", "finetuned", "standard", clean=True)
+    out += _claim(summary, compared, "*... but a less robust one* (finetuned below standard under attack)",
+                  "finetuned", "standard", clean=False)
     inherited = _get(summary, "analyses", "source_feature_attack_accuracy", "pretrained")
     if inherited and "finetuned" in inherited and "standard" in inherited:
         out.append(f"- *The non-robustness is inherited from the pretrained features* (perturbations of the "
@@ -225,24 +227,22 @@ def _summary_findings(summary: dict[str, Any], compared: list[dict[str, Any]]) -
                    f"this analysis has no per-image records ({inherited['finetuned']['mean']:.3f} vs "
                    f"{inherited['standard']['mean']:.3f} accuracy kept, mean over seeds).")
     for arm, method in ROBUST_ARMS.items():
-        out += _remedy_finding(compared, arm, "finetuned",
+        out += _remedy_finding(summary, compared, arm, "finetuned",
                                f"{method} from the same pretrained weights removes the non-robustness")
-    out += _remedy_finding(compared, "dm", "robust_finetuned", "Robust pretraining plus DM fine-tuning repairs it",
-                           clean_baseline="finetuned")
-    if not compared and "finetuned" in summary and "standard" in summary:
-        out.insert(0, "- (No per-image records in these results: no claim is judged.)")
+    out += _remedy_finding(summary, compared, "dm", "robust_finetuned",
+                           "Robust pretraining plus DM fine-tuning repairs it", clean_baseline="finetuned")
     return out or ["- (The comparisons need the fine-tuned and the standard model.)"]
 
 
-def _remedy_finding(compared: list[dict[str, Any]], remedy: str, baseline: str, claim_text: str,
-                    clean_baseline: str | None = None) -> list[str]:
+def _remedy_finding(summary: dict[str, Any], compared: list[dict[str, Any]], remedy: str, baseline: str,
+                    claim_text: str, clean_baseline: str | None = None) -> list[str]:
     """The claim that ``remedy`` is more robust than ``baseline``, and that it costs clean accuracy
-    against ``clean_baseline`` (the baseline by default); nothing when it was not compared."""
-    out = _bullet(f"*{claim_text}* ({remedy} above {baseline} under attack)",
-                  _judged(compared, remedy, baseline, clean=False))
+    against ``clean_baseline`` (the baseline by default); nothing when a model is missing."""
     clean_baseline = clean_baseline or baseline
-    return out + _bullet(f"*... at a cost in clean accuracy* ({remedy} below {clean_baseline}, clean)",
-                         _judged(compared, remedy, clean_baseline, clean=True))
+    return (_claim(summary, compared, f"*{claim_text}* ({remedy} above {baseline} under attack)", remedy, baseline,
+                   clean=False)
+            + _claim(summary, compared, f"*... at a cost in clean accuracy* ({remedy} below {clean_baseline}, clean)",
+                     remedy, clean_baseline, clean=True))
 
 
 def _source_findings(summary: dict[str, Any], eps: list[float]) -> list[str]:
