@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from _helpers import SmallCNN, ball_norm, pattern_task
+from _helpers import DEVICES, SmallCNN, ball_norm, pattern_task
 
 import nonrobust_ext
 from nonrobust_ext.attacks.autoattack import AutoAttackResult, autoattack
@@ -111,6 +111,23 @@ def test_robust_accuracy_within_one_point_of_torchattacks_autoattack(ten_class, 
     ours = autoattack(model, x, y, eps=eps, norm=norm, return_result=True)
     assert 0 < their_accuracy < 0.9, "the radius should leave some, not all, samples robust"
     assert abs(ours.robust_accuracy - their_accuracy) <= 0.01 + 1e-9, (ours.robust_accuracy, their_accuracy)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("norm, eps", [("linf", 0.05), ("l2", 0.3)])
+def test_the_cascade_on_a_device_agrees_with_the_cpu(ten_class, device, norm, eps):
+    """Every stage runs on the device (Square draws its randomness on the CPU: the same windows); the
+    device's arithmetic differs in the last bits, so a sample on the boundary may fall either way."""
+    model, x, y = ten_class
+    x, y = x[:64], y[:64]
+    cpu = autoattack(model, x, y, eps=eps, norm=norm, seed=2, return_result=True, **CHEAP)
+    on_device = autoattack(model.to(device), x.to(device), y.to(device), eps=eps, norm=norm, seed=2,
+                           return_result=True, **CHEAP)
+    model.to("cpu")
+    assert on_device.x_adv.device.type == device
+    assert bool((ball_norm(on_device.x_adv.cpu() - x, norm) <= eps * (1 + 1e-5) + 1e-7).all())
+    assert abs(int(on_device.success.sum()) - int(cpu.success.sum())) <= 2
+    assert [line.attack for line in on_device.log] == [line.attack for line in cpu.log]
 
 
 def test_is_public():

@@ -25,9 +25,9 @@ from nonrobust_ext.experiments.study import StudyConfig
 # wrongly got through would train a tiny study in seconds rather than the default one.
 TINY_OPTIONS = ["--dataset", "synthetic", "--seeds", "0", "--source-per-class", "20", "--shots", "4",
                 "--source-epochs", "1", "--target-steps", "1", "--train-steps", "1", "--steps", "1",
-                "--apgd-steps", "0", "--samples", "20", "--analysis-samples", "20", "--eps", "0,0.1"]
+                "--autoattack-steps", "0", "--curve-steps", "0", "--samples", "20", "--analysis-samples", "20", "--eps", "0,0.1"]
 TINY_SETTINGS = {**StudyConfig.preset("small-source").as_dict(), "dataset": "synthetic", "seeds": [0], "source_per_class": 20, "shots": 4, "source_epochs": 1,
-                 "target_steps": 1, "train_steps": 1, "eval_steps": 1, "apgd_steps": 0, "eval_samples": 20,
+                 "target_steps": 1, "train_steps": 1, "eval_steps": 1, "autoattack_steps": 0, "curve_steps": 0, "eval_samples": 20,
                  "analysis_samples": 20, "eval_eps": [0.0, 0.1]}
 NO_GPU = not torch.cuda.is_available()
 
@@ -65,7 +65,10 @@ STUDY_CASES = [
     ("device-empty", ["--device", ""], ("--device",)),
     ("steps-0", ["--steps", "0"], ("--steps must be >= 1, got 0",)),
     ("steps-float", ["--steps", "1.5"], ("--steps must be an int, got '1.5'",)),
-    ("apgd-steps-negative", ["--apgd-steps", "-1"], ("--apgd-steps must be >= 0, got -1",)),
+    ("autoattack-steps-negative", ["--autoattack-steps", "-1"], ("--autoattack-steps must be >= 0, got -1",)),
+    ("autoattack-queries-zero", ["--autoattack-queries", "0"], ("--autoattack-queries must be >= 1, got 0",)),
+    ("autoattack-samples-zero", ["--autoattack-samples", "0"], ("--autoattack-samples must be >= 1, got 0",)),
+    ("curve-steps-negative", ["--curve-steps", "-2"], ("--curve-steps must be >= 0, got -2",)),
     ("eps-inf", ["--eps", "0,inf"], ("--eps[1] must be finite",)),
     ("eps-overflow", ["--eps", "1e400"], ("--eps[0] must be finite",)),
     ("eps-nan", ["--eps", "nan"], ("--eps[0] must be finite",)),
@@ -187,7 +190,7 @@ def test_the_python_api_refuses_the_same_values_naming_the_setting():
     for field, value, error in [("eval_steps", 0, ValueError), ("eval_eps", (0.0, float("inf")), ValueError),
                                 ("eval_samples", 0, ValueError), ("lr", float("nan"), ValueError),
                                 ("shots", 1.5, TypeError), ("seeds", "0,1", TypeError), ("device", "bogus", ValueError),
-                                ("apgd_steps", -1, ValueError), ("select", "val_loss", ValueError)]:
+                                ("autoattack_steps", -1, ValueError), ("curve_samples", 0, ValueError), ("select", "val_loss", ValueError)]:
         with pytest.raises(error, match=rf"^{field}"):
             StudyConfig(**{field: value})
 

