@@ -20,6 +20,7 @@ from nonrobust_ext.experiments.study.paired import (
     BELOW,
     HOLDS,
     REVERSED,
+    TOO_FEW,
     UNDECIDED,
     paired_difference,
     verdict,
@@ -66,15 +67,19 @@ OTHER_HALF = [0, 1] * (N // 2)    # half correct, on the other images: the paire
     # identical models: every difference 0, the interval [0, 0] includes 0
     (seeds(*[ones(N, 70)] * 3), seeds(*[ones(N, 70)] * 3), ABOVE, UNDECIDED),
     (seeds(*[ones(N, 70)] * 3), seeds(*[ones(N, 70)] * 3), BELOW, UNDECIDED),
-    # tiny n: 3 images, a right on two b misses; all-zero draws (1 in 27) put the interval's end at 0
-    (seeds([1, 1, 1]), seeds([0, 0, 1]), ABOVE, UNDECIDED),
+    # tiny n: 3 images, a right on two b misses: too few images for any verdict ...
+    (seeds([1, 1, 1]), seeds([0, 0, 1]), ABOVE, TOO_FEW),
+    # ... even where every draw agrees (one image: the interval is [1, 1])
+    (seeds([1]), seeds([0]), ABOVE, TOO_FEW),
+    # 20 images are enough
+    (seeds([1] * 20), seeds([0] * 20), ABOVE, HOLDS),
     # seeds of different sizes are allowed (the per-seed means weigh the same)
     (seeds(ones(50, 40), ones(200, 160)), seeds(ones(50, 10), ones(200, 40)), ABOVE, HOLDS),
     # real-valued per-image values (expected robustness)
     (seeds(*[[0.9, 0.8, 1.0, 0.7] * 25] * 3), seeds(*[[0.2, 0.1, 0.3, 0.0] * 25] * 3), ABOVE, HOLDS),
 ], ids=["gap", "gap-wanted-below", "less-robust", "less-robust-wanted-above", "no-gap", "no-gap-below",
         "one-seed-gap", "every-seed-gap", "single-seed-gap", "single-seed-no-gap", "identical", "identical-below",
-        "tiny-n", "unequal-n", "real-valued"])
+        "tiny-n", "one-image", "twenty-images", "unequal-n", "real-valued"])
 def test_verdict_of_paired_records(a, b, wanted, expected):
     diff = paired_difference(a, b)
     assert diff["low"] <= diff["mean"] <= diff["high"]
@@ -321,10 +326,10 @@ def recorded() -> dict:
 
 def test_the_report_shows_autoattack_and_expected_robustness_where_measured(recorded):
     text = report.render_report(recorded)
-    assert "AutoAttack eps 0.100 | expected robustness eps 0.100 |" in text
+    assert "AutoAttack 0.100 | expected robustness 0..0.100 |" in text
     assert "finetuned minus standard AutoAttack accuracy at 0.100" in text
     text = report.render_report(with_per_sample(committed(), autoattack=False, radii=False))
-    assert "AutoAttack" not in text and "expected robustness eps" not in text
+    assert "AutoAttack" not in text and "expected robustness 0.." not in text
 
 
 def test_the_source_models_keep_their_table_without_verdicts(recorded):

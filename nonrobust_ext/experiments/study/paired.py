@@ -25,6 +25,10 @@ from ..._validate import check_choice, check_int, check_real, is_real
 # The words of verdict(): a claim that one model is above (below) another.
 ABOVE, BELOW = "above", "below"
 HOLDS, REVERSED, UNDECIDED = "holds", "is reversed", "is undecided (the 95% interval includes 0)"
+# Below this many images in all, a percentile bootstrap interval is too narrow to decide anything (one
+# image with a = 1, b = 0 gives [1, 1]): no verdict is drawn from it.
+MIN_IMAGES = 20
+TOO_FEW = f"is undecided (fewer than {MIN_IMAGES} images: too few for an interval)"
 
 # Resampled values drawn per chunk (float64: 8 bytes each), so that many images or resamples do not
 # need one tensor of resamples x seeds x images at once.
@@ -96,7 +100,8 @@ def verdict(diff: Mapping[str, Any], wanted: str) -> str:
     """Whether a claim that ``a`` is ``wanted`` (:data:`ABOVE` / :data:`BELOW`) ``b`` holds, given
     :func:`paired_difference`'s ``diff`` of ``a - b``: :data:`HOLDS` when the interval excludes 0 on
     the wanted side, :data:`REVERSED` when it excludes 0 on the other side, else :data:`UNDECIDED`.
-    An interval that ends exactly at 0 includes it.
+    An interval that ends exactly at 0 includes it; an interval over fewer than :data:`MIN_IMAGES`
+    images decides nothing (:data:`TOO_FEW`).
 
     Raises:
         ValueError: ``wanted`` is neither word; ``diff`` has no finite ``low <= high``.
@@ -105,6 +110,8 @@ def verdict(diff: Mapping[str, Any], wanted: str) -> str:
     if not isinstance(diff, Mapping) or not all(is_real(diff.get(k)) and math.isfinite(diff[k])
                                                 for k in ("low", "high")) or diff["low"] > diff["high"]:
         raise ValueError(f"diff must be a paired_difference result with finite low <= high, got {diff!r}")
+    if sum(diff.get("images", [MIN_IMAGES])) < MIN_IMAGES:
+        return TOO_FEW
     if diff["low"] > 0:
         return HOLDS if wanted == ABOVE else REVERSED
     if diff["high"] < 0:
@@ -160,4 +167,5 @@ def _bootstrap(diffs: list[torch.Tensor], resamples: int, generator: torch.Gener
     return out
 
 
-__all__ = ["ABOVE", "BELOW", "HOLDS", "REVERSED", "UNDECIDED", "paired_difference", "verdict"]
+__all__ = ["ABOVE", "BELOW", "HOLDS", "MIN_IMAGES", "REVERSED", "TOO_FEW", "UNDECIDED", "paired_difference",
+           "verdict"]
