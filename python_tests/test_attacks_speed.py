@@ -225,7 +225,11 @@ def test_cuda_graph_replays_the_same_steps_as_the_eager_loop(trained, monkeypatc
     # The same kernels run on the same data; a gradient sign that rounds differently could move one
     # pixel by one step, so compare allowing a tiny fraction of differing elements.
     differ = (eager.x_adv != graphed.x_adv).float().mean()
-    assert float(differ) < 1e-3
+    gap = (eager.x_adv.double() - graphed.x_adv.double()).abs()
+    rows = (gap.flatten(1).amax(1) > 0).float().mean()
+    assert float(differ) < 1e-3, (f"{float(differ):.4f} of elements differ, in {float(rows):.3f} of the samples; "
+                                  f"max |diff| {float(gap.max()):.3g}, success eager {float(eager.success.float().mean())}"
+                                  f" graphed {float(graphed.success.float().mean())}")
     assert abs(float(eager.success.float().mean()) - float(graphed.success.float().mean())) <= 1 / len(y)
     if early_stop:
         assert torch.equal(eager.steps, graphed.steps) or float(differ) > 0
