@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import signal
 
 import pytest
@@ -42,4 +43,26 @@ def trained():
             loss.backward()
             opt.step()
     x_test, y_test = pattern_task(512, seed=2)
+    return model.eval(), x_test, y_test
+
+
+@pytest.fixture
+def ten_class(ten_class_trained):
+    """A SmallCNN trained on the 10-class pattern task and 200 of its test images (the first 128 are the
+    apgd_targeted tests'): a fresh copy of the session's model, so a test may move or modify it."""
+    model, x, y = ten_class_trained
+    return copy.deepcopy(model), x, y
+
+
+@pytest.fixture(scope="session")
+def ten_class_trained():
+    torch.manual_seed(0)
+    x, y = pattern_task(512, seed=0, num_classes=10)
+    model = SmallCNN(in_channels=x.shape[1], num_classes=10)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(100):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    x_test, y_test = pattern_task(200, seed=1, num_classes=10)
     return model.eval(), x_test, y_test

@@ -7,26 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from _helpers import SmallCNN, pattern_task
 
 import nonrobust_ext
 from nonrobust_ext.attacks import apgd_targeted, targeted_dlr_loss
-
-
-@pytest.fixture(scope="module")
-def ten_class():
-    """A SmallCNN trained on the 10-class pattern task (about a second) and 128 of its test images."""
-    torch.manual_seed(0)
-    x, y = pattern_task(512, seed=0, num_classes=10)
-    model = SmallCNN(in_channels=x.shape[1], num_classes=10)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(100):
-        opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
-    x_test, y_test = pattern_task(128, seed=1, num_classes=10)
-    return model.eval(), x_test, y_test
-
 
 # ---------------------------------------------------------------------------------------- the loss
 

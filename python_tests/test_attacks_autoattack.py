@@ -5,29 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
-from _helpers import DEVICES, SmallCNN, ball_norm, pattern_task
+from _helpers import DEVICES, ball_norm
 
 import nonrobust_ext
 from nonrobust_ext.attacks.autoattack import AutoAttackResult, autoattack
 
 # A cheap cascade for the tests that check its mechanics (the standard budget is for the parity test).
 CHEAP = {"steps": 10, "queries": 50, "target_classes": 3}
-
-
-@pytest.fixture(scope="module")
-def ten_class():
-    """A SmallCNN trained on the 10-class pattern task (about a second) and 200 of its test images."""
-    torch.manual_seed(0)
-    x, y = pattern_task(512, seed=0, num_classes=10)
-    model = SmallCNN(in_channels=x.shape[1], num_classes=10)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(100):
-        opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
-    x_test, y_test = pattern_task(200, seed=1, num_classes=10)
-    return model.eval(), x_test, y_test
 
 
 @pytest.mark.parametrize("norm, eps", [("linf", 0.05), ("l2", 0.3)])

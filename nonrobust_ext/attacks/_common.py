@@ -283,6 +283,19 @@ def per_sample_loss(loss_fn: LossFn, logits: torch.Tensor, y: torch.Tensor) -> t
     return value
 
 
+def clean_logits(model: Model, x: torch.Tensor, y: torch.Tensor, logits: LogitsSelector,
+                 precision: Precision | None = None, *, min_classes: int = 1, who: str = "") -> torch.Tensor:
+    """The model's finite logits at the clean ``x`` (no autograd, under ``precision``'s autocast),
+    checked against ``y`` (:func:`check_logits`); ``min_classes``: the fewest classes ``who`` (the
+    message's subject) can work with (``ValueError`` otherwise)."""
+    with torch.no_grad(), (precision.autocast() if precision is not None else contextlib.nullcontext()):
+        z = check_finite_logits(select_logits(model(x), logits))
+    check_logits(z, y)
+    if z.shape[1] < min_classes:
+        raise ValueError(f"{who} needs a model with at least {min_classes} classes, the model has {z.shape[1]}")
+    return z
+
+
 def ranked_targets(clean: torch.Tensor, y: torch.Tensor, count: int) -> torch.Tensor:
     """``[B, count]``: per sample, the ``count`` classes with the highest clean logits other than ``y``,
     most likely first (the targets of AutoAttack's targeted stages)."""

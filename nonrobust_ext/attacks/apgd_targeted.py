@@ -23,17 +23,15 @@ from ._common import (
     Model,
     Precision,
     check_batch,
-    check_finite_logits,
-    check_logits,
     check_model,
     check_selector,
     check_start,
+    clean_logits,
     eval_mode,
     keep_better,
     ranked_targets,
     resolve_amp,
     resolve_generator,
-    select_logits,
 )
 from .apgd import _single_run
 from .threat import Bounds, ThreatModel
@@ -183,13 +181,9 @@ def apgd_targeted(
     watch = FiniteWatch(x.device)
 
     with eval_mode(model):
-        with torch.no_grad(), precision.autocast():
-            clean = check_finite_logits(select_logits(model(x), logits))
-        check_logits(clean, y)
+        clean = clean_logits(model, x, y, logits, precision, min_classes=3,
+                             who="targeted APGD's DLR loss (it divides by z_pi1 - z_pi3)")
         num_classes = clean.shape[1]
-        if num_classes < 3:
-            raise ValueError(f"targeted APGD's DLR loss needs at least 3 classes (it divides by z_pi1 - z_pi3), "
-                             f"the model has {num_classes}")
         targets = ranked_targets(clean, y, min(target_classes, num_classes - 1))
         per_pass = targets.shape[1] if target_batch is None else min(target_batch, targets.shape[1])
 

@@ -23,9 +23,9 @@ from ._common import (
     Model,
     check_batch,
     check_finite_logits,
-    check_logits,
     check_model,
     check_selector,
+    clean_logits,
     eval_mode,
     select_logits,
 )
@@ -197,13 +197,10 @@ def autoattack(
     with eval_mode(model):
         # The clean pass and its checks run on the whole batch on every rank: a bad label raises on all
         # ranks alike instead of leaving the others waiting in a collective.
-        with torch.no_grad():
-            clean = check_finite_logits(select_logits(model(x), logits))
-        check_logits(clean, y)
+        clean = clean_logits(model, x, y, logits, min_classes=3,
+                             who="AutoAttack (its APGD-T stage's DLR loss divides by the gap between the first and "
+                                 "third logit)")
         num_classes = clean.shape[1]
-        if num_classes < 3:
-            raise ValueError(f"AutoAttack needs a model with at least 3 classes: its APGD-T stage's DLR loss divides "
-                             f"by the gap between the first and third logit; the model has {num_classes}")
         targets = min(target_classes if target_classes is not None else num_classes - 1, num_classes - 1)
         correct = clean.argmax(1) == y
         # Blocks of batch_size rows, each attacked with its own generator (seeded by the seed and the

@@ -37,9 +37,9 @@ from ._common import (
     check_finite_logits,
     check_images,
     check_labels,
-    check_logits,
     check_model,
     check_selector,
+    clean_logits,
     eval_mode,
     select_logits,
 )
@@ -289,11 +289,9 @@ def robust_accuracy(
             x, y = x.to(device), y.to(device).long()
             # Every rank classifies every batch (cheap next to the attacks, and a bad batch then raises on
             # all ranks alike); each attacks only its own batches, leaving zeros in the others' rows.
-            with torch.no_grad():
-                clean_logits = check_finite_logits(select_logits(model(x), logits))
-            check_logits(clean_logits, y)
-            correct = clean_logits.argmax(1) == y
-            clean_p = true_label_probability(clean_logits, y).double()
+            z = clean_logits(model, x, y, logits)
+            correct = z.argmax(1) == y
+            clean_p = true_label_probability(z, y).double()
             correct_parts.append(correct.cpu())
             clean_p_parts.append(clean_p.cpu())
             robust = torch.zeros(len(eps_list), len(y), dtype=torch.bool, device=x.device)
@@ -355,10 +353,7 @@ def _robustness_curve(
             if max_batches is not None and index >= max_batches:
                 break
             x, y = x.to(device), y.to(device).long()
-            with torch.no_grad():
-                clean_logits = check_finite_logits(select_logits(model(x), logits))
-            check_logits(clean_logits, y)
-            correct = clean_logits.argmax(1) == y
+            correct = clean_logits(model, x, y, logits).argmax(1) == y
             clean_correct += int(correct.sum())
             # Zeros in the other ranks' batches: the sum over ranks is every batch's radii.
             radius = torch.zeros(len(y), dtype=torch.float64)

@@ -27,9 +27,9 @@ from ._common import (
     Model,
     check_batch,
     check_finite_logits,
-    check_logits,
     check_model,
     check_selector,
+    clean_logits,
     eval_mode,
     input_gradient,
     margin,
@@ -282,9 +282,8 @@ def _smallest_over_targets(model: Model, x: torch.Tensor, y: torch.Tensor, count
                            options: dict[str, Any]) -> FMNResult:
     """FMN with ``target_classes=count``: a targeted run towards each of the ``count`` most likely wrong
     classes (target-major rows of one batch) and, per sample, the run with the smallest fooling radius."""
-    with torch.no_grad(), eval_mode(model), resolve_amp(options["amp"], x).autocast():
-        clean = check_finite_logits(select_logits(model(x.detach()), options["logits"]))
-    check_logits(clean, y)
+    with eval_mode(model):
+        clean = clean_logits(model, x.detach(), y, options["logits"], resolve_amp(options["amp"], x))
     targets = ranked_targets(clean, y.long(), min(count, clean.shape[1] - 1))
     batch, per_sample = targets.shape
     rows = torch.arange(batch, device=x.device).repeat(per_sample)
