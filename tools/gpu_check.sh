@@ -177,7 +177,7 @@ else
     # one-step agreement check (1e-4) compares the same arithmetic; without it the first run failed at 1.2e-4.
     step bench_training 60 20 env NVIDIA_TF32_OVERRIDE=0 "$PY" benchmarks/bench_training.py "${B[@]}" --quick
     # AutoAttack (standard budget) ours vs torchattacks on the two trained Fashion-MNIST models.
-    step bench_autoattack 200 60 "$PY" benchmarks/bench_autoattack.py "${B[@]}"
+    step bench_autoattack 200 60 "$PY" benchmarks/bench_autoattack.py "${B[@]}" --cnn-train-s 20 --lite0-train-s 30
 fi
 
 # --- 6. the rest of the suite (not slow; the CUDA cases ran above): torch 2.11 compatibility ----------------
