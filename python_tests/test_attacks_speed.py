@@ -222,14 +222,21 @@ def test_cuda_graph_replays_the_same_steps_as_the_eager_loop(trained, monkeypatc
         graphed = nonrobust_ext.pgd(model, x, y, cuda_graph=True, **kwargs)
     # Restart 0: one eager warm-up step, 7 replays; restart 1 (if any sample is left): 8 replays.
     assert replays[0] >= 7
-    # The same kernels run on the same data; a gradient sign that rounds differently could move one
-    # pixel by one step, so compare allowing a tiny fraction of differing elements.
+    # The same step kernels run on the same data (they are deterministic: no atomics), yet eager and graphed
+    # iterates differ in their last bits on the H200: the difference comes in with the model's gradient
+    # (not pinned down: cuDNN's choices under capture are one suspect). L-inf steps along its sign: a sign that rounds
+    # differently could move one pixel by one step, so allow a tiny fraction of differing elements. L2
+    # steps along g / ||g||: every element then moves by the rounding difference (measured on the H200:
+    # at most 1.8e-7 in float32, 1.1e-3 under bfloat16 autocast, in 5-43% of the elements): bound it.
     differ = (eager.x_adv != graphed.x_adv).float().mean()
     gap = (eager.x_adv.double() - graphed.x_adv.double()).abs()
     rows = (gap.flatten(1).amax(1) > 0).float().mean()
-    assert float(differ) < 1e-3, (f"{float(differ):.4f} of elements differ, in {float(rows):.3f} of the samples; "
-                                  f"max |diff| {float(gap.max()):.3g}, success eager {float(eager.success.float().mean())}"
-                                  f" graphed {float(graphed.success.float().mean())}")
+    where = (f"{float(differ):.4f} of elements differ, in {float(rows):.3f} of the samples; max |diff| "
+             f"{float(gap.max()):.3g}")
+    if norm == "linf":
+        assert float(differ) < 1e-3, where
+    else:
+        assert float(gap.max()) <= (1e-5 if amp is None else 1e-2) * eps, where
     assert abs(float(eager.success.float().mean()) - float(graphed.success.float().mean())) <= 1 / len(y)
     if early_stop:
         assert torch.equal(eager.steps, graphed.steps) or float(differ) > 0

@@ -329,7 +329,7 @@ def test_the_report_shows_autoattack_and_expected_robustness_where_measured(reco
     assert "AutoAttack 0.100 | expected robustness 0..0.100 |" in text
     assert "finetuned minus standard AutoAttack accuracy at 0.100" in text
     text = report.render_report(with_per_sample(committed(), autoattack=False, radii=False))
-    assert "AutoAttack" not in text and "expected robustness 0.." not in text
+    assert "| AutoAttack" not in text and "expected robustness 0.." not in text
 
 
 def test_the_source_models_keep_their_table_without_verdicts(recorded):

@@ -25,8 +25,8 @@ def _eps(value: float) -> str:
     return f"{value:.3f} ({k}/255)" if k and abs(value * 255 - k) < 1e-6 else f"{value:.3f}"
 
 
-def _fmt(stat: dict[str, float] | None) -> str:
-    return "n/a" if stat is None else f"{stat['mean']:.3f} ± {stat['std']:.3f}"
+def _fmt(stat: dict[str, float] | None, places: int = 3) -> str:
+    return "n/a" if stat is None else f"{stat['mean']:.{places}f} ± {stat['std']:.{places}f}"
 
 
 def render_report(results: dict[str, Any], plots: Sequence[str] = ()) -> str:
@@ -52,8 +52,8 @@ def render_report(results: dict[str, Any], plots: Sequence[str] = ()) -> str:
         f"Dataset `{cfg['dataset']}`: {source}; target classes {cfg['target_classes']} with {cfg['shots']} "
         f"training images per class; backbone `{cfg['backbone']}`; {seeds} seed(s), mean ± standard deviation over "
         f"seeds. Robust accuracy: L-inf {attack}"
-        f"{'-' + str(cfg['eval_steps']) if cfg['eval_attack'] != 'fgsm' else ''}; adversarial training and DM at "
-        f"eps {_eps(cfg['train_eps'])}.",
+        f"{'-' + str(cfg['eval_steps']) if cfg['eval_attack'] != 'fgsm' else ''} on the eps grid; "
+        f"{_headline_settings(cfg)}; adversarial training and DM at eps {_eps(cfg['train_eps'])}.",
         "",
         _method(compared, seeds),
         "",
@@ -61,7 +61,7 @@ def render_report(results: dict[str, Any], plots: Sequence[str] = ()) -> str:
         "",
         *_summary_findings(summary, compared),
         "",
-        f"## Target task: accuracy (clean, then under {attack} at each eps; APGD-CE at the largest)",
+        f"## Target task: accuracy (clean, then under {attack} at each eps; AutoAttack at the largest)",
         "",
         *_accuracy_table(summary, targets, eps),
         "",
@@ -179,9 +179,25 @@ def _accuracy_table(summary: dict[str, Any], targets: list[str], eps: list[float
     for stage in targets:
         row = summary[stage]
         cells = [_fmt(s) for s in row["robust_accuracy"]]
-        cells += [_fmt(row[key]) if row.get(key) else _missing(key) for key, _ in extra]
+        cells += [(_fmt(row[key], 4 if key == "median_radius" else 3) if row.get(key) else _missing(key))
+                  for key, _ in extra]
         out.append(f"| {stage} | " + " | ".join(cells) + " |")
     return out
+
+
+def _headline_settings(cfg: dict[str, Any]) -> str:
+    """How AutoAttack and the robustness curves ran (older results.json files recorded neither)."""
+    parts = []
+    steps = cfg.get("autoattack_steps")
+    if steps:
+        standard = steps == 100 and cfg.get("autoattack_queries") == 5000
+        parts.append(f"AutoAttack ({'the standard evaluation' if standard else 'a reduced budget'}: APGD-CE, "
+                     f"APGD-T and FAB-T with {steps} steps, Square with {cfg.get('autoattack_queries')} queries) on "
+                     f"{cfg.get('autoattack_samples')} of each seed's test images at the largest eps")
+    if cfg.get("curve_steps"):
+        parts.append(f"robustness curves from FMN-{cfg['curve_steps']} minimal L-inf radii on "
+                     f"{cfg.get('curve_samples')} images")
+    return "; ".join(parts) if parts else "no AutoAttack or robustness curves in these results"
 
 
 def _missing(key: str) -> str:
