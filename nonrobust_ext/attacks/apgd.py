@@ -265,7 +265,9 @@ def _single_run(
             rows = (~done).nonzero().squeeze(1)
             if rows.numel() == 0:
                 break
-            view = _Rows(rows)
+            # While every sample is still attacked, the full batch is used as it is: gathering all rows
+            # would copy every tensor twice per step for the same values.
+            view = _Rows(None if rows.numel() == done.numel() else rows)
         else:
             view = _Rows(None)
         sub = threat if view.index is None else threat.rows(view.index)
