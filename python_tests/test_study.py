@@ -32,9 +32,12 @@ SMALL_TARGETS = [s for s in SMALL_STAGES if s in study.TARGET_STAGES]
 
 
 def _numbers(obj) -> set[str]:
-    """Every number in a JSON value, formatted with 3 decimals (how the report prints them)."""
+    """Every number in a JSON value, formatted with 3 decimals (how the report prints them; the median
+    radii, a few thousandths, with 4)."""
     if isinstance(obj, dict):
-        return set().union(*(_numbers(v) for v in obj.values())) if obj else set()
+        radius = obj.get("median_radius")
+        extra = {f"{v:.4f}" for v in radius.values()} if isinstance(radius, dict) else set()
+        return set().union(extra, *(_numbers(v) for v in obj.values())) if obj else extra
     if isinstance(obj, list):
         return set().union(*(_numbers(v) for v in obj)) if obj else set()
     if isinstance(obj, (int, float)) and not isinstance(obj, bool):

@@ -312,8 +312,10 @@ def robust_accuracy(
     correct_all = torch.cat(correct_parts) if correct_parts else torch.zeros(0, dtype=torch.bool)
     total = len(correct_all)
     check_nonempty(total, "data")
-    robust_all = _distributed.sum_parts_(torch.cat(robust_parts, dim=1))
-    adv_p_all = _distributed.sum_parts_(torch.cat(adv_p_parts, dim=1))
+    robust_all, adv_p_all = torch.cat(robust_parts, dim=1), torch.cat(adv_p_parts, dim=1)
+    if distributed:  # a process group alone says nothing: each rank may be evaluating its own data
+        _distributed.sum_parts_(robust_all)
+        _distributed.sum_parts_(adv_p_all)
     return RobustnessReport(
         eps=eps_list,
         num_samples=total,
@@ -362,16 +364,18 @@ def _robustness_curve(
                 radius[keep.cpu()] = _fooling_radii(model, attack_fn(model, x[keep], y[keep], **attack_kwargs),
                                                     y[keep], logits)
             radii.append(radius)
-    all_radii = _gathered(radii)
+    all_radii = _gathered(radii, distributed)
     check_nonempty(len(all_radii), "data")
     return RobustnessCurve(norm=norm, attack=name, radii=all_radii, num_samples=len(all_radii),
                            clean_correct=clean_correct)
 
 
-def _gathered(radii: list[torch.Tensor]) -> torch.Tensor:
-    """The per-batch radii of the whole evaluation, in data order, as one ``[N]`` float64 CPU tensor:
-    each rank's own batches summed with the others' (zeros there; ``inf + 0`` stays ``inf``)."""
-    return _distributed.sum_parts_(torch.cat(radii)) if radii else torch.zeros(0, dtype=torch.float64)
+def _gathered(radii: list[torch.Tensor], distributed: bool) -> torch.Tensor:
+    """The per-batch radii of the whole evaluation, in data order, as one ``[N]`` float64 CPU tensor;
+    ``distributed``: each rank's own batches summed with the others' (zeros there; ``inf + 0`` stays ``inf``)."""
+    if not radii:
+        return torch.zeros(0, dtype=torch.float64)
+    return _distributed.sum_parts_(torch.cat(radii)) if distributed else torch.cat(radii)
 
 
 def _curve_attack(

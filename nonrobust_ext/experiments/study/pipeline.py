@@ -98,6 +98,9 @@ def run_study(
     # Every rank evaluates its share of the images of every seed (the records are gathered, so each rank
     # holds them all); then rank 0 alone runs the analyses and writes, while the others leave.
     per_seed: dict[str, Any] = {}
+    if world > 1:
+        for models in trained.values():
+            _same_weights_on_every_rank(models)
     for seed in config.seeds:
         log(f"seed {seed}: evaluating ({config.eval_attack} over eps {list(config.eval_eps)}, AutoAttack, "
             "robustness curves)")
@@ -123,6 +126,19 @@ def run_study(
     plots = write_plots(results, out)
     atomic_write(out / "report.md", lambda f: f.write(render_report(results, plots)), binary=False)
     return results
+
+
+def _same_weights_on_every_rank(models: dict[str, torch.nn.Module]) -> None:
+    """Every rank's models take rank 0's parameters and buffers (the ones its checkpoints hold). DDP keeps
+    the parameters equal, but each rank's last forward updates its own BatchNorm statistics: evaluated as
+    they are, the ranks would be measuring different models."""
+    for model in models.values():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            # Collectives take contiguous tensors; channels_last weights travel through a contiguous copy.
+            wire = tensor.data if tensor.is_contiguous() else tensor.data.contiguous()
+            dist.broadcast(wire, src=0)
+            if wire is not tensor.data:
+                tensor.data.copy_(wire)
 
 
 def _distributed() -> tuple[int, int]:
