@@ -71,8 +71,9 @@ def evaluate_all(config: StudyConfig, tasks: nxdata.SourceTarget, trained: dict[
             "autoattack": None,
             "curve": None,
         }
-        per_sample: dict[str, Any] = {"clean": _bits(report.correct), "robust": [_bits(r) for r in report.robust],
-                                      "autoattack": None, "radius": None}
+        flags = report.as_dict()  # the per-sample outcomes as lists of 0/1
+        per_sample: dict[str, Any] = {"clean": flags["correct"], "robust": flags["robust"], "autoattack": None,
+                                      "radius": None}
         if config.autoattack_steps and stage in TARGET_STAGES and eps_max > 0:  # the headline is the target task's
             head = subsample(test, config.autoattack_samples, seed)
             result = autoattack(model, head.x.to(device), head.y.to(device), eps=eps_max, seed=seed,
@@ -83,30 +84,21 @@ def evaluate_all(config: StudyConfig, tasks: nxdata.SourceTarget, trained: dict[
                 "num_samples": len(head), "settings": result.settings,
                 "log": [dataclasses.asdict(line) for line in result.log],
             }
-            per_sample["autoattack"] = _bits(~result.success)
+            per_sample["autoattack"] = (~result.success).int().tolist()
         if config.curve_steps:
             sample = subsample(test, config.curve_samples, seed)
             curve = robust_accuracy(model, (sample.x, sample.y), curve=True, attack="fmn", norm="linf",
                                     steps=config.curve_steps, device=device, distributed=distributed)
+            written = curve.as_dict()  # JSON has no infinity: a radius never found is None
             record["curve"] = {
-                "num_samples": curve.num_samples, "median_radius": _finite_or_none(curve.median_radius),
+                "num_samples": curve.num_samples, "median_radius": written["median_radius"],
                 "expected_robustness": curve.expected_robustness(eps_max) if eps_max > 0 else None,
                 "eps_max": eps_max, "accuracy": curve.accuracy(list(config.eval_eps)),
             }
-            per_sample["radius"] = [_finite_or_none(float(r)) for r in curve.radii]
+            per_sample["radius"] = written["radii"]
         record["per_sample"] = per_sample
         results[stage] = record
     return results
-
-
-def _bits(flags: torch.Tensor) -> list[int]:
-    """A bool tensor as a list of 0/1 (compact in results.json)."""
-    return [int(v) for v in flags.tolist()]
-
-
-def _finite_or_none(value: float) -> float | None:
-    """``None`` for an infinite radius (no adversarial example found): JSON has no infinity."""
-    return value if math.isfinite(value) else None
 
 
 def analyse(config: StudyConfig, tasks: nxdata.SourceTarget, trained: dict[str, torch.nn.Module], seed: int,
