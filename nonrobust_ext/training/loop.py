@@ -66,6 +66,7 @@ from .._validate import (
     resolve_device,
 )
 from ..attacks import robust_accuracy
+from ..attacks._distributed import world as rank_and_world
 from ..data import TensorData, batches, num_batches
 from .finetune import train_mode
 from .objectives import Objective
@@ -213,20 +214,14 @@ def _as_data(data: Any, name: str) -> TensorData:
     )
 
 
-def _distributed() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def _rank() -> int:
-    return _distributed()[0]
+    return rank_and_world()[0]
 
 
 def _any_rank(flag: bool, device: torch.device) -> bool:
     """``flag`` or'ed over the DDP ranks (the flag itself without DDP): every rank must take the
     same branch at a step boundary, or the ones that carry on wait forever for the ones that stopped."""
-    rank, world = _distributed()
+    rank, world = rank_and_world()
     if world == 1:
         return flag
     on = device if dist.get_backend() == "nccl" else torch.device("cpu")
@@ -338,7 +333,7 @@ def _evaluate(model: torch.nn.Module, data: TensorData, *, attack: dict[str, Any
     """:func:`evaluate` of arguments already checked (the loop validates at every checkpoint)."""
     kwargs = _attack_kwargs(attack, "attack")
     eps = kwargs.pop("eps", 0.0)
-    rank, world = _distributed()
+    rank, world = rank_and_world()
     shard = data.subset(torch.arange(rank, len(data), world)) if world > 1 else data
     if len(shard):
         report = robust_accuracy(model, (shard.x, shard.y), eps=[eps], batch_size=batch_size, device=device,
@@ -445,7 +440,7 @@ def train(
         raise ValueError(f"select={config.select!r} needs val_data")
     if config.select == "val_robust_accuracy" and val_attack is None:
         raise ValueError("select='val_robust_accuracy' needs val_attack (e.g. {'attack': 'pgd', 'eps': 0.1})")
-    rank, world = _distributed()
+    rank, world = rank_and_world()
     if config.batch_size % world:
         raise ValueError(f"batch_size {config.batch_size} must be divisible by the {world} DDP ranks")
     device = resolve_device(model, device)

@@ -20,6 +20,7 @@ import torch.distributed as dist
 
 from ..._io import atomic_write
 from ..._validate import check_bool
+from ...attacks._distributed import world as rank_and_world
 from .._output import check_output_dir
 from . import measure, stages, tasks
 from .config import StudyConfig
@@ -67,7 +68,7 @@ def run_study(
     check_bool(progress, "progress")
     if not callable(log):
         raise TypeError(f"log must be callable, got {type(log).__name__}")
-    rank, world = _distributed()
+    rank, world = rank_and_world()
     device = _device(config, world)
     if rank != 0:
         log = lambda _: None  # noqa: E731 - one rank speaks
@@ -139,13 +140,6 @@ def _same_weights_on_every_rank(models: dict[str, torch.nn.Module]) -> None:
             dist.broadcast(wire, src=0)
             if wire is not tensor.data:
                 tensor.data.copy_(wire)
-
-
-def _distributed() -> tuple[int, int]:
-    """This process's rank and the world size (0, 1 outside torchrun)."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def _device(config: StudyConfig, world: int) -> torch.device:
