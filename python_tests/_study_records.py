@@ -1,6 +1,7 @@
 """Synthetic per-image records (``per_sample``) on top of a study's results, as the measurement step
 writes them, so that the paired comparisons and the report's claim sentences can be tested without
-training anything. The committed results (docs/study/...) predate per-image records."""
+training anything. The committed small-source results (docs/study/small_source) predate per-image
+records; the ImageNet-weights ones (docs/study) hold them (:func:`without_per_sample` takes them out)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,18 @@ Rates = Callable[[str, str, dict[str, Any]], tuple[float, Sequence[float]]]
 def committed(name: str = "small_source") -> dict[str, Any]:
     """A committed study's results.json (``"small_source"`` or ``""`` for the ImageNet-weights one)."""
     return json.loads((DOCS / name / "results.json").read_text())
+
+
+def without_per_sample(results: dict[str, Any]) -> dict[str, Any]:
+    """``results`` as a study written before per-image records: no ``per_sample`` in any model's
+    record and no paired ``comparisons`` in the summary."""
+    out = copy.deepcopy(results)
+    for seed in out["seeds"].values():
+        for record in seed.values():
+            if isinstance(record, dict):
+                record.pop("per_sample", None)
+    out["summary"].pop("comparisons", None)
+    return out
 
 
 def ones(n: int, k: int) -> list[int]:
