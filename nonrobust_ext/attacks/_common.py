@@ -303,6 +303,14 @@ def ranked_targets(clean: torch.Tensor, y: torch.Tensor, count: int) -> torch.Te
     return ranked.argsort(dim=1, descending=True, stable=True)[:, :count]
 
 
+def target_rows(targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (sample, target) pairs of ``targets`` ``[B, T]`` as rows of one batch, target-major (row
+    ``t * B + i`` is sample ``i`` towards ``targets[i, t]``): ``(sample index, target)`` per row, so that
+    ``reshape(T, B)`` of any per-row result lines the targets of a sample up in one column."""
+    batch, per_sample = targets.shape
+    return torch.arange(batch, device=targets.device).repeat(per_sample), targets.t().reshape(-1)
+
+
 def succeeded(logits: torch.Tensor, y: torch.Tensor, targeted: bool) -> torch.Tensor:
     """``[B]`` bool: misclassified (untargeted) or classified as ``y`` (targeted). The logits must be
     finite (checked by the caller: :func:`check_finite_logits` or a :class:`FiniteWatch`)."""

@@ -32,6 +32,7 @@ from ._common import (
     ranked_targets,
     resolve_amp,
     resolve_generator,
+    target_rows,
 )
 from .apgd import _single_run
 from .threat import Bounds, ThreatModel
@@ -217,12 +218,11 @@ def _run_targets(
     x_init: torch.Tensor | None, *, steps: int, rho: float, logits: LogitsSelector, precision: Precision,
     early_stop: bool, watch: FiniteWatch, generator: torch.Generator | None,
 ) -> TargetedAPGDResult:
-    """One APGD run per (sample, target) pair, all pairs as rows of one batch (target-major: row
-    ``t * B + i`` is sample ``i`` towards ``targets[i, t]``), reduced to the best row per sample."""
+    """One APGD run per (sample, target) pair, all pairs as rows of one batch (:func:`target_rows`),
+    reduced to the best row per sample."""
     batch, per_sample = targets.shape
-    rows = torch.arange(batch, device=x.device).repeat(per_sample)
+    rows, t_rows = target_rows(targets)
     x_rows, y_rows = x[rows], y[rows]
-    t_rows = targets.t().reshape(-1)
     threat_rows = threat.rows(rows)
     start = x_rows.clone()
     if x_init is not None:

@@ -38,6 +38,7 @@ from ._common import (
     resolve_amp,
     select_logits,
     succeeded,
+    target_rows,
 )
 from .threat import Bounds, ThreatModel
 
@@ -286,8 +287,8 @@ def _smallest_over_targets(model: Model, x: torch.Tensor, y: torch.Tensor, count
         clean = clean_logits(model, x.detach(), y, options["logits"], resolve_amp(options["amp"], x))
     targets = ranked_targets(clean, y.long(), min(count, clean.shape[1] - 1))
     batch, per_sample = targets.shape
-    rows = torch.arange(batch, device=x.device).repeat(per_sample)
-    runs = fmn(model, x[rows], targets.t().reshape(-1), targeted=True, return_result=True, **options)
+    rows, t_rows = target_rows(targets)
+    runs = fmn(model, x[rows], t_rows, targeted=True, return_result=True, **options)
     radius = torch.where(runs.success, runs.radius, math.inf).reshape(per_sample, batch)
     chosen = radius.argmin(dim=0) * batch + torch.arange(batch, device=x.device)
     best = runs.rows(chosen)
