@@ -47,7 +47,8 @@ def test_the_first_stage_is_apgd_ce_and_the_cascade_is_never_weaker(ten_class):
     breaks at least those."""
     model, x, y = ten_class
     eps, seed = 0.04, 3
-    res = autoattack(model, x, y, eps=eps, seed=seed, return_result=True, **CHEAP)
+    # The model itself (no channels-last copy), so that both runs do the same arithmetic.
+    res = autoattack(model, x, y, eps=eps, seed=seed, channels_last=False, return_result=True, **CHEAP)
     with torch.no_grad():
         correct = model(x).argmax(1) == y
     alone = nonrobust_ext.apgd(model, x[correct], y[correct], eps=eps, steps=CHEAP["steps"], early_stop=True,
@@ -155,3 +156,59 @@ def test_bad_data_is_named(ten_class):
         autoattack(two, x, y % 2, eps=0.1)
     with pytest.raises(RuntimeError, match="process group"):
         autoattack(model, x, y, eps=0.1, distributed=True)
+
+
+# ------------------------------------------------------------------------ the channels-last copy
+
+
+class _FlattensWithView(torch.nn.Module):
+    """A conv model whose forward ``.view``s an activation: it fails on channels-last activations."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(channels, 4, 3, padding=1)
+        self.head = torch.nn.LazyLinear(10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.conv(x))
+        return self.head(h.view(h.shape[0], -1))
+
+
+def test_a_cpu_conv_model_is_attacked_through_a_channels_last_copy_that_finds_the_same(ten_class):
+    """On the CPU a conv model runs as a channels-last copy by default; the copy is the same function
+    (up to rounding), so the cascade breaks the same samples (a sample on the boundary may fall either
+    way), and the model itself is left as it was."""
+    model, x, y = ten_class
+    weights = {name: (p.data_ptr(), p.stride()) for name, p in model.named_parameters()}
+    copied = autoattack(model, x, y, eps=0.05, seed=4, return_result=True, **CHEAP)
+    plain = autoattack(model, x, y, eps=0.05, seed=4, channels_last=False, return_result=True, **CHEAP)
+    assert copied.settings["channels_last"] is True and plain.settings["channels_last"] is False
+    assert 0 < int(plain.success.sum()) < len(y)
+    assert int((copied.success != plain.success).sum()) <= 2
+    assert {name: (p.data_ptr(), p.stride()) for name, p in model.named_parameters()} == weights
+    assert bool((ball_norm(copied.x_adv - x, "linf") <= 0.05 * (1 + 1e-5) + 1e-7).all())
+
+
+def test_no_copy_where_it_cannot_help_or_cannot_be_made(ten_class):
+    model, x, y = ten_class
+    x, y = x[:16], y[:16]
+    mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(x[0].numel(), 10))
+    assert autoattack(mlp, x, y, eps=0.05, return_result=True, **CHEAP).settings["channels_last"] is False
+    already = model.to(memory_format=torch.channels_last)  # nothing left to convert
+    assert autoattack(already, x, y, eps=0.05, return_result=True, **CHEAP).settings["channels_last"] is False
+    viewing = _FlattensWithView(x.shape[1])
+    viewing(x)  # materialise the lazy head
+    # auto: the copy fails on its first batch, so the model itself is attacked, silently
+    assert autoattack(viewing, x, y % 10, eps=0.05, return_result=True, **CHEAP).settings["channels_last"] is False
+    # asked for: the same, with a warning that says why
+    with pytest.warns(UserWarning, match="channels_last=True: attacking the model as it is: the channels-last copy"):
+        res = autoattack(viewing, x, y % 10, eps=0.05, channels_last=True, return_result=True, **CHEAP)
+    assert res.settings["channels_last"] is False
+    with pytest.warns(UserWarning, match="not an nn.Module"):
+        autoattack(lambda t: mlp(t), x, y, eps=0.05, channels_last=True, **CHEAP)
+
+
+def test_channels_last_must_be_a_bool_or_none(ten_class):
+    model, x, y = ten_class
+    with pytest.raises(TypeError, match="channels_last"):
+        autoattack(model, x[:4], y[:4], eps=0.1, channels_last="yes")

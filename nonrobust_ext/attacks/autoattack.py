@@ -30,6 +30,7 @@ from ._common import (
     select_logits,
 )
 from ._distributed import gather_rows, max_all, require_group, shard, sum_all, world
+from ._layout import attack_model
 from .apgd import apgd
 from .apgd_targeted import apgd_targeted
 from .fab import fab
@@ -93,15 +94,15 @@ class AutoAttackResult:
 def autoattack(
     model: Model, x: torch.Tensor, y: torch.Tensor, *, eps: Param, norm: str = ..., version: str = ...,
     seed: int = ..., steps: int = ..., queries: int = ..., target_classes: int = ..., bounds: Bounds = ...,
-    batch_size: int = ..., logits: LogitsSelector = ..., progress: bool = ..., distributed: bool = ...,
-    return_result: Literal[False] = ...,
+    batch_size: int = ..., logits: LogitsSelector = ..., channels_last: bool | None = ..., progress: bool = ...,
+    distributed: bool = ..., return_result: Literal[False] = ...,
 ) -> torch.Tensor: ...
 @overload
 def autoattack(
     model: Model, x: torch.Tensor, y: torch.Tensor, *, eps: Param, norm: str = ..., version: str = ...,
     seed: int = ..., steps: int = ..., queries: int = ..., target_classes: int = ..., bounds: Bounds = ...,
-    batch_size: int = ..., logits: LogitsSelector = ..., progress: bool = ..., distributed: bool = ...,
-    return_result: Literal[True],
+    batch_size: int = ..., logits: LogitsSelector = ..., channels_last: bool | None = ..., progress: bool = ...,
+    distributed: bool = ..., return_result: Literal[True],
 ) -> AutoAttackResult: ...
 def autoattack(
     model: Model,
@@ -118,6 +119,7 @@ def autoattack(
     bounds: Bounds = (0.0, 1.0),
     batch_size: int = 256,
     logits: LogitsSelector = None,
+    channels_last: bool | None = None,
     progress: bool = False,
     distributed: bool = False,
     return_result: bool = False,
@@ -157,6 +159,12 @@ def autoattack(
             attacked with its own generator seeded by ``seed`` and the block's index, so the answer
             does not depend on how the blocks are shared among processes.
         logits: where the logits are in the model's output.
+        channels_last: run the attacks on a copy of the model with channels-last weights (its
+            activations then run channels-last: several times faster on the CPU for convolutional
+            models). ``None`` (default): on the CPU, for models with a 2-D convolution not channels-last
+            yet; ``True``: wherever possible; ``False``: never. The copy is used only where it gives the
+            model's logits on the clean batch (up to rounding); every point is verified on ``model``.
+            ``settings["channels_last"]`` says whether it ran.
         progress: a progress bar over the stages.
         distributed: under ``torchrun`` (an initialised process group), each rank attacks its share of
             the blocks and the results are gathered: every rank returns the whole batch's result, the
@@ -200,6 +208,7 @@ def autoattack(
         clean = clean_logits(model, x, y, logits, min_classes=3,
                              who="AutoAttack (its APGD-T stage's DLR loss divides by the gap between the first and "
                                  "third logit)")
+        runner, copied = attack_model(model, x, clean, logits, channels_last)
         num_classes = clean.shape[1]
         targets = min(target_classes if target_classes is not None else num_classes - 1, num_classes - 1)
         correct = clean.argmax(1) == y
@@ -223,7 +232,7 @@ def autoattack(
                     where = todo + rows.start
                     x_sub, y_sub, threat_sub = x[where], y[where], threat.rows(where)
                     assert threat_sub.eps is not None
-                    x_stage, success = stages[name](model, x_sub, y_sub, threat_sub.eps)
+                    x_stage, success = stages[name](runner, x_sub, y_sub, threat_sub.eps)
                     verified = success & _verify(model, x_stage, x_sub, y_sub, threat_sub, logits)
                     x_block[todo[verified]] = x_stage[verified]
                     broken_block[todo[verified]] = index
@@ -255,7 +264,8 @@ def autoattack(
         clean_accuracy=float(correct.float().mean()), robust_accuracy=float((broken_by == -2).float().mean()),
         log=log,
         settings={"version": version, "norm": norm, "steps": steps, "queries": queries, "target_classes": targets,
-                  "seed": seed, "standard": (steps, queries, target_classes) == (100, 5000, 9)},
+                  "seed": seed, "standard": (steps, queries, target_classes) == (100, 5000, 9),
+                  "channels_last": copied},
     )
 
 
