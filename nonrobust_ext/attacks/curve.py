@@ -96,7 +96,7 @@ class RobustnessCurve:
             ValueError: ``eps_max`` is NaN, infinite or <= 0.
         """
         eps_max = check_real(eps_max, "eps_max", low=0.0, low_inclusive=False)
-        return float(self.radii.clamp(max=eps_max).mean()) / eps_max
+        return float(robustness_per_sample(self.radii, eps_max).mean())
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-friendly dict (radii as a list of floats, ``inf`` written as ``None``)."""
@@ -112,4 +112,11 @@ class RobustnessCurve:
         }
 
 
-__all__ = ["RobustnessCurve"]
+def robustness_per_sample(radii: torch.Tensor, eps_max: float) -> torch.Tensor:
+    """Per sample, the share of ``[0, eps_max]`` over which it stays robust: ``min(r, eps_max) / eps_max``
+    for its minimal radius ``r`` (``inf``: never fooled, 1; 0: misclassified clean, 0). Its mean is the
+    expected robustness (:meth:`RobustnessCurve.expected_robustness`)."""
+    return radii.clamp(max=eps_max) / eps_max
+
+
+__all__ = ["RobustnessCurve", "robustness_per_sample"]

@@ -15,6 +15,9 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import torch
+
+from ...attacks.curve import robustness_per_sample
 from .config import STAGES
 from .paired import ABOVE, BELOW, paired_difference, verdict
 
@@ -153,7 +156,8 @@ def _expected_robustness(radii: Sequence[float | None] | None, eps_max: float) -
     infinite); ``None`` without radii or without an attacked radius."""
     if radii is None or eps_max <= 0:
         return None
-    return [1.0 if r is None else min(float(r), eps_max) / eps_max for r in radii]
+    finite_or_inf = torch.tensor([math.inf if r is None else float(r) for r in radii], dtype=torch.float64)
+    return robustness_per_sample(finite_or_inf, eps_max).tolist()
 
 
 def present(stages: Sequence[str], table: Mapping[str, Any]) -> list[str]:
