@@ -11,6 +11,7 @@ Public surface:
     deepfool, cw_l2      minimal-perturbation attacks (L2)
     fmn                  FMN: fast minimum-norm (L-inf, L2); robust_accuracy(curve=True) builds curves on it
     fab                  FAB: minimal perturbation (L-inf, L2), targeted form for AutoAttack (FAB-T)
+    uap, fooling_rate    a universal perturbation (one for all inputs) and how often it fools any model
     robust_accuracy      clean/robust accuracy and true-label confidence over an eps grid
     AttackResult         the richer result of an attack (``return_result=True``)
     ops                  typed wrappers of the compiled ops (torch.ops.nonrobust_ext.*)
@@ -50,10 +51,12 @@ from .attacks import (  # noqa: E402
     fab,
     fgsm,
     fmn,
+    fooling_rate,
     mifgsm,
     pgd,
     robust_accuracy,
     square,
+    uap,
 )
 
 __version__ = "0.1.0"
@@ -73,6 +76,6 @@ def build_info() -> dict[str, Any]:
 
 __all__ = [
     "AttackResult", "CWResult", "DeepFoolResult", "RobustnessReport", "apgd", "apgd_targeted", "autoattack", "bim",
-    "build_info", "cw_l2", "deepfool", "difgsm", "fab", "fgsm", "fmn", "mifgsm", "ops", "pgd", "reference",
-    "robust_accuracy", "square",
+    "build_info", "cw_l2", "deepfool", "difgsm", "fab", "fgsm", "fmn", "fooling_rate", "mifgsm", "ops", "pgd",
+    "reference", "robust_accuracy", "square", "uap",
 ]

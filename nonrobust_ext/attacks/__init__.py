@@ -6,7 +6,7 @@
 - :mod:`.square`: the Square Attack, a score-based (gradient-free) fixed-radius attack;
 - :mod:`.deepfool`, :mod:`.cw`, :mod:`.fab`, :mod:`.fmn`: minimal-norm attacks (FAB also with a radius, for AutoAttack);
 - :mod:`.autoattack`: AutoAttack, the standard cascade of APGD-CE, APGD-T, FAB-T and Square;
-- :mod:`.feature`: feature-space PGD (no labels);
+- :mod:`.feature`: feature-space PGD (no labels); :mod:`.uap`: universal perturbations (one for all inputs);
 - :mod:`.registry`: the attacks by name and what each is; :mod:`.evaluate`: robust accuracy, and
   :mod:`.curve` the robustness curve it gives from a minimal-norm attack.
 """
@@ -27,10 +27,12 @@ from .registry import ATTACKS, MINIMAL_NORM, SPECS, AttackSpec
 from .square import SquareResult, square
 from .threat import ThreatModel
 from .transfer import bim, difgsm, mifgsm
+from .uap import UAPResult, fooling_rate, uap
 
 __all__ = [
     "ATTACKS", "MINIMAL_NORM", "SPECS", "AttackResult", "AttackSpec", "AutoAttackResult", "CWResult",
     "DeepFoolResult", "FABResult", "FMNResult", "RobustnessCurve", "RobustnessReport", "SquareResult", "StageLog",
-    "TargetedAPGDResult", "ThreatModel", "apgd", "apgd_targeted", "autoattack", "bim", "cw_l2", "deepfool", "difgsm",
-    "dlr_loss", "fab", "feature_pgd", "fgsm", "fmn", "mifgsm", "pgd", "robust_accuracy", "square", "targeted_dlr_loss",
+    "TargetedAPGDResult", "ThreatModel", "UAPResult", "apgd", "apgd_targeted", "autoattack", "bim", "cw_l2",
+    "deepfool", "difgsm", "dlr_loss", "fab", "feature_pgd", "fgsm", "fmn", "fooling_rate", "mifgsm", "pgd",
+    "robust_accuracy", "square", "targeted_dlr_loss", "uap",
 ]
