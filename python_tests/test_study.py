@@ -23,7 +23,8 @@ from nonrobust_ext.experiments.study import StudyConfig, run_study
 # The small-source preset (a source task carved from the dataset), as small as it runs.
 TINY = dict(study.PRESETS["small-source"], dataset="synthetic", source_per_class=40, shots=8, seeds=(0, 1), source_epochs=1, target_steps=4,
             batch_size=64, train_steps=2, eval_steps=2, eval_samples=100, eval_eps=(0.0, 0.1), analysis_samples=64,
-            autoattack_steps=2, autoattack_queries=20, autoattack_samples=30, curve_steps=3, curve_samples=40)
+            autoattack_steps=2, autoattack_queries=20, autoattack_samples=30, curve_steps=3, curve_samples=40,
+            uap_epochs=1)
 
 
 # The stages the small-source preset trains (no robust fine-tuning arms from ImageNet weights).
@@ -74,6 +75,13 @@ def test_quick_study_writes_results_and_a_report_made_of_its_numbers(tiny_study)
             assert all(0 <= f <= 1 for f in ranking["robust_fraction_top"])
             assert 0 <= a["perturbation_high_frequency_share"][stage] <= 1
         assert a["chance_accuracy"] == pytest.approx(1 / len(StudyConfig(**TINY).target_classes))
+        # the universal perturbation of each source model, on itself and on every target model; the noise control
+        sources = [s for s in SMALL_STAGES if s in study.SOURCE_STAGES]
+        assert set(a["uap_fooling_rate"]) == {*sources, "noise"}
+        for source in sources:
+            assert set(a["uap_fooling_rate"][source]) == {source, *SMALL_TARGETS}
+        assert set(a["uap_fooling_rate"]["noise"]) == set(SMALL_TARGETS)
+        assert all(0 <= rate <= 1 for row in a["uap_fooling_rate"].values() for rate in row.values())
     assert saved["summary"] == results["summary"]
     report = (tmp_path / "report.md").read_text()
     allowed = _numbers(saved)
@@ -82,7 +90,8 @@ def test_quick_study_writes_results_and_a_report_made_of_its_numbers(tiny_study)
     for stage in SMALL_TARGETS:
         assert f"| {stage} |" in report
     for section in ("## Summary", "## Training: validation accuracy", "## Feature-robustness ranking",
-                    "## Where the PGD perturbations put their power", "## Accuracy on the low- and high-frequency"):
+                    "## Where the PGD perturbations put their power", "## Accuracy on the low- and high-frequency",
+                    "## Universal perturbations crafted on the source models"):
         assert section in report
     if importlib.util.find_spec("matplotlib") is None:
         assert "No plots: matplotlib is not installed" in report

@@ -93,7 +93,8 @@ def uap(
         norm: ``"linf"`` or ``"l2"``.
         epochs: passes over the data (>= 1).
         batch_size: inputs per step (>= 1).
-        alpha: step size (> 0); default ``eps / 10``.
+        alpha: step size (> 0); default ``max(eps / 10, 2.5 * eps / steps)`` with ``steps`` the run's
+            total (``epochs`` times the mini-batches per epoch): a short run still reaches the ball's surface.
         seed: seed of the visiting order.
         bounds: ``(lo, hi)`` of the input space (``x + v`` is clipped to it), or ``None``.
         logits: where the logits are in the model's output.
@@ -115,7 +116,10 @@ def uap(
     epochs = check_int(epochs, "epochs", 1)
     batch_size = check_int(batch_size, "batch_size", 1)
     alpha = check_optional_real(alpha, "alpha", low=0.0, low_inclusive=False)
-    step = eps / 10 if alpha is None else alpha
+    steps_per_epoch = -(-len(x) // batch_size)
+    # Default: a tenth of the radius, or larger where the run is short, so that its steps add up to at
+    # least 2.5 radii (a short run still reaches the ball's surface, as PGD's 2.5 * eps / steps does).
+    step = max(eps / 10, 2.5 * eps / (epochs * steps_per_epoch)) if alpha is None else alpha
     seed = check_int(seed, "seed", 0, 2**63 - 1)
     logits = check_selector(logits)
     progress = check_bool(progress, "progress")
@@ -130,7 +134,6 @@ def uap(
         clean = _predictions(model, x, logits, batch_size)
         v = zero.clone()
         best, best_rate, history = v.clone(), -1.0, []
-        steps_per_epoch = -(-len(x) // batch_size)
         bar = progress_bar(description="UAP", enabled=progress, total=epochs * steps_per_epoch, unit="step")
         for _ in range(epochs):
             order = torch.randperm(len(x), generator=generator).to(x.device)

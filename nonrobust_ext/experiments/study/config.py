@@ -123,6 +123,7 @@ class StudyConfig:
         eval_samples: at most this many test images per side evaluated (``None``: all).
         analysis_samples: target test images the analyses (CKA, transfer, frequency, features) use.
         frequency_radii: radii of the low-pass / high-pass split of the frequency analysis.
+        uap_epochs: epochs of the universal perturbation crafted on each source model (0: none).
         eval_attack: the attack of the eps grid, a name of :data:`nonrobust_ext.attacks.registry.ATTACKS`
             (the analyses' attacks stay PGD).
         pretrained: ``None``: stage 1 is trained on the source classes. ``"torchvision"``: torchvision's
@@ -205,6 +206,8 @@ class StudyConfig:
     frequency_radii: tuple[float, ...] = setting((2.0, 4.0, 8.0), "comma-separated radii of the frequency "
                                                   "analysis' low-pass / high-pass split", option="--frequency-radii",
                                                   group=EVALUATION)
+    uap_epochs: int = setting(5, "epochs of the universal perturbation crafted on each source model (the paper's "
+                               "preference analysis; 0 skips it)", option="--uap-epochs", group=EVALUATION)
     eval_attack: str = setting("pgd", "attack of the eps grid", option="--attack", group=EVALUATION,
                                 choices=EVAL_ATTACKS)
     pretrained: str | None = setting("imagenet", "'imagenet' (the backbone's ImageNet weights on this machine: "
@@ -255,6 +258,7 @@ class StudyConfig:
             "eval_samples": check_optional_int(self.eval_samples, "eval_samples", 1),
             "analysis_samples": check_int(self.analysis_samples, "analysis_samples", MIN_ANALYSIS_SAMPLES),
             "frequency_radii": check_reals(self.frequency_radii, "frequency_radii", low=0, low_inclusive=False),
+            "uap_epochs": check_int(self.uap_epochs, "uap_epochs", 0),
             "eval_attack": check_choice(self.eval_attack, "eval_attack", EVAL_ATTACKS),
             "pretrained": _check_pretrained(self.pretrained, "pretrained"),
             "robust_pretrained": check_optional_path(self.robust_pretrained, "robust_pretrained"),
@@ -360,11 +364,12 @@ PRESETS: dict[str, dict[str, Any]] = {
 QUICK: dict[str, dict[str, Any]] = {
     "imagenet": dict(shots=20, seeds=(0, 1), target_steps=40, standard_steps=80, train_steps=2, eval_steps=5,
                      autoattack_steps=20, autoattack_queries=300, autoattack_samples=50, curve_steps=20,
-                     curve_samples=100, eval_samples=200, eval_eps=(0.0, 2 / 255, 8 / 255), analysis_samples=100),
+                     curve_samples=100, eval_samples=200, eval_eps=(0.0, 2 / 255, 8 / 255), analysis_samples=100,
+                     uap_epochs=2),
     "small-source": dict(source_per_class=200, shots=10, seeds=(0, 1), source_epochs=2, target_steps=30,
                          train_steps=3, eval_steps=5, autoattack_steps=20, autoattack_queries=300,
                          autoattack_samples=50, curve_steps=20, curve_samples=100, eval_samples=200,
-                         eval_eps=(0.0, 0.05, 0.1), analysis_samples=150),
+                         eval_eps=(0.0, 0.05, 0.1), analysis_samples=150, uap_epochs=2),
 }
 
 

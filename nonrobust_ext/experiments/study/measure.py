@@ -21,7 +21,7 @@ from ... import analysis
 from ... import data as nxdata
 from ..._progress import progress_bar
 from ..._validate import check_nonempty
-from ...attacks import autoattack, feature_pgd, pgd, robust_accuracy
+from ...attacks import autoattack, feature_pgd, fooling_rate, pgd, robust_accuracy, uap
 from ...attacks._common import eval_mode
 from ...attacks.registry import ATTACKS
 from .config import SOURCE_STAGES, TARGET_STAGES, StudyConfig
@@ -114,7 +114,7 @@ def analyse(config: StudyConfig, tasks: nxdata.SourceTarget, trained: dict[str, 
     sources = {stage: model for stage, model in trained.items() if stage in SOURCE_STAGES}
     layers = trained["pretrained"].stage_output_names()
     pairs = [(a, b) for a, b in CKA_PAIRS if a in trained and b in trained]
-    steps = len(pairs) + len(sources) + 1 + 3 * len(targets)
+    steps = len(pairs) + len(sources) + 1 + 3 * len(targets) + (len(sources) + 1 if config.uap_epochs else 0)
     bar = progress_bar(description=f"seed {seed} analyses", enabled=progress, total=steps, unit="step")
 
     def advance(value: Any) -> Any:
@@ -146,6 +146,7 @@ def analyse(config: StudyConfig, tasks: nxdata.SourceTarget, trained: dict[str, 
     features = {stage: advance(analysis.feature_usefulness(model, (x, y), eps=eps, adversarial=crafted[stage],
                                                            device=device))
                 for stage, model in targets.items()}
+    universal = _universal(config, sources, targets, x.to(device), eps, seed, advance) if config.uap_epochs else None
     bar.close()
     split_radius = len(next(iter(spectra.values()))) // 2
     return {
@@ -165,7 +166,25 @@ def analyse(config: StudyConfig, tasks: nxdata.SourceTarget, trained: dict[str, 
         "spectrum_split_radius": split_radius,
         "perturbation_high_frequency_share": {stage: sum(spectrum[split_radius:])
                                               for stage, spectrum in spectra.items()},
+        "uap_fooling_rate": universal,
     }
+
+
+def _universal(config: StudyConfig, sources: dict[str, torch.nn.Module], targets: dict[str, torch.nn.Module],
+               x: torch.Tensor, eps: float, seed: int, advance: Any) -> dict[str, dict[str, float]]:
+    """The paper's preference analysis: a universal perturbation crafted on each source model (on its
+    own predictions over the target images: its head is for other classes, no labels are needed),
+    and how often it changes each target model's prediction; ``"noise"``: a random-sign perturbation
+    of the same radius, the control. Source -> (model -> fooling rate), the source itself included."""
+    out: dict[str, dict[str, float]] = {}
+    for source, module in sources.items():
+        result = uap(module, x, eps=eps, epochs=config.uap_epochs, seed=seed, return_result=True)
+        rates = {stage: fooling_rate(model, x, result.perturbation) for stage, model in targets.items()}
+        out[source] = advance({source: result.fooling_rate, **rates})
+    signs = torch.randint(0, 2, tuple(x.shape[1:]), generator=torch.Generator().manual_seed(seed)) * 2 - 1
+    noise = (signs * eps).to(x.dtype).to(x.device)
+    out["noise"] = advance({stage: fooling_rate(model, x, noise) for stage, model in targets.items()})
+    return out
 
 
 def _ranking_record(result: analysis.FeatureUsefulness) -> dict[str, Any]:

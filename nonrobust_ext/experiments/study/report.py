@@ -348,6 +348,17 @@ def _analysis_sections(a: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
         targets, {src: [v[t] for t in targets] for src, v in a["source_feature_attack_accuracy"].items()},
         _source_feature_findings(a),
     )
+    universal = a.get("uap_fooling_rate")  # older results.json files have none
+    if universal:
+        models = [stage for stage in STAGES if any(stage in row for row in universal.values())]
+        lines += _table(
+            f"Universal perturbations crafted on the source models (eps {eps:.3f})",
+            "Rows: the source model the one perturbation for all images is crafted on (on its own predictions), "
+            "and `noise`, a random-sign perturbation of the same radius; columns: the share of the images whose "
+            "predicted class it changes, on the source model itself and on each target model.",
+            models, {row: [rates.get(m) for m in models] for row, rates in universal.items()},
+            _universal_findings(universal),
+        )
     lines += _table(
         f"Transfer between the target models (PGD at eps {eps:.3f})",
         "Rows: the model the attack is crafted on; columns: the model evaluated; the diagonal is white-box.",
@@ -413,6 +424,17 @@ def _source_feature_findings(a: dict[str, Any]) -> list[str]:
                           "dm", "robust_finetuned")
     if out:
         out.append("A model that keeps less accuracy relies more on the features the source model is sensitive to.")
+    return out
+
+
+def _universal_findings(universal: dict[str, Any]) -> list[str]:
+    out = _pair_findings(universal.get("pretrained", {}), "Fooling rate of the pretrained model's universal "
+                         "perturbation")
+    out += _pair_findings(universal.get("robust_pretrained", {}), "Fooling rate of the robust pretrained model's "
+                          "universal perturbation", "dm", "robust_finetuned")
+    if out:
+        out.append("A model its source's universal perturbation fools more has kept more of the source's non-robust "
+                   "directions (the paper's preference analysis; compare with the noise row).")
     return out
 
 
