@@ -12,10 +12,12 @@ from typing import Any
 
 import torch
 
-from .._validate import check_choice, check_int, check_optional_int, check_optional_real
+from .._validate import check_bool, check_choice, check_int, check_optional_int, check_optional_real
 
 _MODES = ("full", "freeze", "linear")
 _FROZEN_ATTR = "_nonrobust_ext_frozen"
+# Modules kept in eval mode while training, their parameters still trained (frozen BatchNorm statistics).
+_EVAL_ATTR = "_nonrobust_ext_eval"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +32,10 @@ class FinetuneConfig:
             (``None`` keeps the head).
         head_lr, backbone_lr: learning rates of the head and of the rest (``None``: the optimiser's
             base learning rate).
+        freeze_bn: keep every BatchNorm layer's running statistics at the pretrained ones (the layers
+            stay in eval mode while training; their affine weights still train): the observation of
+            TWINS (Liu et al., CVPR 2023) that adversarial fine-tuning keeps more of the pretrained
+            robustness with the pretrained statistics.
 
     Raises:
         TypeError: a setting of the wrong type (``freeze_stages=1.5``, ``head_lr="0.1"``).
@@ -42,8 +48,10 @@ class FinetuneConfig:
     num_classes: int | None = None
     head_lr: float | None = None
     backbone_lr: float | None = None
+    freeze_bn: bool = False
 
     def __post_init__(self) -> None:
+        check_bool(self.freeze_bn, "freeze_bn")
         check_choice(self.mode, "mode", _MODES)
         check_int(self.freeze_stages, "freeze_stages", 0)
         if self.mode == "freeze" and self.freeze_stages < 1:
@@ -89,6 +97,8 @@ def prepare_finetune(model: torch.nn.Module, config: FinetuneConfig) -> list[dic
     for module in frozen:
         module.requires_grad_(False)
     setattr(model, _FROZEN_ATTR, frozen)
+    statistics = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    setattr(model, _EVAL_ATTR, statistics if config.freeze_bn else [])
 
     head = [p for p in model.fc.parameters() if p.requires_grad]
     head_ids = {id(p) for p in head}
@@ -101,9 +111,10 @@ def prepare_finetune(model: torch.nn.Module, config: FinetuneConfig) -> list[dic
 
 
 def train_mode(model: torch.nn.Module) -> None:
-    """``model.train()``, keeping the modules frozen by :func:`prepare_finetune` in eval mode."""
+    """``model.train()``, keeping the modules frozen by :func:`prepare_finetune` (and with ``freeze_bn``
+    its BatchNorm layers) in eval mode."""
     model.train()
-    for module in getattr(model, _FROZEN_ATTR, []):
+    for module in (*getattr(model, _FROZEN_ATTR, []), *getattr(model, _EVAL_ATTR, [])):
         module.eval()
 
 

@@ -521,7 +521,8 @@ def train(
                         group["lr"] = base * factor
                     train_mode(model)
                     x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                    loss, logits = objective(net, model, x, y, seed=_step_seed(config, state.step, rank))
+                    step_objective = objective.at(state.step / total)  # a schedule's objective of this step
+                    loss, logits = step_objective(net, model, x, y, seed=_step_seed(config, state.step, rank))
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()

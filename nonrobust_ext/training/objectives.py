@@ -1,6 +1,7 @@
 """Training objectives: standard cross-entropy, PGD adversarial training (Madry et al.), fast FGSM-RS
-adversarial training (Wong et al.), TRADES (Zhang et al.) and the study's discrepancy-mitigating (DM)
-loss. Every inner maximisation runs on the library's own fused attack ops.
+adversarial training (Wong et al.), TRADES (Zhang et al.), the study's discrepancy-mitigating (DM)
+loss, and epsilon scheduling of any of the attack-based ones. Every inner maximisation runs on the
+library's own fused attack ops.
 
 An objective is a small dataclass of hyper-parameters with one method::
 
@@ -53,6 +54,11 @@ class Objective:
 
     def __call__(self, net: Net, module: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, seed: int):
         raise NotImplementedError
+
+    def at(self, progress: float) -> Objective:
+        """The objective to train with at ``progress`` (the fraction of the run's steps done, in [0, 1]):
+        itself, except for objectives that change over the run (:class:`EpsilonScheduled`)."""
+        return self
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,6 +178,53 @@ class DM(_IterativeAttackObjective):
         return F.cross_entropy(logits_clean, y) + self.beta * discrepancy, logits_clean
 
 
+@dataclasses.dataclass(frozen=True)
+class EpsilonScheduled(Objective):
+    """Epsilon scheduling for robust fine-tuning: an attack-based ``objective`` whose radius grows over
+    the run. For the first ``start`` of the steps the radius is 0 (plain cross-entropy: the pretrained
+    features are adapted to the task first), then it rises linearly to ``objective.eps`` at ``end``
+    of the steps and stays there. The loop asks for the objective of each step (:meth:`at`), so a
+    resumed run continues the schedule exactly; the step sizes follow the radius when the objective
+    derives them from it (``alpha=None``).
+
+    Attributes:
+        objective: the objective at the full radius (``PGDAdversarial``, ``TRADES``, ``FastFGSM``, ``DM``).
+        start, end: fractions of the run, ``0 <= start < end <= 1``.
+    """
+
+    objective: Objective = PGDAdversarial()
+    start: float = 0.25
+    end: float = 0.75
+    name: ClassVar[str] = "eps_scheduled"
+    adversarial: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.objective, Objective) or not hasattr(self.objective, "eps"):
+            raise TypeError("objective must be a training objective with a radius eps (PGDAdversarial, TRADES, "
+                            f"FastFGSM, DM), got {type(self.objective).__name__}")
+        check_real(self.start, "start", low=0.0, high=1.0)
+        check_real(self.end, "end", low=0.0, high=1.0)
+        if not self.start < self.end:
+            raise ValueError(f"start must be < end, got start={self.start}, end={self.end}")
+
+    def radius(self, progress: float) -> float:
+        """The radius at ``progress`` (a fraction of the run)."""
+        share = min(max((progress - self.start) / (self.end - self.start), 0.0), 1.0)
+        return self.objective.eps * share  # type: ignore[attr-defined]
+
+    def at(self, progress: float) -> Objective:
+        eps = self.radius(progress)
+        # At radius 0 every attack returns its input: the objective is the clean cross-entropy, without
+        # the attack's forward and backward passes.
+        return Standard() if eps == 0 else dataclasses.replace(self.objective, eps=eps)  # type: ignore[type-var]
+
+    def __call__(self, net, module, x, y, *, seed):
+        return self.objective(net, module, x, y, seed=seed)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "objective": self.objective.describe(), "start": self.start, "end": self.end}
+
+
 OBJECTIVES: dict[str, type[Objective]] = {
     cls.name: cls for cls in (Standard, PGDAdversarial, FastFGSM, TRADES, DM)
 }
@@ -197,4 +250,7 @@ def make_objective(name: str, **hyper_parameters: Any) -> Objective:
     return cls(**hyper_parameters)
 
 
-__all__ = ["DM", "OBJECTIVES", "TRADES", "FastFGSM", "Objective", "PGDAdversarial", "Standard", "make_objective"]
+__all__ = [
+    "DM", "OBJECTIVES", "TRADES", "EpsilonScheduled", "FastFGSM", "Objective", "PGDAdversarial", "Standard",
+    "make_objective",
+]
