@@ -229,7 +229,9 @@ def test_the_default_is_the_papers_setting_and_small_source_is_the_earlier_study
     assert (small.backbone, small.pretrained, small.source_classes) == ("resnet8", None, (0, 1, 2, 3, 4))
     assert small.stages == ("pretrained", "robust_pretrained", "finetuned", "standard", "robust_finetuned", "dm")
     assert StudyConfig(methods=("dm",)).stages[-1] == "dm_finetuned"
-    assert StudyConfig(pretrained="imagenet", robust_pretrained="r.pt").stages == study.STAGES
+    assert StudyConfig(pretrained="imagenet", robust_pretrained="r.pt").stages == tuple(
+        s for s in study.STAGES if s not in {study.METHOD_STAGES[m] for m in study.METHODS if m not in ("adv", "dm")})
+    assert StudyConfig(pretrained="imagenet", robust_pretrained="r.pt", methods=study.METHODS).stages == study.STAGES
 
 
 def test_config_file_and_a_previous_results_json_rerun_the_same_study(tmp_path):
@@ -447,3 +449,40 @@ def test_the_default_setting_runs_on_the_real_imagenet_weights(tmp_path):
                    "The standard model (from scratch, 6 steps) is the paper's baseline", "ImageNet weights `imagenet`"):
         assert phrase in report
     assert all(token in _numbers(results) for token in re.findall(r"-?\d+\.\d+", report))
+
+
+@pytest.mark.slow
+def test_the_robust_fine_tuning_arms_train_and_are_judged_against_plain_fine_tuning(tmp_path):
+    """--methods trades,lp_ft,eps_schedule,frozen_bn: each arm is trained from the pretrained weights,
+    evaluated like every target model, and its remedy claims judged against the fine-tuned model."""
+    methods = ("trades", "lp_ft", "eps_schedule", "frozen_bn")
+    config = StudyConfig(**{**TINY, "seeds": (0,), "methods": methods})
+    arms = [study.METHOD_STAGES[m] for m in methods]
+    assert set(arms) <= set(config.stages)
+    results = run_study(config, tmp_path, progress=False, log=lambda _: None)
+    seed = results["seeds"]["0"]
+    for arm in arms:
+        assert 0 <= seed[arm]["robust_accuracy"][1] <= seed[arm]["clean_accuracy"] <= 1
+        assert seed[arm]["per_sample"]["robust"]
+    # LP-FT: the probe and the fine-tuning each in their own folder (each resumes on its own)
+    for phase in ("probe", "finetune"):
+        assert (tmp_path / "seed0" / "lpft_finetuned" / phase / "checkpoint.pt").is_file()
+    # frozen BN: the fine-tuned model ends with the pretrained model's BatchNorm statistics
+    pretrained = torch.load(tmp_path / "seed0" / "pretrained" / "model.pt", weights_only=True)["state_dict"]
+    tuned = torch.load(tmp_path / "seed0" / "frozenbn_finetuned" / "checkpoint.pt", weights_only=True)["model"]
+    statistics = [k for k in pretrained if k.endswith(("running_mean", "running_var"))]
+    assert statistics and all(torch.equal(pretrained[k], tuned[k]) for k in statistics)
+    plain = torch.load(tmp_path / "seed0" / "adv_finetuned" / "checkpoint.pt", weights_only=True)["model"] if (
+        tmp_path / "seed0" / "adv_finetuned").exists() else None
+    assert plain is None  # not asked for: only the listed arms train
+    compared = {(c["a"], c["b"]) for c in results["summary"]["comparisons"]}
+    assert {(arm, "finetuned") for arm in arms} <= compared
+    report = (tmp_path / "report.md").read_text()
+    for arm in arms:
+        assert f"| {arm} |" in report
+    assert "TRADES fine-tuning" in report and "epsilon scheduling" in report and "(LP-FT)" in report
+
+
+def test_an_unknown_method_is_refused_before_anything_trains():
+    with pytest.raises(ValueError, match="methods must be one of"):
+        StudyConfig(methods=("adv", "mixup"))

@@ -35,16 +35,21 @@ from ...models.registry import IMAGENET_NUM_CLASSES
 from .._settings import check_study_device, setting
 
 SOURCE_STAGES = ("pretrained", "robust_pretrained")
-TARGET_STAGES = ("finetuned", "standard", "adv_finetuned", "dm_finetuned", "robust_finetuned", "dm")
+TARGET_STAGES = ("finetuned", "standard", "adv_finetuned", "dm_finetuned", "trades_finetuned", "lpft_finetuned",
+                 "epssched_finetuned", "frozenbn_finetuned", "robust_finetuned", "dm")
 STAGES = SOURCE_STAGES + TARGET_STAGES
 # The source model each fine-tuned stage starts from.
 FROM = {"finetuned": "pretrained", "adv_finetuned": "pretrained", "dm_finetuned": "pretrained",
-        "robust_finetuned": "robust_pretrained", "dm": "robust_pretrained"}
+        "trades_finetuned": "pretrained", "lpft_finetuned": "pretrained", "epssched_finetuned": "pretrained",
+        "frozenbn_finetuned": "pretrained", "robust_finetuned": "robust_pretrained", "dm": "robust_pretrained"}
 # The stages that need a robust source model: left out with ImageNet weights but no robust ones.
 ROBUST_STAGES = ("robust_pretrained", "robust_finetuned", "dm")
 # Robust fine-tuning from the standard pretrained weights (no robust source needed): method -> stage.
-METHOD_STAGES = {"adv": "adv_finetuned", "dm": "dm_finetuned"}
+METHOD_STAGES = {"adv": "adv_finetuned", "dm": "dm_finetuned", "trades": "trades_finetuned", "lp_ft": "lpft_finetuned",
+                 "eps_schedule": "epssched_finetuned", "frozen_bn": "frozenbn_finetuned"}
 METHODS = tuple(METHOD_STAGES)
+# The arms the default study trains (the others are opt-in: each costs a robust fine-tuning run).
+DEFAULT_METHODS = ("adv", "dm")
 
 # ImageNet weights: their classes and the size torchvision's were trained at.
 IMAGENET_CLASSES = IMAGENET_NUM_CLASSES
@@ -97,8 +102,12 @@ class StudyConfig:
         standard_steps: optimiser steps of the from-scratch ``standard`` model (``None``: ``target_steps``):
             the paper's baseline is trained to a plateau, which its validation curve in the report shows.
         methods: robust fine-tuning arms from the standard pretrained weights (no robust source needed):
-            ``"adv"`` (``adv_finetuned``: PGD adversarial fine-tuning at ``train_eps``) and ``"dm"``
-            (``dm_finetuned``: DM fine-tuning).
+            ``"adv"`` (``adv_finetuned``: PGD adversarial fine-tuning at ``train_eps``), ``"dm"``
+            (``dm_finetuned``: DM fine-tuning), ``"trades"`` (TRADES fine-tuning, beta 6), and three
+            variants of PGD-AT fine-tuning: ``"lp_ft"`` (a PGD-AT linear probe of ``target_steps // 4``
+            steps first), ``"eps_schedule"`` (eps 0 for the first quarter of the steps, rising linearly
+            to ``train_eps`` by three quarters) and ``"frozen_bn"`` (the pretrained BatchNorm statistics
+            kept). Default ``adv`` and ``dm``.
         batch_size, lr: for every stage.
         freeze_stages: backbone stages frozen during fine-tuning (0 = full fine-tuning).
         head_lr, backbone_lr: fine-tuning learning rates of the head and the backbone (``None``: ``lr``).
@@ -172,9 +181,12 @@ class StudyConfig:
                                      group=TRAINING)
     backbone_lr: float | None = setting(0.01, "fine-tuning learning rate of the pretrained backbone",
                                          option="--backbone-lr", group=TRAINING)
-    methods: tuple[str, ...] = setting(METHODS, "comma-separated robust fine-tuning arms from the (standard) "
-                                        "pretrained weights: adv (PGD-AT fine-tuning), dm (DM fine-tuning); "
-                                        "'none' for neither", option="--methods", group=TRAINING)
+    methods: tuple[str, ...] = setting(DEFAULT_METHODS, "comma-separated robust fine-tuning arms from the (standard) "
+                                        "pretrained weights: adv (PGD-AT fine-tuning), dm (DM fine-tuning), trades "
+                                        "(TRADES fine-tuning), lp_ft (PGD-AT after a PGD-AT linear probe), "
+                                        "eps_schedule (PGD-AT with eps 0 for the first quarter, then rising), "
+                                        "frozen_bn (PGD-AT, pretrained BatchNorm statistics kept); 'none' for none",
+                                        option="--methods", group=TRAINING)
     train_eps: float = setting(8 / 255, "L-inf eps of adversarial training (pretraining, --methods adv) and of DM",
                                 option="--train-eps", group=TRAINING)
     train_steps: int = setting(3, "PGD steps of adversarial pretraining and of DM", option="--train-steps",
@@ -416,7 +428,7 @@ def _check_backbone(value: object, name: str) -> str:
 
 
 __all__ = [
-    "EVAL_ATTACKS", "GROUPS", "IMAGENET_CLASSES", "IMAGENET_MEAN", "IMAGENET_SIZE", "IMAGENET_STD", "METHODS",
-    "METHOD_STAGES", "PRESETS", "PRETRAINED_NAMES", "QUICK", "SELECT_RULES", "SOURCE_STAGES", "STAGES", "StudyConfig",
-    "TARGET_STAGES", "TRAINING_FIELDS",
+    "DEFAULT_METHODS", "EVAL_ATTACKS", "GROUPS", "IMAGENET_CLASSES", "IMAGENET_MEAN", "IMAGENET_SIZE", "IMAGENET_STD",
+    "METHODS", "METHOD_STAGES", "PRESETS", "PRETRAINED_NAMES", "QUICK", "SELECT_RULES", "SOURCE_STAGES", "STAGES",
+    "StudyConfig", "TARGET_STAGES", "TRAINING_FIELDS",
 ]

@@ -232,7 +232,11 @@ def _pairwise(summary: dict[str, Any], a: str, b: str, key: str, eps: list[float
 
 
 # The robust fine-tuning arms from the standard pretrained weights, as the summary names them.
-ROBUST_ARMS = {"adv_finetuned": "Adversarial (PGD-AT) fine-tuning", "dm_finetuned": "DM fine-tuning"}
+ROBUST_ARMS = {"adv_finetuned": "Adversarial (PGD-AT) fine-tuning", "dm_finetuned": "DM fine-tuning",
+               "trades_finetuned": "TRADES fine-tuning",
+               "lpft_finetuned": "PGD-AT fine-tuning after a linear probe (LP-FT)",
+               "epssched_finetuned": "PGD-AT fine-tuning with epsilon scheduling",
+               "frozenbn_finetuned": "PGD-AT fine-tuning with the pretrained BatchNorm statistics"}
 
 
 def _summary_findings(summary: dict[str, Any], compared: list[dict[str, Any]]) -> list[str]:

@@ -8,6 +8,7 @@ stage is reused, an interrupted one resumes from its last checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -187,6 +188,11 @@ def train_all(config: StudyConfig, tasks: nxdata.SourceTarget, root: Path, seed:
         "standard": training.Standard(),
         "adv_finetuned": training.PGDAdversarial(eps=config.train_eps, steps=config.train_steps),
         "dm_finetuned": training.DM(eps=config.train_eps, steps=config.train_steps, beta=config.dm_beta),
+        "trades_finetuned": training.TRADES(eps=config.train_eps, steps=config.train_steps),
+        "lpft_finetuned": training.PGDAdversarial(eps=config.train_eps, steps=config.train_steps),
+        "epssched_finetuned": training.EpsilonScheduled(
+            training.PGDAdversarial(eps=config.train_eps, steps=config.train_steps), start=0.25, end=0.75),
+        "frozenbn_finetuned": training.PGDAdversarial(eps=config.train_eps, steps=config.train_steps),
         "robust_finetuned": training.Standard(),
         "dm": training.DM(eps=config.train_eps, steps=config.train_steps, beta=config.dm_beta),
     }
@@ -219,17 +225,28 @@ def train_all(config: StudyConfig, tasks: nxdata.SourceTarget, root: Path, seed:
                                              checkpoint_every=max(1, math.ceil(steps / VALIDATIONS)))
         model = new_model(config, normalise, source_classes, seed + 1000)
         groups = None
+        options = {"val_data": tasks.target_val, "device": device, "progress": progress,
+                   "description": f"seed {seed} {stage}"}
         if stage in FROM:
             weights[FROM[stage]](model)
-            mode = "freeze" if config.freeze_stages else "full"
-            groups = training.prepare_finetune(model, training.FinetuneConfig(
-                mode=mode, freeze_stages=config.freeze_stages, num_classes=num_target,
-                head_lr=config.head_lr, backbone_lr=config.backbone_lr))
+            setup = training.FinetuneConfig(
+                mode="freeze" if config.freeze_stages else "full", freeze_stages=config.freeze_stages,
+                num_classes=num_target, head_lr=config.head_lr, backbone_lr=config.backbone_lr,
+                freeze_bn=stage == "frozenbn_finetuned")
+            if stage == "lpft_finetuned":  # a PGD-AT linear probe first, in its own folder
+                probe = dataclasses.replace(target_config, steps=max(1, steps // 4),
+                                            checkpoint_every=max(1, math.ceil(steps // 4 / VALIDATIONS)))
+                _, run = training.linear_probe_then_finetune(
+                    model, objectives[stage], tasks.target_train, probe=probe, finetune=target_config, setup=setup,
+                    probe_objective=objectives[stage], out_dir=root / stage, **options)
+                records[stage] = validation_record(run)
+                trained[stage] = model
+                continue
+            groups = training.prepare_finetune(model, setup)
         else:
             model.reset_head(num_target)
         run = training.train(model, objectives[stage], tasks.target_train, config=target_config,
-                             out_dir=root / stage, param_groups=groups, val_data=tasks.target_val, device=device,
-                             progress=progress, description=f"seed {seed} {stage}")
+                             out_dir=root / stage, param_groups=groups, **options)
         records[stage] = validation_record(run)
         trained[stage] = model
     return trained, records
