@@ -24,7 +24,7 @@ from nonrobust_ext.experiments.study import StudyConfig, run_study
 TINY = dict(study.PRESETS["small-source"], dataset="synthetic", source_per_class=40, shots=8, seeds=(0, 1), source_epochs=1, target_steps=4,
             batch_size=64, train_steps=2, eval_steps=2, eval_samples=100, eval_eps=(0.0, 0.1), analysis_samples=64,
             autoattack_steps=2, autoattack_queries=20, autoattack_samples=30, curve_steps=3, curve_samples=40,
-            uap_epochs=1)
+            uap_epochs=1, wise_alphas=(0.0, 0.5, 1.0))
 
 
 # The stages the small-source preset trains (no robust fine-tuning arms from ImageNet weights).
@@ -82,6 +82,11 @@ def test_quick_study_writes_results_and_a_report_made_of_its_numbers(tiny_study)
             assert set(a["uap_fooling_rate"][source]) == {source, *SMALL_TARGETS}
         assert set(a["uap_fooling_rate"]["noise"]) == set(SMALL_TARGETS)
         assert all(0 <= rate <= 1 for row in a["uap_fooling_rate"].values() for rate in row.values())
+        # WiSE-FT: the fine-tuned model interpolated towards the pretrained one at each alpha, on the eps grid
+        curve = a["wise_ft"]["finetuned"]
+        assert [point["alpha"] for point in curve] == list(StudyConfig(**TINY).wise_alphas)
+        for point in curve:
+            assert 0 <= point["robust_accuracy"][-1] <= point["robust_accuracy"][0] == point["clean_accuracy"] <= 1
     assert saved["summary"] == results["summary"]
     report = (tmp_path / "report.md").read_text()
     allowed = _numbers(saved)
@@ -91,7 +96,8 @@ def test_quick_study_writes_results_and_a_report_made_of_its_numbers(tiny_study)
         assert f"| {stage} |" in report
     for section in ("## Summary", "## Training: validation accuracy", "## Feature-robustness ranking",
                     "## Where the PGD perturbations put their power", "## Accuracy on the low- and high-frequency",
-                    "## Universal perturbations crafted on the source models"):
+                    "## Universal perturbations crafted on the source models",
+                    "## WiSE-FT: fine-tuned weights interpolated towards the pretrained ones"):
         assert section in report
     if importlib.util.find_spec("matplotlib") is None:
         assert "No plots: matplotlib is not installed" in report

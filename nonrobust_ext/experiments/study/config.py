@@ -133,6 +133,7 @@ class StudyConfig:
         analysis_samples: target test images the analyses (CKA, transfer, frequency, features) use.
         frequency_radii: radii of the low-pass / high-pass split of the frequency analysis.
         uap_epochs: epochs of the universal perturbation crafted on each source model (0: none).
+        wise_alphas: WiSE-FT mixing weights at which each fine-tuned model is evaluated (empty: none).
         eval_attack: the attack of the eps grid, a name of :data:`nonrobust_ext.attacks.registry.ATTACKS`
             (the analyses' attacks stay PGD).
         pretrained: ``None``: stage 1 is trained on the source classes. ``"torchvision"``: torchvision's
@@ -220,6 +221,11 @@ class StudyConfig:
                                                   group=EVALUATION)
     uap_epochs: int = setting(5, "epochs of the universal perturbation crafted on each source model (the paper's "
                                "preference analysis; 0 skips it)", option="--uap-epochs", group=EVALUATION)
+    wise_alphas: tuple[float, ...] = setting((0.0, 0.25, 0.5, 0.75, 1.0), "comma-separated WiSE-FT mixing weights: "
+                                              "each fine-tuned model's weights interpolated towards the pretrained "
+                                              "ones (0: pretrained backbone, 1: fine-tuned), evaluated without "
+                                              "retraining; an empty value skips it", option="--wise-alphas",
+                                              group=EVALUATION)
     eval_attack: str = setting("pgd", "attack of the eps grid", option="--attack", group=EVALUATION,
                                 choices=EVAL_ATTACKS)
     pretrained: str | None = setting("imagenet", "'imagenet' (the backbone's ImageNet weights on this machine: "
@@ -271,6 +277,7 @@ class StudyConfig:
             "analysis_samples": check_int(self.analysis_samples, "analysis_samples", MIN_ANALYSIS_SAMPLES),
             "frequency_radii": check_reals(self.frequency_radii, "frequency_radii", low=0, low_inclusive=False),
             "uap_epochs": check_int(self.uap_epochs, "uap_epochs", 0),
+            "wise_alphas": _check_alphas(self.wise_alphas, "wise_alphas"),
             "eval_attack": check_choice(self.eval_attack, "eval_attack", EVAL_ATTACKS),
             "pretrained": _check_pretrained(self.pretrained, "pretrained"),
             "robust_pretrained": check_optional_path(self.robust_pretrained, "robust_pretrained"),
@@ -377,12 +384,23 @@ QUICK: dict[str, dict[str, Any]] = {
     "imagenet": dict(shots=20, seeds=(0, 1), target_steps=40, standard_steps=80, train_steps=2, eval_steps=5,
                      autoattack_steps=20, autoattack_queries=300, autoattack_samples=50, curve_steps=20,
                      curve_samples=100, eval_samples=200, eval_eps=(0.0, 2 / 255, 8 / 255), analysis_samples=100,
-                     uap_epochs=2),
+                     uap_epochs=2, wise_alphas=(0.0, 0.5, 1.0)),
     "small-source": dict(source_per_class=200, shots=10, seeds=(0, 1), source_epochs=2, target_steps=30,
                          train_steps=3, eval_steps=5, autoattack_steps=20, autoattack_queries=300,
                          autoattack_samples=50, curve_steps=20, curve_samples=100, eval_samples=200,
-                         eval_eps=(0.0, 0.05, 0.1), analysis_samples=150, uap_epochs=2),
+                         eval_eps=(0.0, 0.05, 0.1), analysis_samples=150, uap_epochs=2,
+                         wise_alphas=(0.0, 0.5, 1.0)),
 }
+
+
+def _check_alphas(value: object, name: str) -> tuple[float, ...]:
+    """Mixing weights in [0, 1], each once, ascending; ``"none"`` or an empty sequence for none."""
+    if isinstance(value, str) and value.strip().lower() == "none":
+        return ()
+    alphas = check_reals(value, name, nonempty=False, low=0.0, high=1.0)
+    if len(set(alphas)) != len(alphas):
+        raise ValueError(f"{name} lists a value twice: {list(alphas)}")
+    return tuple(sorted(alphas))
 
 
 def _check_methods(value: object, name: str) -> tuple[str, ...]:

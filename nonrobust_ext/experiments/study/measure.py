@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ... import analysis
+from ... import analysis, training
 from ... import data as nxdata
 from ..._progress import progress_bar
 from ..._validate import check_nonempty
@@ -29,6 +29,8 @@ from .tasks import subsample
 
 # Pairs whose layer-wise similarity the study compares: how much of the (robust) source model each
 # target model keeps, against the standard model that never saw the source.
+# The fine-tuned models WiSE-FT interpolates towards the pretrained weights: plain and adversarial fine-tuning.
+WISE_BASES = ("finetuned", "adv_finetuned")
 CKA_PAIRS = (("pretrained", "finetuned"), ("pretrained", "standard"), ("pretrained", "adv_finetuned"),
              ("pretrained", "dm_finetuned"), ("robust_pretrained", "robust_finetuned"), ("robust_pretrained", "dm"))
 
@@ -114,7 +116,9 @@ def analyse(config: StudyConfig, tasks: nxdata.SourceTarget, trained: dict[str, 
     sources = {stage: model for stage, model in trained.items() if stage in SOURCE_STAGES}
     layers = trained["pretrained"].stage_output_names()
     pairs = [(a, b) for a, b in CKA_PAIRS if a in trained and b in trained]
-    steps = len(pairs) + len(sources) + 1 + 3 * len(targets) + (len(sources) + 1 if config.uap_epochs else 0)
+    wise_bases = [s for s in WISE_BASES if s in trained and "pretrained" in trained] if config.wise_alphas else []
+    steps = (len(pairs) + len(sources) + 1 + 3 * len(targets) + (len(sources) + 1 if config.uap_epochs else 0)
+             + len(wise_bases))
     bar = progress_bar(description=f"seed {seed} analyses", enabled=progress, total=steps, unit="step")
 
     def advance(value: Any) -> Any:
@@ -147,6 +151,8 @@ def analyse(config: StudyConfig, tasks: nxdata.SourceTarget, trained: dict[str, 
                                                            device=device))
                 for stage, model in targets.items()}
     universal = _universal(config, sources, targets, x.to(device), eps, seed, advance) if config.uap_epochs else None
+    wise = {base: advance(_wise_ft(config, trained["pretrained"], trained[base], x, y, seed, device))
+            for base in wise_bases} or None
     bar.close()
     split_radius = len(next(iter(spectra.values()))) // 2
     return {
@@ -167,7 +173,24 @@ def analyse(config: StudyConfig, tasks: nxdata.SourceTarget, trained: dict[str, 
         "perturbation_high_frequency_share": {stage: sum(spectrum[split_radius:])
                                               for stage, spectrum in spectra.items()},
         "uap_fooling_rate": universal,
+        "wise_ft": wise,
     }
+
+
+def _wise_ft(config: StudyConfig, pretrained: torch.nn.Module, finetuned: torch.nn.Module, x: torch.Tensor,
+             y: torch.Tensor, seed: int, device: torch.device) -> list[dict[str, Any]]:
+    """WiSE-FT: ``finetuned``'s weights interpolated towards ``pretrained``'s at each of
+    ``config.wise_alphas`` (the new head kept), each evaluated like the models on the eps grid: one
+    fine-tuning run, a whole robustness-accuracy curve, no retraining."""
+    out = []
+    for alpha in config.wise_alphas:
+        mixed = training.interpolate_weights(pretrained, finetuned, alpha)
+        report = robust_accuracy(mixed, (x, y), eps=list(config.eval_eps), attack=config.eval_attack, device=device,
+                                 **_attack_options(config.eval_attack, config.eval_steps, seed))
+        out.append({"alpha": alpha, "clean_accuracy": report.clean_accuracy,
+                    "robust_accuracy": report.robust_accuracy})
+        del mixed
+    return out
 
 
 def _universal(config: StudyConfig, sources: dict[str, torch.nn.Module], targets: dict[str, torch.nn.Module],

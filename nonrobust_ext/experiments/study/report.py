@@ -363,6 +363,21 @@ def _analysis_sections(a: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
             models, {row: [rates.get(m) for m in models] for row, rates in universal.items()},
             _universal_findings(universal),
         )
+    wise = a.get("wise_ft")  # older results.json files have none
+    if wise:
+        grid = cfg["eval_eps"]
+        attacked = [k for k, e in enumerate(grid) if e > 0]
+        lines += _table(
+            "WiSE-FT: fine-tuned weights interpolated towards the pretrained ones",
+            "Each row: a fine-tuned model's weights mixed as (1 - alpha) pretrained + alpha fine-tuned (its new head "
+            f"kept), evaluated without retraining on the analysis images ({cfg['eval_attack']} at each eps): "
+            "alpha 1 is the fine-tuned model, alpha 0 the pretrained backbone.",
+            ["clean"] + [f"eps {grid[k]:.3f}" for k in attacked],
+            {f"{base} alpha {point['alpha']['mean']:.3f}": [point["clean_accuracy"],
+                                                             *(point["robust_accuracy"][k] for k in attacked)]
+             for base, curve in wise.items() for point in curve},
+            _wise_findings(wise),
+        )
     lines += _table(
         f"Transfer between the target models (PGD at eps {eps:.3f})",
         "Rows: the model the attack is crafted on; columns: the model evaluated; the diagonal is white-box.",
@@ -439,6 +454,20 @@ def _universal_findings(universal: dict[str, Any]) -> list[str]:
     if out:
         out.append("A model its source's universal perturbation fools more has kept more of the source's non-robust "
                    "directions (the paper's preference analysis; compare with the noise row).")
+    return out
+
+
+def _wise_findings(wise: dict[str, Any]) -> list[str]:
+    """Per fine-tuned model: the mixing weight with the highest robust accuracy at the largest eps, next
+    to the fine-tuned model itself (alpha 1), means over seeds (no per-image records: described only)."""
+    out = []
+    for base, curve in wise.items():
+        best = max(reversed(curve), key=lambda point: point["robust_accuracy"][-1]["mean"])  # ties: the larger alpha
+        tuned = curve[-1]
+        out.append(f"WiSE-FT on {base}: robust accuracy at the largest eps peaks at alpha "
+                   f"{best['alpha']['mean']:.3f} ({best['robust_accuracy'][-1]['mean']:.3f}, clean "
+                   f"{best['clean_accuracy']['mean']:.3f}) against {tuned['robust_accuracy'][-1]['mean']:.3f} "
+                   f"(clean {tuned['clean_accuracy']['mean']:.3f}) at alpha {tuned['alpha']['mean']:.3f}.")
     return out
 
 
