@@ -11,18 +11,23 @@ shards of the data.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import inspect
+import json
 import math
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from ... import analysis, training
+from ... import __version__, analysis, training
 from ... import data as nxdata
+from ..._io import atomic_write
 from ..._progress import progress_bar
 from ..._validate import check_nonempty
 from ...attacks import autoattack, feature_pgd, fooling_rate, pgd, robust_accuracy, uap
 from ...attacks._common import eval_mode
+from ...attacks._distributed import world
 from ...attacks.registry import ATTACKS
 from .config import SOURCE_STAGES, TARGET_STAGES, StudyConfig
 from .tasks import subsample
@@ -46,13 +51,16 @@ def _attack_options(name: str, steps: int, seed: int) -> dict[str, Any]:
 
 
 def evaluate_all(config: StudyConfig, tasks: nxdata.SourceTarget, trained: dict[str, torch.nn.Module], seed: int,
-                 device: torch.device, progress: bool, distributed: bool = False) -> dict[str, Any]:
+                 device: torch.device, progress: bool, distributed: bool = False,
+                 cache: Path | None = None) -> dict[str, Any]:
     """Clean and robust accuracy and true-label confidence of every model that has a test set (the
     ImageNet source models have none here) on the eps grid; AutoAttack at the largest eps on the target
     models; every model's robustness curve from its FMN radii. Each model's record keeps its per-image
     outcomes (``per_sample``): the paired comparisons between models are computed from them, on the same
     images for every model of a seed. ``distributed``: every rank evaluates its share of the images
-    (under torchrun) and all ranks get the same records."""
+    (under torchrun) and all ranks get the same records. ``cache``: the seed's folder: a stage's record
+    is kept in its model folder (:data:`EVALUATION_FILE`) under a key of everything it depends on (the
+    weights, the images, the evaluation settings) and reused instead of evaluated again."""
     results: dict[str, Any] = {}
     stages = [s for s in trained if s in TARGET_STAGES or not config.imagenet_source]
     eps_max = max(config.eval_eps)
@@ -60,6 +68,12 @@ def evaluate_all(config: StudyConfig, tasks: nxdata.SourceTarget, trained: dict[
         model = trained[stage]
         test = subsample(tasks.source_test if stage in SOURCE_STAGES else tasks.target_test,
                          config.eval_samples, seed)
+        store = cache / stage / EVALUATION_FILE if cache is not None and (cache / stage).is_dir() else None
+        key = _evaluation_key(config, stage, model, test, seed) if store is not None else ""
+        cached = _cached_record(store, key)
+        if cached is not None:
+            results[stage] = cached
+            continue
         report = robust_accuracy(model, (test.x, test.y), eps=list(config.eval_eps), attack=config.eval_attack,
                                  device=device, distributed=distributed,
                                  **_attack_options(config.eval_attack, config.eval_steps, seed))
@@ -100,7 +114,55 @@ def evaluate_all(config: StudyConfig, tasks: nxdata.SourceTarget, trained: dict[
             per_sample["radius"] = written["radii"]
         record["per_sample"] = per_sample
         results[stage] = record
+        if store is not None and world()[0] == 0:
+            _store_record(store, key, record)
     return results
+
+
+#: A stage's cached evaluation records, in its model folder: evaluation key -> record.
+EVALUATION_FILE = "evaluation.json"
+
+
+def _evaluation_key(config: StudyConfig, stage: str, model: torch.nn.Module, test: nxdata.TensorData,
+                    seed: int) -> str:
+    """A digest of everything a stage's evaluation record depends on: the model's weights, the test
+    images and labels, the evaluation settings, the seed and the library's version."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    for tensor in (test.x, test.y):
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    settings = {k: v for k, v in config.as_dict().items() if k in EVALUATION_SETTINGS}
+    digest.update(json.dumps({"settings": settings, "seed": seed, "target": stage in TARGET_STAGES,
+                              "version": __version__}, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+# The settings an evaluation record depends on (besides the weights and the images).
+EVALUATION_SETTINGS = ("eval_eps", "eval_steps", "eval_attack", "autoattack_steps", "autoattack_queries",
+                       "autoattack_samples", "curve_steps", "curve_samples")
+
+
+def _cached_record(store: Path | None, key: str) -> dict[str, Any] | None:
+    if store is None or not store.is_file():
+        return None
+    try:
+        records = json.loads(store.read_text())
+    except (ValueError, UnicodeDecodeError):  # a damaged cache is only a cache: evaluate again
+        return None
+    record = records.get(key) if isinstance(records, dict) else None
+    return record if isinstance(record, dict) else None
+
+
+def _store_record(store: Path, key: str, record: dict[str, Any]) -> None:
+    try:
+        records = json.loads(store.read_text()) if store.is_file() else {}
+    except (ValueError, UnicodeDecodeError):
+        records = {}
+    records = records if isinstance(records, dict) else {}
+    records[key] = record
+    atomic_write(store, lambda f: json.dump(records, f), binary=False)
 
 
 def analyse(config: StudyConfig, tasks: nxdata.SourceTarget, trained: dict[str, torch.nn.Module], seed: int,

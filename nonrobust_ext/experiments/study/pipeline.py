@@ -106,7 +106,7 @@ def run_study(
         log(f"seed {seed}: evaluating ({config.eval_attack} over eps {list(config.eval_eps)}, AutoAttack, "
             "robustness curves)")
         per_seed[str(seed)] = measure.evaluate_all(config, splits[seed], trained[seed], seed, device, progress,
-                                                   distributed=world > 1)
+                                                   distributed=world > 1, cache=out / f"seed{seed}")
         for stage, record in records[seed].items():
             per_seed[str(seed)][stage]["training"] = record
     if rank != 0:
