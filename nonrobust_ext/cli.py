@@ -32,6 +32,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, OSError, 
 # What Ctrl-C leaves behind, per command.
 INTERRUPTED = {
     "study": "interrupted; finished stages are kept, run the same command again to resume",
+    "sweep": "interrupted; finished points and stages are kept, run the same command again to resume",
     "demo": "interrupted; nothing was written",
 }
 
@@ -244,7 +245,7 @@ def _init_distributed(device: str) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``nonrobust-ext`` parser with its ``demo``, ``study`` and ``info`` commands."""
+    """The ``nonrobust-ext`` parser with its ``demo``, ``study``, ``sweep`` and ``info`` commands."""
     from .experiments.demo import DemoConfig
     from .experiments.study.config import GROUPS, PRESETS, StudyConfig
 
@@ -268,6 +269,18 @@ def build_parser() -> argparse.ArgumentParser:
                             "options given here override it")
     study.add_argument("--fresh", action="store_true", help="retrain every stage instead of reusing finished ones")
     _add_setting_options(study, StudyConfig, GROUPS)
+
+    sweep = sub.add_parser("sweep", help="the study's fine-tuned-versus-standard gaps at every value of one or more "
+                                         "training settings: a table and a plot with confidence intervals")
+    sweep.add_argument("--vary", action="append", default=[], metavar="FACTOR=V1,V2,...",
+                       help="a training setting and its values, e.g. shots=5,10,20 or head-lr=0.01,0.1 (repeat for "
+                            "a grid over several)")
+    sweep.add_argument("--out", type=_path, default=Path("out/sweep"),
+                       help="where the points' studies, sweep.json, sweep.md and sweep.png go (default: out/sweep)")
+    sweep.add_argument("--preset", choices=tuple(PRESETS), default=None, help="the study's preset (default imagenet)")
+    sweep.add_argument("--quick", action="store_true", help="the preset's small version at every point")
+    sweep.add_argument("--fresh", action="store_true", help="retrain every point instead of reusing finished ones")
+    _add_setting_options(sweep, StudyConfig, GROUPS)
 
     sub.add_parser("info", help="print how the compiled extension was built")
     return parser
@@ -307,6 +320,36 @@ def _study(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    from .experiments._settings import settings
+    from .experiments.study import StudyConfig
+    from .experiments.sweep import parse_factors, run_sweep, sweep_points
+
+    options = _option_names(StudyConfig, out="--out", fresh="--fresh", vary="--vary")
+    kinds = {s.name: s.kind for s in settings(StudyConfig)}
+
+    def parse(name: str, text: str) -> Any:
+        try:
+            return _PARSE[kinds[name]](text)
+        except argparse.ArgumentTypeError as error:
+            raise ValueError(f"--vary {name}: {error}") from None
+
+    try:
+        factors = parse_factors(args.vary, parse)
+        given = _given(args, StudyConfig)
+        fixed = sorted(set(given) & {name for name, _ in factors})
+        if fixed:
+            raise ValueError(f"--vary {fixed[0]} and {options[fixed[0]]} both set it; give one")
+        given.setdefault("methods", ())  # the fine-tuned-versus-standard pair, unless arms are asked for
+        base = StudyConfig.preset(args.preset or "imagenet", quick=args.quick, **given)
+        sweep_points(base, factors)  # every point's settings checked before anything trains
+        summary = run_sweep(base, factors, args.out, fresh=args.fresh)
+    except USER_ERRORS as error:
+        return _fail("sweep", user_message(error, options))
+    print(f"wrote {args.out / 'sweep.json'} and {args.out / 'sweep.md'} ({len(summary['points'])} points)")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from .experiments.demo import DemoConfig, run_demo
 
@@ -326,7 +369,8 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"study": _study, "demo": _demo, "info": _info}
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"study": _study, "sweep": _sweep, "demo": _demo,
+                                                             "info": _info}
 
 
 def main(argv: list[str] | None = None) -> int:
