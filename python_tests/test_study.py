@@ -259,7 +259,7 @@ def test_config_file_and_a_previous_results_json_rerun_the_same_study(tmp_path):
     (["--backbone", "resnet9000"], "unknown backbone 'resnet9000'"),
     (["--preset", "small-source", "--robust-pretrained", "r.pt"], "--robust-pretrained needs pretrained"),
     (["--preset", "small-source", "--source-classes", "1,2", "--target-classes", "2,3"], "overlap"),
-    (["--methods", "adv,pgd"], "--methods must be one of 'adv', 'dm', got 'pgd'"),
+    (["--methods", "adv,pgd"], "--methods must be one of 'adv', 'dm', 'trades', 'lp_ft', 'eps_schedule', 'frozen_bn', got 'pgd'"),
     (["--methods", "dm,dm"], "--methods lists a method twice"),
     (["--standard-steps", "0"], "--standard-steps must be >= 1"),
     (["--eps", "-0.1"], "--eps[0] must be >= 0"),
@@ -335,7 +335,7 @@ IMAGENET_TINY = dict({k: v for k, v in TINY.items() if k != "pretrained"}, seeds
 def test_imagenet_weights_replace_the_source_stages(tmp_path):
     config = StudyConfig(**IMAGENET_TINY, pretrained=_imagenet_like_weights(tmp_path / "std.pth", 0),
                          robust_pretrained=_imagenet_like_weights(tmp_path / "robust.pth", 1))
-    arms = ("adv_finetuned", "dm_finetuned")  # the small-source settings leave them out (methods=())
+    arms = tuple(study.METHOD_STAGES.values())  # the small-source settings leave them out (methods=())
     assert config.stages == tuple(s for s in SMALL_STAGES if s not in arms) and config.input_size == 32
     results = run_study(config, tmp_path / "out", progress=False, log=lambda _: None)
     seed = results["seeds"]["0"]
