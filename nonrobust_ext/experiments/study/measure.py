@@ -32,10 +32,10 @@ from ...attacks.registry import ATTACKS
 from .config import SOURCE_STAGES, TARGET_STAGES, StudyConfig
 from .tasks import subsample
 
-# Pairs whose layer-wise similarity the study compares: how much of the (robust) source model each
-# target model keeps, against the standard model that never saw the source.
 # The fine-tuned models WiSE-FT interpolates towards the pretrained weights: plain and adversarial fine-tuning.
 WISE_BASES = ("finetuned", "adv_finetuned")
+# Pairs whose layer-wise similarity the study compares: how much of the (robust) source model each
+# target model keeps, against the standard model that never saw the source.
 CKA_PAIRS = (("pretrained", "finetuned"), ("pretrained", "standard"), ("pretrained", "adv_finetuned"),
              ("pretrained", "dm_finetuned"), ("robust_pretrained", "robust_finetuned"), ("robust_pretrained", "dm"))
 
@@ -48,6 +48,14 @@ def _attack_options(name: str, steps: int, seed: int) -> dict[str, Any]:
     """``steps`` and ``seed`` for the attacks that take them (FGSM takes neither)."""
     accepted = inspect.signature(ATTACKS[name]).parameters
     return {k: v for k, v in (("steps", steps), ("seed", seed)) if k in accepted}
+
+
+def _on_the_grid(config: StudyConfig, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int,
+                 device: torch.device, *, distributed: bool = False) -> Any:
+    """``model``'s :class:`~nonrobust_ext.attacks.RobustnessReport` on the study's eps grid (its attack,
+    steps and seed)."""
+    return robust_accuracy(model, (x, y), eps=list(config.eval_eps), attack=config.eval_attack, device=device,
+                           distributed=distributed, **_attack_options(config.eval_attack, config.eval_steps, seed))
 
 
 def evaluate_all(config: StudyConfig, tasks: nxdata.SourceTarget, trained: dict[str, torch.nn.Module], seed: int,
@@ -74,9 +82,7 @@ def evaluate_all(config: StudyConfig, tasks: nxdata.SourceTarget, trained: dict[
         if cached is not None:
             results[stage] = cached
             continue
-        report = robust_accuracy(model, (test.x, test.y), eps=list(config.eval_eps), attack=config.eval_attack,
-                                 device=device, distributed=distributed,
-                                 **_attack_options(config.eval_attack, config.eval_steps, seed))
+        report = _on_the_grid(config, model, test.x, test.y, seed, device, distributed=distributed)
         record: dict[str, Any] = {
             "task": "source" if stage in SOURCE_STAGES else "target",
             "clean_accuracy": report.clean_accuracy,
@@ -127,12 +133,15 @@ def _evaluation_key(config: StudyConfig, stage: str, model: torch.nn.Module, tes
                     seed: int) -> str:
     """A digest of everything a stage's evaluation record depends on: the model's weights, the test
     images and labels, the evaluation settings, the seed and the library's version."""
+    def raw(tensor: torch.Tensor) -> bytes:  # any dtype, as its bytes
+        return tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    for tensor in (test.x, test.y):
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        digest.update(raw(tensor))
+    digest.update(raw(test.x))
+    digest.update(raw(test.y))
     settings = {k: v for k, v in config.as_dict().items() if k in EVALUATION_SETTINGS}
     digest.update(json.dumps({"settings": settings, "seed": seed, "target": stage in TARGET_STAGES,
                               "version": __version__}, sort_keys=True).encode())
@@ -144,23 +153,23 @@ EVALUATION_SETTINGS = ("eval_eps", "eval_steps", "eval_attack", "autoattack_step
                        "autoattack_samples", "curve_steps", "curve_samples")
 
 
-def _cached_record(store: Path | None, key: str) -> dict[str, Any] | None:
-    if store is None or not store.is_file():
-        return None
+def _records(store: Path) -> dict[str, Any]:
+    """The cached records in ``store``; none where it is missing or damaged (a damaged cache is only a
+    cache: the stage is evaluated again)."""
     try:
-        records = json.loads(store.read_text())
-    except (ValueError, UnicodeDecodeError):  # a damaged cache is only a cache: evaluate again
-        return None
-    record = records.get(key) if isinstance(records, dict) else None
+        records = json.loads(store.read_text()) if store.is_file() else {}
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    return records if isinstance(records, dict) else {}
+
+
+def _cached_record(store: Path | None, key: str) -> dict[str, Any] | None:
+    record = _records(store).get(key) if store is not None else None
     return record if isinstance(record, dict) else None
 
 
 def _store_record(store: Path, key: str, record: dict[str, Any]) -> None:
-    try:
-        records = json.loads(store.read_text()) if store.is_file() else {}
-    except (ValueError, UnicodeDecodeError):
-        records = {}
-    records = records if isinstance(records, dict) else {}
+    records = _records(store)
     records[key] = record
     atomic_write(store, lambda f: json.dump(records, f), binary=False)
 
@@ -247,8 +256,7 @@ def _wise_ft(config: StudyConfig, pretrained: torch.nn.Module, finetuned: torch.
     out = []
     for alpha in config.wise_alphas:
         mixed = training.interpolate_weights(pretrained, finetuned, alpha)
-        report = robust_accuracy(mixed, (x, y), eps=list(config.eval_eps), attack=config.eval_attack, device=device,
-                                 **_attack_options(config.eval_attack, config.eval_steps, seed))
+        report = _on_the_grid(config, mixed, x, y, seed, device)
         out.append({"alpha": alpha, "clean_accuracy": report.clean_accuracy,
                     "robust_accuracy": report.robust_accuracy})
         del mixed
