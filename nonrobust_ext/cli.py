@@ -323,7 +323,7 @@ def _study(args: argparse.Namespace) -> int:
 def _sweep(args: argparse.Namespace) -> int:
     from .experiments._settings import settings
     from .experiments.study import StudyConfig
-    from .experiments.sweep import parse_factors, run_sweep, sweep_points
+    from .experiments.sweep import parse_factors, run_sweep
 
     options = _option_names(StudyConfig, out="--out", fresh="--fresh", vary="--vary")
     kinds = {s.name: s.kind for s in settings(StudyConfig)}
@@ -342,8 +342,7 @@ def _sweep(args: argparse.Namespace) -> int:
             raise ValueError(f"--vary {fixed[0]} and {options[fixed[0]]} both set it; give one")
         given.setdefault("methods", ())  # the fine-tuned-versus-standard pair, unless arms are asked for
         base = StudyConfig.preset(args.preset or "imagenet", quick=args.quick, **given)
-        sweep_points(base, factors)  # every point's settings checked before anything trains
-        summary = run_sweep(base, factors, args.out, fresh=args.fresh)
+        summary = run_sweep(base, factors, args.out, fresh=args.fresh)  # checks every point before any runs
     except USER_ERRORS as error:
         return _fail("sweep", user_message(error, options))
     print(f"wrote {args.out / 'sweep.json'} and {args.out / 'sweep.md'} ({len(summary['points'])} points)")

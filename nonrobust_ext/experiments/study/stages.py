@@ -8,7 +8,6 @@ stage is reused, an interrupted one resumes from its last checkpoint.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import math
@@ -181,20 +180,21 @@ def train_all(config: StudyConfig, tasks: nxdata.SourceTarget, root: Path, seed:
     trained: dict[str, torch.nn.Module] = {}
     records: dict[str, dict[str, float] | None] = {}
     normalise, source_classes = model_inputs(config, tasks)
+    pgd_at = training.PGDAdversarial(eps=config.train_eps, steps=config.train_steps)
+    dm = training.DM(eps=config.train_eps, steps=config.train_steps, beta=config.dm_beta)
     objectives: dict[str, training.Objective] = {
         "pretrained": training.Standard(),
-        "robust_pretrained": training.PGDAdversarial(eps=config.train_eps, steps=config.train_steps),
+        "robust_pretrained": pgd_at,
         "finetuned": training.Standard(),
         "standard": training.Standard(),
-        "adv_finetuned": training.PGDAdversarial(eps=config.train_eps, steps=config.train_steps),
-        "dm_finetuned": training.DM(eps=config.train_eps, steps=config.train_steps, beta=config.dm_beta),
+        "adv_finetuned": pgd_at,
+        "dm_finetuned": dm,
         "trades_finetuned": training.TRADES(eps=config.train_eps, steps=config.train_steps),
-        "lpft_finetuned": training.PGDAdversarial(eps=config.train_eps, steps=config.train_steps),
-        "epssched_finetuned": training.EpsilonScheduled(
-            training.PGDAdversarial(eps=config.train_eps, steps=config.train_steps), start=0.25, end=0.75),
-        "frozenbn_finetuned": training.PGDAdversarial(eps=config.train_eps, steps=config.train_steps),
+        "lpft_finetuned": pgd_at,
+        "epssched_finetuned": training.EpsilonScheduled(pgd_at, start=0.25, end=0.75),
+        "frozenbn_finetuned": pgd_at,
         "robust_finetuned": training.Standard(),
-        "dm": training.DM(eps=config.train_eps, steps=config.train_steps, beta=config.dm_beta),
+        "dm": dm,
     }
     weights: dict[str, Loader] = {}
     source_config = training.TrainConfig(epochs=config.source_epochs, batch_size=config.batch_size, lr=config.lr,
@@ -218,11 +218,14 @@ def train_all(config: StudyConfig, tasks: nxdata.SourceTarget, root: Path, seed:
     # A few-shot target set is one batch an epoch: checkpoint (and validate) VALIDATIONS times a run
     # rather than at every step, which would cost more than the training itself.
     num_target = len(config.target_classes)
+
+    def run_of(steps: int) -> training.TrainConfig:
+        return training.TrainConfig(steps=steps, batch_size=config.batch_size, lr=config.lr, seed=seed,
+                                    select=config.select, checkpoint_every=max(1, math.ceil(steps / VALIDATIONS)))
+
     for stage in (s for s in TARGET_STAGES if s in config.stages):
         steps = config.steps_of[stage]
-        target_config = training.TrainConfig(steps=steps, batch_size=config.batch_size, lr=config.lr, seed=seed,
-                                             select=config.select,
-                                             checkpoint_every=max(1, math.ceil(steps / VALIDATIONS)))
+        target_config = run_of(steps)
         model = new_model(config, normalise, source_classes, seed + 1000)
         groups = None
         options = {"val_data": tasks.target_val, "device": device, "progress": progress,
@@ -234,10 +237,9 @@ def train_all(config: StudyConfig, tasks: nxdata.SourceTarget, root: Path, seed:
                 num_classes=num_target, head_lr=config.head_lr, backbone_lr=config.backbone_lr,
                 freeze_bn=stage == "frozenbn_finetuned")
             if stage == "lpft_finetuned":  # a PGD-AT linear probe first, in its own folder
-                probe = dataclasses.replace(target_config, steps=max(1, steps // 4),
-                                            checkpoint_every=max(1, math.ceil(steps // 4 / VALIDATIONS)))
                 _, run = training.linear_probe_then_finetune(
-                    model, objectives[stage], tasks.target_train, probe=probe, finetune=target_config, setup=setup,
+                    model, objectives[stage], tasks.target_train, probe=run_of(max(1, steps // 4)),
+                    finetune=target_config, setup=setup,
                     probe_objective=objectives[stage], out_dir=root / stage, **options)
                 records[stage] = validation_record(run)
                 trained[stage] = model
