@@ -116,7 +116,7 @@ STUDY_CASES = [
     ("robust-without-pretrained", ["--preset", "small-source", "--robust-pretrained", "r.pt"],
      ("--robust-pretrained needs pretrained",)),
     ("preset-unknown", ["--preset", "big"], ("--preset", "'big'")),
-    ("methods-unknown", ["--methods", "adv,pgd"], ("--methods must be one of 'adv', 'dm', 'trades', 'lp_ft', 'eps_schedule', 'frozen_bn', got 'pgd'",)),
+    ("methods-unknown", ["--methods", "adv,pgd"], ("--methods must be one of 'adv', 'dm', 'trades', 'lp_ft', 'eps_schedule', 'frozen_bn', 'wise', got 'pgd'",)),
     ("image-size-too-small", ["--image-size", "16"], ("--image-size", "16 px is too small", "efficientnet_lite0")),
     ("image-size-too-small-resnet18", ["--backbone", "resnet18", "--pretrained", "{tmp}/resnet18.pt",
                                        "--image-size", "24"], ("--image-size", "24 px is too small")),

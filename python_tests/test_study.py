@@ -259,7 +259,7 @@ def test_config_file_and_a_previous_results_json_rerun_the_same_study(tmp_path):
     (["--backbone", "resnet9000"], "unknown backbone 'resnet9000'"),
     (["--preset", "small-source", "--robust-pretrained", "r.pt"], "--robust-pretrained needs pretrained"),
     (["--preset", "small-source", "--source-classes", "1,2", "--target-classes", "2,3"], "overlap"),
-    (["--methods", "adv,pgd"], "--methods must be one of 'adv', 'dm', 'trades', 'lp_ft', 'eps_schedule', 'frozen_bn', got 'pgd'"),
+    (["--methods", "adv,pgd"], "--methods must be one of 'adv', 'dm', 'trades', 'lp_ft', 'eps_schedule', 'frozen_bn', 'wise', got 'pgd'"),
     (["--methods", "dm,dm"], "--methods lists a method twice"),
     (["--standard-steps", "0"], "--standard-steps must be >= 1"),
     (["--eps", "-0.1"], "--eps[0] must be >= 0"),
@@ -288,6 +288,11 @@ def test_changing_training_settings_is_refused_changing_the_evaluation_reuses_th
     assert {s: (tmp_path / "seed0" / s / "checkpoint.pt").stat().st_mtime_ns for s in SMALL_STAGES} == stamps
     assert len(results["seeds"]["0"]["finetuned"]["robust_accuracy"]) == 3
     assert "L-inf BIM-2" in (tmp_path / "report.md").read_text()
+    # Other arms are not other settings: the cached models are reused, only the new arm is made.
+    results = run_study(dataclasses.replace(other_eval, methods=("wise",)), tmp_path, progress=False,
+                        log=lambda _: None)
+    assert {s: (tmp_path / "seed0" / s / "checkpoint.pt").stat().st_mtime_ns for s in SMALL_STAGES} == stamps
+    assert "wise_finetuned" in results["seeds"]["0"]
     run_study(dataclasses.replace(config, shots=4), tmp_path, fresh=True, progress=False, log=lambda _: None)
     assert json.loads((tmp_path / "stages.json").read_text())["shots"] == 4
 
@@ -459,17 +464,18 @@ def test_the_default_setting_runs_on_the_real_imagenet_weights(tmp_path):
 
 @pytest.mark.slow
 def test_the_robust_fine_tuning_arms_train_and_are_judged_against_plain_fine_tuning(tmp_path):
-    """--methods trades,lp_ft,eps_schedule,frozen_bn: each arm is trained from the pretrained weights,
-    evaluated like every target model, and its remedy claims judged against the fine-tuned model."""
-    methods = ("trades", "lp_ft", "eps_schedule", "frozen_bn")
-    config = StudyConfig(**{**TINY, "seeds": (0,), "methods": methods})
+    """--methods adv,trades,lp_ft,eps_schedule,frozen_bn,wise: each arm is trained from the pretrained
+    weights (WiSE-FT computed from them), evaluated like every target model, and its remedy claims judged
+    against the fine-tuned model; the PGD-AT variants also against plain PGD-AT fine-tuning."""
+    methods = ("adv", "trades", "lp_ft", "eps_schedule", "frozen_bn", "wise")
+    config = StudyConfig(**{**TINY, "seeds": (0,), "methods": methods, "wise_alpha": 0.25})
     arms = [study.METHOD_STAGES[m] for m in methods]
     assert set(arms) <= set(config.stages)
     results = run_study(config, tmp_path, progress=False, log=lambda _: None)
     seed = results["seeds"]["0"]
     for arm in arms:
         assert 0 <= seed[arm]["robust_accuracy"][1] <= seed[arm]["clean_accuracy"] <= 1
-        assert seed[arm]["per_sample"]["robust"]
+        assert seed[arm]["per_sample"]["robust"] and seed[arm]["per_sample"]["autoattack"]
     # LP-FT: the probe and the fine-tuning each in their own folder (each resumes on its own)
     for phase in ("probe", "finetune"):
         assert (tmp_path / "seed0" / "lpft_finetuned" / phase / "checkpoint.pt").is_file()
@@ -478,15 +484,34 @@ def test_the_robust_fine_tuning_arms_train_and_are_judged_against_plain_fine_tun
     tuned = torch.load(tmp_path / "seed0" / "frozenbn_finetuned" / "checkpoint.pt", weights_only=True)["model"]
     statistics = [k for k in pretrained if k.endswith(("running_mean", "running_var"))]
     assert statistics and all(torch.equal(pretrained[k], tuned[k]) for k in statistics)
-    plain = torch.load(tmp_path / "seed0" / "adv_finetuned" / "checkpoint.pt", weights_only=True)["model"] if (
-        tmp_path / "seed0" / "adv_finetuned").exists() else None
-    assert plain is None  # not asked for: only the listed arms train
+    # WiSE-FT: nothing trained; the plain fine-tuned weights a quarter of the way from the pretrained ones,
+    # its head (as many target as source classes here) the fine-tuned one; its evaluation is cached.
+    assert not (tmp_path / "seed0" / "wise_finetuned" / "checkpoint.pt").exists()
+    assert "training" not in seed["wise_finetuned"]
+    plain = torch.load(tmp_path / "seed0" / "finetuned" / "checkpoint.pt", weights_only=True)["model"]
+    wise = study.stages.wise_ft(_loaded(config, pretrained), _loaded(config, plain), 0.25)
+    stem = next(k for k in plain if k.endswith("weight") and not k.startswith("fc."))
+    torch.testing.assert_close(wise.state_dict()[stem], 0.75 * pretrained[stem] + 0.25 * plain[stem])
+    assert pretrained["fc.weight"].shape == plain["fc.weight"].shape
+    assert torch.equal(wise.state_dict()["fc.weight"], plain["fc.weight"])
+    assert (tmp_path / "seed0" / "wise_finetuned" / "evaluation.json").is_file()
+    assert not (tmp_path / "seed0" / "dm_finetuned").exists()  # not asked for: only the listed arms train
     compared = {(c["a"], c["b"]) for c in results["summary"]["comparisons"]}
     assert {(arm, "finetuned") for arm in arms} <= compared
+    assert {(v, "adv_finetuned") for v in study.summary.PGD_AT_VARIANTS} <= compared
     report = (tmp_path / "report.md").read_text()
     for arm in arms:
         assert f"| {arm} |" in report
-    assert "TRADES fine-tuning" in report and "epsilon scheduling" in report and "(LP-FT)" in report
+    for phrase in ("TRADES fine-tuning", "epsilon scheduling", "(LP-FT)", "WiSE-FT arm mixes the weights at alpha "
+                   "0.250", "frozenbn_finetuned above adv_finetuned under attack"):
+        assert phrase in report, phrase
+
+
+def _loaded(config: StudyConfig, state: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """A small-source study model holding ``state``."""
+    model = models.create(config.backbone, num_classes=state["fc.weight"].shape[0], in_channels=1)
+    model.load_state_dict(state)
+    return model
 
 
 def test_an_unknown_method_is_refused_before_anything_trains():

@@ -36,17 +36,20 @@ from .._settings import check_study_device, setting
 
 SOURCE_STAGES = ("pretrained", "robust_pretrained")
 TARGET_STAGES = ("finetuned", "standard", "adv_finetuned", "dm_finetuned", "trades_finetuned", "lpft_finetuned",
-                 "epssched_finetuned", "frozenbn_finetuned", "robust_finetuned", "dm")
+                 "epssched_finetuned", "frozenbn_finetuned", "wise_finetuned", "robust_finetuned", "dm")
 STAGES = SOURCE_STAGES + TARGET_STAGES
 # The source model each fine-tuned stage starts from.
 FROM = {"finetuned": "pretrained", "adv_finetuned": "pretrained", "dm_finetuned": "pretrained",
         "trades_finetuned": "pretrained", "lpft_finetuned": "pretrained", "epssched_finetuned": "pretrained",
         "frozenbn_finetuned": "pretrained", "robust_finetuned": "robust_pretrained", "dm": "robust_pretrained"}
+# Stages that are not trained: their weights are computed from two trained stages'. WiSE-FT mixes the
+# plain fine-tuned model's weights with the pretrained ones it started from (``wise_alpha``).
+DERIVED = {"wise_finetuned": ("pretrained", "finetuned")}
 # The stages that need a robust source model: left out with ImageNet weights but no robust ones.
 ROBUST_STAGES = ("robust_pretrained", "robust_finetuned", "dm")
 # Robust fine-tuning from the standard pretrained weights (no robust source needed): method -> stage.
 METHOD_STAGES = {"adv": "adv_finetuned", "dm": "dm_finetuned", "trades": "trades_finetuned", "lp_ft": "lpft_finetuned",
-                 "eps_schedule": "epssched_finetuned", "frozen_bn": "frozenbn_finetuned"}
+                 "eps_schedule": "epssched_finetuned", "frozen_bn": "frozenbn_finetuned", "wise": "wise_finetuned"}
 METHODS = tuple(METHOD_STAGES)
 # The arms the default study trains (the others are opt-in: each costs a robust fine-tuning run).
 DEFAULT_METHODS = ("adv", "dm")
@@ -107,7 +110,10 @@ class StudyConfig:
             variants of PGD-AT fine-tuning: ``"lp_ft"`` (a PGD-AT linear probe of ``target_steps // 4``
             steps first), ``"eps_schedule"`` (eps 0 for the first quarter of the steps, rising linearly
             to ``train_eps`` by three quarters) and ``"frozen_bn"`` (the pretrained BatchNorm statistics
-            kept). Default ``adv`` and ``dm``.
+            kept); and ``"wise"`` (``wise_finetuned``: WiSE-FT, the plain fine-tuned model's weights
+            mixed with the pretrained ones at ``wise_alpha``; nothing is trained). Default ``adv`` and
+            ``dm``. The arms are independent: a cache trained with other arms is reused, and only the
+            missing ones are trained.
         batch_size, lr: for every stage.
         freeze_stages: backbone stages frozen during fine-tuning (0 = full fine-tuning).
         head_lr, backbone_lr: fine-tuning learning rates of the head and the backbone (``None``: ``lr``).
@@ -134,6 +140,8 @@ class StudyConfig:
         frequency_radii: radii of the low-pass / high-pass split of the frequency analysis.
         uap_epochs: epochs of the universal perturbation crafted on each source model (0: none).
         wise_alphas: WiSE-FT mixing weights at which each fine-tuned model is evaluated (empty: none).
+        wise_alpha: the mixing weight of the WiSE-FT arm (``methods`` ``"wise"``), evaluated in full
+            like every target model (AutoAttack, robustness curve, paired comparisons).
         eval_attack: the attack of the eps grid, a name of :data:`nonrobust_ext.attacks.registry.ATTACKS`
             (the analyses' attacks stay PGD).
         pretrained: ``None``: stage 1 is trained on the source classes. ``"torchvision"``: torchvision's
@@ -186,7 +194,9 @@ class StudyConfig:
                                         "pretrained weights: adv (PGD-AT fine-tuning), dm (DM fine-tuning), trades "
                                         "(TRADES fine-tuning), lp_ft (PGD-AT after a PGD-AT linear probe), "
                                         "eps_schedule (PGD-AT with eps 0 for the first quarter, then rising), "
-                                        "frozen_bn (PGD-AT, pretrained BatchNorm statistics kept); 'none' for none",
+                                        "frozen_bn (PGD-AT, pretrained BatchNorm statistics kept), wise (WiSE-FT: "
+                                        "the plain fine-tuned weights mixed with the pretrained ones, --wise-alpha; "
+                                        "nothing trained); 'none' for none; other arms than a cache's are fine",
                                         option="--methods", group=TRAINING)
     train_eps: float = setting(8 / 255, "L-inf eps of adversarial training (pretraining, --methods adv) and of DM",
                                 option="--train-eps", group=TRAINING)
@@ -226,6 +236,9 @@ class StudyConfig:
                                               "ones (0: pretrained backbone, 1: fine-tuned), evaluated without "
                                               "retraining; an empty value skips it", option="--wise-alphas",
                                               group=EVALUATION)
+    wise_alpha: float = setting(0.5, "mixing weight of the WiSE-FT arm (--methods wise): alpha * fine-tuned + "
+                                "(1 - alpha) * pretrained weights (0.5: WiSE-FT's default)", option="--wise-alpha",
+                                group=EVALUATION)
     eval_attack: str = setting("pgd", "attack of the eps grid", option="--attack", group=EVALUATION,
                                 choices=EVAL_ATTACKS)
     pretrained: str | None = setting("imagenet", "'imagenet' (the backbone's ImageNet weights on this machine: "
@@ -278,6 +291,7 @@ class StudyConfig:
             "frequency_radii": check_reals(self.frequency_radii, "frequency_radii", low=0, low_inclusive=False),
             "uap_epochs": check_int(self.uap_epochs, "uap_epochs", 0),
             "wise_alphas": _check_alphas(self.wise_alphas, "wise_alphas"),
+            "wise_alpha": check_real(self.wise_alpha, "wise_alpha", low=0.0, high=1.0),
             "eval_attack": check_choice(self.eval_attack, "eval_attack", EVAL_ATTACKS),
             "pretrained": _check_pretrained(self.pretrained, "pretrained"),
             "robust_pretrained": check_optional_path(self.robust_pretrained, "robust_pretrained"),
@@ -446,7 +460,7 @@ def _check_backbone(value: object, name: str) -> str:
 
 
 __all__ = [
-    "DEFAULT_METHODS", "EVAL_ATTACKS", "GROUPS", "IMAGENET_CLASSES", "IMAGENET_MEAN", "IMAGENET_SIZE", "IMAGENET_STD",
+    "DEFAULT_METHODS", "DERIVED", "EVAL_ATTACKS", "GROUPS", "IMAGENET_CLASSES", "IMAGENET_MEAN", "IMAGENET_SIZE", "IMAGENET_STD",
     "METHODS", "METHOD_STAGES", "PRESETS", "PRETRAINED_NAMES", "QUICK", "SELECT_RULES", "SOURCE_STAGES", "STAGES",
     "StudyConfig", "TARGET_STAGES", "TRAINING_FIELDS",
 ]

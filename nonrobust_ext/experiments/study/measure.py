@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from ... import __version__, analysis, training
+from ... import __version__, analysis
 from ... import data as nxdata
 from ..._io import atomic_write
 from ..._progress import progress_bar
@@ -30,6 +30,7 @@ from ...attacks._common import eval_mode
 from ...attacks._distributed import world
 from ...attacks.registry import ATTACKS
 from .config import SOURCE_STAGES, TARGET_STAGES, StudyConfig
+from .stages import wise_ft
 from .tasks import subsample
 
 # The fine-tuned models WiSE-FT interpolates towards the pretrained weights: plain and adversarial fine-tuning.
@@ -222,7 +223,7 @@ def analyse(config: StudyConfig, tasks: nxdata.SourceTarget, trained: dict[str, 
                                                            device=device))
                 for stage, model in targets.items()}
     universal = _universal(config, sources, targets, x.to(device), eps, seed, advance) if config.uap_epochs else None
-    wise = {base: advance(_wise_ft(config, trained["pretrained"], trained[base], x, y, seed, device))
+    wise = {base: advance(_wise_curve(config, trained["pretrained"], trained[base], x, y, seed, device))
             for base in wise_bases} or None
     bar.close()
     split_radius = len(next(iter(spectra.values()))) // 2
@@ -248,14 +249,14 @@ def analyse(config: StudyConfig, tasks: nxdata.SourceTarget, trained: dict[str, 
     }
 
 
-def _wise_ft(config: StudyConfig, pretrained: torch.nn.Module, finetuned: torch.nn.Module, x: torch.Tensor,
+def _wise_curve(config: StudyConfig, pretrained: torch.nn.Module, finetuned: torch.nn.Module, x: torch.Tensor,
              y: torch.Tensor, seed: int, device: torch.device) -> list[dict[str, Any]]:
     """WiSE-FT: ``finetuned``'s weights interpolated towards ``pretrained``'s at each of
     ``config.wise_alphas`` (the new head kept), each evaluated like the models on the eps grid: one
     fine-tuning run, a whole robustness-accuracy curve, no retraining."""
     out = []
     for alpha in config.wise_alphas:
-        mixed = training.interpolate_weights(pretrained, finetuned, alpha)
+        mixed = wise_ft(pretrained, finetuned, alpha)
         report = _on_the_grid(config, mixed, x, y, seed, device)
         out.append({"alpha": alpha, "clean_accuracy": report.clean_accuracy,
                     "robust_accuracy": report.robust_accuracy})

@@ -13,7 +13,7 @@ from typing import Any
 from .config import SOURCE_STAGES, STAGES, TARGET_STAGES
 from .measure import RANK_SHARES
 from .plots import PLOTS
-from .summary import ABOVE, BELOW, WITHIN, present, versus
+from .summary import ABOVE, BELOW, PGD_AT_VARIANTS, WITHIN, present, versus
 
 # A run's best validation accuracy in its last LATE_BEST share of steps may not have levelled off yet.
 LATE_BEST = 0.2
@@ -53,7 +53,9 @@ def render_report(results: dict[str, Any], plots: Sequence[str] = ()) -> str:
         f"training images per class; backbone `{cfg['backbone']}`; {seeds} seed(s), mean ± standard deviation over "
         f"seeds. Robust accuracy: L-inf {attack}"
         f"{'-' + str(cfg['eval_steps']) if cfg['eval_attack'] != 'fgsm' else ''} on the eps grid; "
-        f"{_headline_settings(cfg)}; adversarial training and DM at eps {_eps(cfg['train_eps'])}.",
+        f"{_headline_settings(cfg)}; adversarial training and DM at eps {_eps(cfg['train_eps'])}"
+        + (f"; the WiSE-FT arm mixes the weights at alpha {cfg['wise_alpha']:.3f}" if "wise_finetuned" in targets
+           else "") + ".",
         "",
         _method(compared, seeds),
         "",
@@ -236,7 +238,8 @@ ROBUST_ARMS = {"adv_finetuned": "Adversarial (PGD-AT) fine-tuning", "dm_finetune
                "trades_finetuned": "TRADES fine-tuning",
                "lpft_finetuned": "PGD-AT fine-tuning after a linear probe (LP-FT)",
                "epssched_finetuned": "PGD-AT fine-tuning with epsilon scheduling",
-               "frozenbn_finetuned": "PGD-AT fine-tuning with the pretrained BatchNorm statistics"}
+               "frozenbn_finetuned": "PGD-AT fine-tuning with the pretrained BatchNorm statistics",
+               "wise_finetuned": "WiSE-FT (plain fine-tuning's weights mixed with the pretrained ones, no training)"}
 
 
 def _summary_findings(summary: dict[str, Any], compared: list[dict[str, Any]]) -> list[str]:
@@ -254,6 +257,10 @@ def _summary_findings(summary: dict[str, Any], compared: list[dict[str, Any]]) -
     for arm, method in ROBUST_ARMS.items():
         out += _remedy_finding(summary, compared, arm, "finetuned",
                                f"{method} from the same pretrained weights removes the non-robustness")
+    for variant in PGD_AT_VARIANTS:
+        out += _claim(summary, compared, f"*{ROBUST_ARMS[variant]} is more robust than plain PGD-AT fine-tuning* "
+                      f"({variant} above adv_finetuned under attack: what the change itself buys)", variant,
+                      "adv_finetuned", clean=False)
     out += _remedy_finding(summary, compared, "dm", "robust_finetuned",
                            "Robust pretraining plus DM fine-tuning repairs it", clean_baseline="finetuned")
     return out or ["- (The comparisons need the fine-tuned and the standard model.)"]

@@ -22,6 +22,7 @@ from ... import data as nxdata
 from ... import models, training
 from ..._io import atomic_write
 from .config import (
+    DERIVED,
     FROM,
     IMAGENET_CLASSES,
     PRETRAINED_NAMES,
@@ -33,6 +34,9 @@ from .config import (
 from .tasks import normalisation
 
 STAGES_FILE = "stages.json"
+# Training settings a cache may differ in: which arms are trained changes no arm's model (each trains
+# from its own seeded initialisation in its own folder), so another --methods reuses the cached arms.
+ARM_CHOICE = ("methods",)
 # Checkpoints (each with a validation pass) of a target-task run.
 VALIDATIONS = 15
 # Backbones run in channels_last memory format on the CPU: EfficientNet-Lite0's forward + input
@@ -70,7 +74,7 @@ def check_cache(config: StudyConfig, out: Path, *, fresh: bool) -> None:
     # A setting that a cache from an older version did not record had its default value then.
     recorded = {**StudyConfig().as_dict(), **recorded}
     settings = training_settings(config)
-    changed = {k: (recorded.get(k), v) for k, v in settings.items() if recorded.get(k) != v}
+    changed = {k: (recorded.get(k), v) for k, v in settings.items() if recorded.get(k) != v and k not in ARM_CHOICE}
     if changed and any(out.glob("seed*")):
         details = "; ".join(f"{k}: {old!r} then, {new!r} now" for k, (old, new) in changed.items())
         raise ValueError(
@@ -223,7 +227,7 @@ def train_all(config: StudyConfig, tasks: nxdata.SourceTarget, root: Path, seed:
         return training.TrainConfig(steps=steps, batch_size=config.batch_size, lr=config.lr, seed=seed,
                                     select=config.select, checkpoint_every=max(1, math.ceil(steps / VALIDATIONS)))
 
-    for stage in (s for s in TARGET_STAGES if s in config.stages):
+    for stage in (s for s in TARGET_STAGES if s in config.stages and s not in DERIVED):
         steps = config.steps_of[stage]
         target_config = run_of(steps)
         model = new_model(config, normalise, source_classes, seed + 1000)
@@ -251,7 +255,17 @@ def train_all(config: StudyConfig, tasks: nxdata.SourceTarget, root: Path, seed:
                              out_dir=root / stage, param_groups=groups, **options)
         records[stage] = validation_record(run)
         trained[stage] = model
+    for stage in (s for s in DERIVED if s in config.stages):
+        start, tuned = DERIVED[stage]
+        trained[stage] = wise_ft(trained[start], trained[tuned], config.wise_alpha)
+        (root / stage).mkdir(parents=True, exist_ok=True)  # where its evaluation is cached
     return trained, records
+
+
+def wise_ft(pretrained: torch.nn.Module, finetuned: torch.nn.Module, alpha: float) -> torch.nn.Module:
+    """WiSE-FT of a study model: ``finetuned``'s weights mixed with ``pretrained``'s at ``alpha``, its head
+    (``fc``, always new: the target classes) kept as fine-tuned, even where it has the source head's shape."""
+    return training.interpolate_weights(pretrained, finetuned, alpha, keep=("fc",))
 
 
 def validation_record(run: training.TrainResult) -> dict[str, float] | None:
@@ -271,5 +285,5 @@ def validation_record(run: training.TrainResult) -> dict[str, float] | None:
 
 __all__ = [
     "STAGES_FILE", "VALIDATIONS", "barrier", "check_architecture", "check_cache", "imagenet_loaders", "model_inputs",
-    "new_model", "record_settings", "train_all", "training_settings", "validation_record",
+    "new_model", "record_settings", "train_all", "training_settings", "validation_record", "wise_ft",
 ]

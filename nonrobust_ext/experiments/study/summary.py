@@ -29,6 +29,11 @@ SUMMARISED = ("clean_accuracy", "robust_accuracy", "adversarial_confidence", "tr
 # The words of versus(): how one summarised number stands to another (ABOVE, BELOW are paired's).
 WITHIN = "within the seed-to-seed spread of"
 
+# Arms that are PGD-AT fine-tuning with one change (a linear probe first, a scheduled radius, the
+# pretrained BatchNorm statistics): each is also judged against plain PGD-AT fine-tuning (adv_finetuned),
+# which isolates what the change itself buys.
+PGD_AT_VARIANTS = ("lpft_finetuned", "epssched_finetuned", "frozenbn_finetuned")
+
 # The claims judged by paired comparisons, as (a, b, what a's clean accuracy is claimed to be
 # relative to b's, what a's accuracy under attack is claimed to be): ``None`` where the report
 # makes no such claim. The remedies are claimed to cost clean accuracy (the usual robustness trade)
@@ -41,9 +46,11 @@ CLAIMS = (
     ("lpft_finetuned", "finetuned", BELOW, ABOVE),
     ("epssched_finetuned", "finetuned", BELOW, ABOVE),
     ("frozenbn_finetuned", "finetuned", BELOW, ABOVE),
+    ("wise_finetuned", "finetuned", BELOW, ABOVE),
     ("robust_finetuned", "finetuned", BELOW, ABOVE),
     ("dm", "robust_finetuned", None, ABOVE),
     ("dm", "finetuned", BELOW, None),
+    *((variant, "adv_finetuned", None, ABOVE) for variant in PGD_AT_VARIANTS),
 )
 
 # The metrics compared, per image: clean and robust accuracy (the eval attack at each eps > 0),
@@ -192,6 +199,6 @@ def versus(x: Stat, y: Stat) -> str:
 
 
 __all__ = [
-    "ABOVE", "BELOW", "CLAIMS", "METRICS", "SUMMARISED", "WITHIN", "comparisons", "mean_std", "over_seeds", "present",
+    "ABOVE", "BELOW", "CLAIMS", "METRICS", "PGD_AT_VARIANTS", "SUMMARISED", "WITHIN", "comparisons", "mean_std", "over_seeds", "present",
     "summarise", "versus",
 ]
