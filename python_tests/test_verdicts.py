@@ -410,3 +410,19 @@ def test_summarise_keeps_the_study_order_leaves_out_models_not_evaluated_and_add
         (1 + sum((i + 1) / 10 for i in range(1, 5))) / 10)
     assert {c["verdict"] for c in summary["comparisons"]} == {UNDECIDED}     # the same records: no difference
     assert present(("pretrained", "standard", "finetuned"), summary) == ["standard", "finetuned"]
+
+
+def _wise_point(alpha: float, clean: float, robust: float) -> dict:
+    return {"alpha": {"mean": alpha}, "clean_accuracy": {"mean": clean}, "robust_accuracy": [{"mean": robust}]}
+
+
+@pytest.mark.parametrize("curve, expected", [
+    ([(0.0, 0.3, 0.10), (0.5, 0.6, 0.20), (1.0, 0.7, 0.15)],
+     "peaks at alpha 0.500 (0.200, clean 0.600) against 0.150 (clean 0.700) at alpha 1.000"),
+    ([(0.0, 0.3, 0.10), (0.5, 0.6, 0.20), (1.0, 0.7, 0.20)],  # a tie: the fine-tuned model itself
+     "no mixing weight beats the fine-tuned model itself (alpha 1.000: robust accuracy 0.200"),
+    ([(0.0, 0.2, 0.00), (1.0, 0.6, 0.09)], "no mixing weight beats the fine-tuned model itself"),
+])
+def test_wise_ft_finding_names_the_best_mixing_weight_or_says_none_beats_fine_tuning(curve, expected):
+    (finding,) = report._wise_findings({"finetuned": [_wise_point(*point) for point in curve]})
+    assert expected in finding, finding

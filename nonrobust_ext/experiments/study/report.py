@@ -471,6 +471,11 @@ def _wise_findings(wise: dict[str, Any]) -> list[str]:
     for base, curve in wise.items():
         best = max(reversed(curve), key=lambda point: point["robust_accuracy"][-1]["mean"])  # ties: the larger alpha
         tuned = curve[-1]
+        if best is tuned:
+            out.append(f"WiSE-FT on {base}: no mixing weight beats the fine-tuned model itself (alpha "
+                       f"{tuned['alpha']['mean']:.3f}: robust accuracy {tuned['robust_accuracy'][-1]['mean']:.3f} at "
+                       f"the largest eps, clean {tuned['clean_accuracy']['mean']:.3f}).")
+            continue
         out.append(f"WiSE-FT on {base}: robust accuracy at the largest eps peaks at alpha "
                    f"{best['alpha']['mean']:.3f} ({best['robust_accuracy'][-1]['mean']:.3f}, clean "
                    f"{best['clean_accuracy']['mean']:.3f}) against {tuned['robust_accuracy'][-1]['mean']:.3f} "
