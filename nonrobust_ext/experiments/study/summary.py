@@ -199,6 +199,6 @@ def versus(x: Stat, y: Stat) -> str:
 
 
 __all__ = [
-    "ABOVE", "BELOW", "CLAIMS", "METRICS", "PGD_AT_VARIANTS", "SUMMARISED", "WITHIN", "comparisons", "mean_std", "over_seeds", "present",
-    "summarise", "versus",
+    "ABOVE", "BELOW", "CLAIMS", "METRICS", "PGD_AT_VARIANTS", "SUMMARISED", "WITHIN", "comparisons", "mean_std",
+    "over_seeds", "present", "summarise", "versus",
 ]
