@@ -13,7 +13,8 @@ from nonrobust_ext import cli
 from nonrobust_ext.experiments import study, sweep
 from nonrobust_ext.experiments.study import StudyConfig
 
-SMALL = {**TINY, "seeds": (0,), "uap_epochs": 0, "wise_alphas": ()}
+# One robust arm (WiSE-FT: it trains nothing, so it costs the sweep an evaluation per point).
+SMALL = {**TINY, "seeds": (0,), "uap_epochs": 0, "wise_alphas": (), "methods": ("wise",)}
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +44,11 @@ def test_a_sweep_reports_the_paired_gap_at_every_point_and_trains_shared_models_
         gaps = {(c["a"], c["b"], c["metric"]) for c in point["comparisons"]}
         assert {("finetuned", "standard", m) for m in ("clean_accuracy", "robust_accuracy", "autoattack_accuracy",
                                                        "expected_robustness")} <= gaps
+        assert ("wise_finetuned", "finetuned", "expected_robustness") in gaps  # the arm asked for, against plain
         assert not point["reused"] and point["seconds"] > 0
     report = (out / sweep.REPORT_FILE).read_text()
     assert "## finetuned - standard" in report and "| freeze_stages |" in report
+    assert "## wise_finetuned - finetuned" in report
     assert report.count("\n| 0 |") >= 1 and report.count("\n| 1 |") >= 1
 
 
