@@ -261,6 +261,8 @@ def test_config_file_and_a_previous_results_json_rerun_the_same_study(tmp_path):
     (["--preset", "small-source", "--source-classes", "1,2", "--target-classes", "2,3"], "overlap"),
     (["--methods", "adv,pgd"], "--methods must be one of 'adv', 'dm', 'trades', 'lp_ft', 'eps_schedule', 'frozen_bn', 'wise', got 'pgd'"),
     (["--methods", "dm,dm"], "--methods lists a method twice"),
+    (["--wise-alpha", "1.5"], "--wise-alpha must be in [0, 1], got 1.5"),
+    (["--wise-alpha", "nan"], "--wise-alpha must be finite, got nan"),
     (["--standard-steps", "0"], "--standard-steps must be >= 1"),
     (["--eps", "-0.1"], "--eps[0] must be >= 0"),
     (["--image-size", "0"], "--image-size must be >= 1"),
