@@ -103,3 +103,23 @@ def test_every_training_setting_is_a_factor_and_no_evaluation_setting_is():
     names = set(sweep.factor_names().values())
     assert names == set(study.TRAINING_FIELDS) - {"methods"}
     assert not names & {"eval_eps", "eval_steps", "autoattack_steps", "curve_steps", "uap_epochs"}
+
+
+@pytest.mark.parametrize("factors", [
+    [{"name": "shots", "values": [5, 10]}],
+    [{"name": "backbone", "values": ["resnet8", "resnet18"]}],  # not numeric: labelled positions
+    [{"name": "shots", "values": [5, 10]}, {"name": "head_lr", "values": [0.01, 0.1]}],  # a grid
+], ids=["numeric", "categorical", "grid"])
+def test_the_sweep_plot_is_drawn_for_any_factor(tmp_path, factors):
+    pytest.importorskip("matplotlib")
+    import itertools
+
+    points = []
+    for combination in itertools.product(*(f["values"] for f in factors)):
+        values = dict(zip((f["name"] for f in factors), combination, strict=True))
+        points.append({"label": ",".join(f"{k}={v}" for k, v in values.items()), "values": values, "comparisons": [
+            {"a": "finetuned", "b": "standard", "metric": "clean_accuracy", "eps": None, "mean": 0.1, "low": 0.0,
+             "high": 0.2}]})
+    path = tmp_path / sweep.PLOT_FILE
+    assert sweep._plot({"factors": factors, "points": points}, path) == sweep.PLOT_FILE
+    assert path.stat().st_size > 1000

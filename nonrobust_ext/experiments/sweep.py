@@ -122,7 +122,7 @@ def sweep_points(base: StudyConfig, factors: Sequence[tuple[str, Sequence[Any]]]
 def run_sweep(base: StudyConfig, factors: Sequence[tuple[str, Sequence[Any]]], out: str | os.PathLike[str], *,
               fresh: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the study at every point of the sweep (reusing what is done), then write ``sweep.json``,
-    ``sweep.md`` and (with matplotlib, one numeric factor) ``sweep.png`` under ``out``.
+    ``sweep.md`` and (with matplotlib) ``sweep.png`` under ``out``.
 
     Returns:
         What ``sweep.json`` holds: the factors, and per point its settings, the paired differences of
@@ -259,9 +259,9 @@ def _cell(c: dict[str, Any] | None) -> str:
 
 
 def _plot(summary: dict[str, Any], path: Path) -> str | None:
-    """The fine-tuned-minus-standard gaps against a single numeric factor, with their intervals."""
-    if len(summary["factors"]) != 1 or not all(isinstance(v, (int, float)) for v in summary["factors"][0]["values"]):
-        return None
+    """The fine-tuned-minus-standard gaps at every point, with their intervals: against the factor's
+    values when one numeric factor is swept, at evenly spaced, labelled positions otherwise (a factor
+    such as the backbone, or a grid of several)."""
     try:
         import matplotlib
 
@@ -269,21 +269,27 @@ def _plot(summary: dict[str, Any], path: Path) -> str | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    name = summary["factors"][0]["name"]
-    figure, axis = plt.subplots(figsize=(6, 4))
+    factors = summary["factors"]
+    numeric = len(factors) == 1 and all(isinstance(v, (int, float)) for v in factors[0]["values"])
+    labels = [point["label"] for point in summary["points"]]
+    figure, axis = plt.subplots(figsize=(6 if numeric else max(6.0, 0.9 * len(labels)), 4))
     series: dict[tuple[str, Any], list[tuple[float, float, float, float]]] = {}
-    for point in summary["points"]:
+    for position, point in enumerate(summary["points"]):
+        at = float(point["values"][factors[0]["name"]]) if numeric else float(position)
         for c in point["comparisons"]:
             if (c["a"], c["b"]) == PAIRS[0]:
-                series.setdefault((c["metric"], c["eps"]), []).append(
-                    (float(point["values"][name]), c["mean"], c["low"], c["high"]))
+                series.setdefault((c["metric"], c["eps"]), []).append((at, c["mean"], c["low"], c["high"]))
     for (metric, eps), values in series.items():
         xs, means, lows, highs = zip(*sorted(values), strict=True)
         axis.errorbar(xs, means, yerr=[[m - lo for m, lo in zip(means, lows, strict=True)],
                                        [hi - m for m, hi in zip(means, highs, strict=True)]],
                       marker="o", capsize=3, label=_column(metric, eps))
     axis.axhline(0.0, color="grey", linewidth=0.8)
-    axis.set_xlabel(name)
+    if numeric:
+        axis.set_xlabel(factors[0]["name"])
+    else:
+        axis.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=7)
+        axis.set_xlabel(", ".join(f["name"] for f in factors))
     axis.set_ylabel("finetuned - standard")
     axis.legend(fontsize=7)
     figure.tight_layout()
