@@ -42,7 +42,7 @@ STAGES = SOURCE_STAGES + TARGET_STAGES
 FROM = {"finetuned": "pretrained", "adv_finetuned": "pretrained", "dm_finetuned": "pretrained",
         "trades_finetuned": "pretrained", "lpft_finetuned": "pretrained", "epssched_finetuned": "pretrained",
         "frozenbn_finetuned": "pretrained", "robust_finetuned": "robust_pretrained", "dm": "robust_pretrained"}
-# Stages that are not trained: their weights are computed from two trained stages'. WiSE-FT mixes the
+# Stages that are not trained: their weights are computed from those of two trained stages. WiSE-FT mixes the
 # plain fine-tuned model's weights with the pretrained ones it started from (``wise_alpha``).
 DERIVED = {"wise_finetuned": ("pretrained", "finetuned")}
 # The stages that need a robust source model: left out with ImageNet weights but no robust ones.
@@ -196,7 +196,7 @@ class StudyConfig:
                                         "eps_schedule (PGD-AT with eps 0 for the first quarter, then rising), "
                                         "frozen_bn (PGD-AT, pretrained BatchNorm statistics kept), wise (WiSE-FT: "
                                         "the plain fine-tuned weights mixed with the pretrained ones, --wise-alpha; "
-                                        "nothing trained); 'none' for none; other arms than a cache's are fine",
+                                        "nothing trained); 'none' for none; a cache made with other arms is reused",
                                         option="--methods", group=TRAINING)
     train_eps: float = setting(8 / 255, "L-inf eps of adversarial training (pretraining, --methods adv) and of DM",
                                 option="--train-eps", group=TRAINING)
