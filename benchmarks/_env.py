@@ -27,6 +27,8 @@ from typing import TypeVar
 
 import torch
 
+from nonrobust_ext._platform import cpu_model
+
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
 
@@ -50,18 +52,6 @@ def git_commit() -> str:
         return out.stdout.strip() + ("+uncommitted" if dirty.stdout.strip() else "")
     except Exception:
         return "unknown"
-
-
-@functools.lru_cache(maxsize=1)
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 @functools.lru_cache(maxsize=1)

@@ -43,6 +43,8 @@ def _numbers(obj) -> set[str]:
         return set().union(*(_numbers(v) for v in obj)) if obj else set()
     if isinstance(obj, (int, float)) and not isinstance(obj, bool):
         return {f"{obj:.3f}", str(obj)}
+    if isinstance(obj, str):  # a version such as torch's "2.13.0+cpu"
+        return set(re.findall(r"-?\d+\.\d+", obj))
     return set()
 
 
@@ -88,7 +90,11 @@ def test_quick_study_writes_results_and_a_report_made_of_its_numbers(tiny_study)
         for point in curve:
             assert 0 <= point["robust_accuracy"][-1] <= point["robust_accuracy"][0] == point["clean_accuracy"] <= 1
     assert saved["summary"] == results["summary"]
+    # where it ran: a rerun on another machine trains somewhat different models
+    env = saved["environment"]
+    assert env["torch"] == torch.__version__ and env["device"] == "cpu" and env["threads"] >= 1 and env["cpu"]
     report = (tmp_path / "report.md").read_text()
+    assert f"on {env['cpu']} ({env['threads']} threads" in report and f"torch {torch.__version__}" in report
     allowed = _numbers(saved)
     for token in re.findall(r"-?\d+\.\d+", report):  # the paired differences may be negative
         assert token in allowed, f"report.md shows {token}, which is not a number of results.json"

@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 
 from ..._io import atomic_write
+from ..._platform import environment
 from ..._validate import check_bool
 from ...attacks._distributed import world as rank_and_world
 from .._output import check_output_dir
@@ -122,6 +123,7 @@ def run_study(
         "summary": summarise(per_seed, config.eval_eps),
         "seconds": time.perf_counter() - started,
         "world_size": world,
+        "environment": environment(device),
     }
     atomic_write(out / "results.json", lambda f: json.dump(results, f, indent=2), binary=False)
     plots = write_plots(results, out)

@@ -89,7 +89,21 @@ def render_report(results: dict[str, Any], plots: Sequence[str] = ()) -> str:
         lines += ["", "## Plots", ""] + [f"![{PLOTS[name]}]({name})" for name in plots] + [""]
     else:
         lines += ["", "(No plots: matplotlib is not installed; `pip install 'nonrobust_ext[plot]'`.)", ""]
-    return "\n".join(lines)
+    return "\n".join(lines + _provenance(results))
+
+
+def _provenance(results: dict[str, Any]) -> list[str]:
+    """Where and how long the run took (results of older versions recorded no machine)."""
+    env = results.get("environment")
+    if not env:
+        return []
+    where = env["gpu"] or f"{env['cpu']} ({env['threads']} threads, CPU kernels {env['cpu_isa']})"
+    processes = results.get("world_size", 1)
+    return [f"Computed in {results['seconds'] / 60:.0f} min on {where}, device {env['device']}"
+            + (f", {processes} processes" if processes > 1 else "")
+            + f"; nonrobust_ext {env['nonrobust_ext']}, torch {env['torch']}, Python {env['python']}. "
+            "Training is not bit-identical across machines, thread counts and versions: a rerun elsewhere "
+            "gives somewhat different models, and the intervals are what should carry over.", ""]
 
 
 def _paragraph(sentences: Sequence[str]) -> str:
