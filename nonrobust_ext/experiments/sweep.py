@@ -26,17 +26,17 @@ from ._output import check_output_dir
 from ._settings import settings
 from .study import StudyConfig, run_study
 from .study.config import SOURCE_STAGES, TRAINING_FIELDS
+from .study.stages import ARM_CHOICE
 
 # Not a factor: the arms to train are chosen with --methods, not compared along a sweep.
 NOT_FACTORS = ("methods",)
 # The comparisons a sweep reports: the paper's pair, then each robust arm against plain fine-tuning.
 PAIRS = (("finetuned", "standard"),)
 # Settings that only the fine-tuned stages (or their attacks) read: the from-scratch model ignores them.
-_FINETUNE_ONLY = ("head_lr", "backbone_lr", "freeze_stages", "methods", "dm_beta", "train_eps", "train_steps",
+_FINETUNE_ONLY = ("head_lr", "backbone_lr", "freeze_stages", "dm_beta", "train_eps", "train_steps",
                   "robust_pretrained", "source_epochs")
 # Settings that only the target stages read: the source models trained on the source task ignore them.
-_TARGET_ONLY = ("shots", "target_steps", "standard_steps", "methods", "freeze_stages", "head_lr", "backbone_lr",
-                "dm_beta")
+_TARGET_ONLY = ("shots", "target_steps", "standard_steps", "freeze_stages", "head_lr", "backbone_lr", "dm_beta")
 SWEEP_FILE, REPORT_FILE, PLOT_FILE = "sweep.json", "sweep.md", "sweep.png"
 
 
@@ -171,8 +171,8 @@ def _finished(folder: Path, config: StudyConfig) -> dict[str, Any] | None:
 
 def stage_key(config: StudyConfig, stage: str) -> dict[str, Any]:
     """The training settings a stage's model depends on (two points with the same key train the same
-    model for a seed)."""
-    ignored: set[str] = {"methods"}
+    model for a seed): which arms are trained changes no model (the study's cache rule, ARM_CHOICE)."""
+    ignored = set(ARM_CHOICE)
     if stage == "standard":
         ignored |= set(_FINETUNE_ONLY)
         if config.standard_steps is not None:
