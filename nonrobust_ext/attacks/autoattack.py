@@ -223,7 +223,7 @@ def autoattack(
         for number, rows in enumerate(blocks[owned], start=owned.start):
             generator = torch.Generator().manual_seed((seed << 24) + number)
             stages = _stages(norm=norm, steps=steps, queries=queries, targets=targets, bounds=bounds, logits=logits,
-                             generator=generator)
+                             generator=generator, rows_per_pass=batch_size)
             x_block, broken_block = x[rows].clone(), torch.where(correct[rows], -2, -1)
             for index, name in enumerate(attacks):
                 todo = (broken_block == -2).nonzero()[:, 0]
@@ -273,8 +273,9 @@ Stage = Callable[[Model, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.
 
 
 def _stages(*, norm: str, steps: int, queries: int, targets: int, bounds: Bounds, logits: LogitsSelector,
-            generator: torch.Generator) -> dict[str, Stage]:
-    """Each attack of the cascade as ``stage(model, x, y, eps) -> (x_adv, success)``."""
+            generator: torch.Generator, rows_per_pass: int) -> dict[str, Stage]:
+    """Each attack of the cascade as ``stage(model, x, y, eps) -> (x_adv, success)``; the targeted
+    stages batch as many target classes per pass as fit in ``rows_per_pass`` rows (at least one)."""
     common: dict[str, Any] = {"norm": norm, "bounds": bounds, "logits": logits, "generator": generator,
                               "return_result": True}
 
@@ -284,7 +285,11 @@ def _stages(*, norm: str, steps: int, queries: int, targets: int, bounds: Bounds
         return r.x_adv, r.success
 
     def apgd_t(model: Model, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        r = apgd_targeted(model, x, y, eps=eps, steps=steps, target_classes=targets, **common)
+        # Batched targets share the model's passes, but a bigger batch is not always cheaper per row (on
+        # the CPU a small CNN runs ~40% slower per row at 9 x 70 rows than at 70: the activations leave
+        # the cache), and later passes skip the samples earlier targets fooled.
+        per_pass = max(1, rows_per_pass // len(y))
+        r = apgd_targeted(model, x, y, eps=eps, steps=steps, target_classes=targets, target_batch=per_pass, **common)
         return r.x_adv, r.success
 
     def fab_t(model: Model, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
