@@ -78,6 +78,15 @@ TORCH_LIBRARY(nonrobust_ext, m) {
   // ||Xc^T Yc||_F^2 for x [N, D1], y [N, D2] with column-centred Xc, Yc (biased linear HSIC times
   // (N-1)^2), a float64 scalar, without N x N Gram matrices.
   m.def("linear_hsic(Tensor x, Tensor y) -> Tensor");
+
+  // Square's L-inf proposal (kernel: csrc/cpu/square_proposal.cpp; on other devices the twin runs).
+  // For i < n = rows.numel(): proposal[i] = current[rows[i]] with the side x side window at (top[i],
+  // left[i]) of channel c set to high[rows[i]] where up[i, c], else low[rows[i]]; changed[i]: the window
+  // changed any element. current, low, high [N, C, H, W] float32/float64; rows, top, left [n] int64; up
+  // [n, C] bool. Not differentiable.
+  m.def(
+      "square_linf_proposal(Tensor current, Tensor low, Tensor high, Tensor rows, Tensor top, Tensor left, "
+      "int side, Tensor up) -> (Tensor proposal, Tensor changed)");
 }
 
 TORCH_LIBRARY_IMPL(nonrobust_ext, Autograd, m) {

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from ._params import check_class_stats_args, check_feature_pair, check_step_args
+from ._params import check_class_stats_args, check_feature_pair, check_square_proposal_args, check_step_args
 
 
 @torch.library.register_fake("nonrobust_ext::linf_step_")
@@ -158,3 +158,10 @@ def _linear_hsic_backward(ctx, grad):
 
 
 torch.library.register_autograd("nonrobust_ext::linear_hsic", _linear_hsic_backward, setup_context=_linear_hsic_setup)
+
+
+@torch.library.register_fake("nonrobust_ext::square_linf_proposal")
+def _square_linf_proposal_fake(current, low, high, rows, top, left, side, up):
+    check_square_proposal_args(current, low, high, rows, top, left, side, up, values=False)
+    n = rows.shape[0]
+    return current.new_empty((n, *current.shape[1:])), current.new_empty((n,), dtype=torch.bool)

@@ -356,3 +356,48 @@ def check_feature_pair(op: str, a_name: str, a: torch.Tensor, b_name: str, b: to
     else:
         torch._check_value(a.shape[0] == b.shape[0],
                            lambda: f"{op}: {b_name} has {b.shape[0]} rows but {a_name} has {a.shape[0]}")
+
+
+def check_square_proposal_args(current: torch.Tensor, low: torch.Tensor, high: torch.Tensor, rows: torch.Tensor,
+                               top: torch.Tensor, left: torch.Tensor, side: int, up: torch.Tensor, *,
+                               values: bool = True) -> None:
+    """The checks of ``square_linf_proposal`` (``check_args`` of ``csrc/cpu/square_proposal.cpp``): the
+    fake kernel's and the twin's, with the kernel's messages. Index values are checked on the CPU only,
+    and only with ``values`` (a fake kernel has none)."""
+    op = "square_linf_proposal"
+    for name, t in (("low", low), ("high", high), ("rows", rows), ("top", top), ("left", left), ("up", up)):
+        _same_device(op, name, t, "current", current)
+    dtype = current.dtype
+    if dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"{op}: current must be float32 or float64, got {dtype}")
+    for name, t in (("low", low), ("high", high)):
+        if t.dtype != dtype:
+            raise TypeError(f"{op}: {name} has dtype {t.dtype} but current has dtype {dtype}")
+    if current.dim() != 4:
+        raise ValueError(f"{op}: current must be a batch of images [N, C, H, W], got shape {list(current.shape)}")
+    for name, t in (("low", low), ("high", high)):
+        if t.shape != current.shape:
+            raise ValueError(f"{op}: {name} has shape {list(t.shape)} but current has shape {list(current.shape)}")
+    if rows.dtype != torch.int64:
+        raise TypeError(f"{op}: rows must be int64, got {rows.dtype}")
+    if rows.dim() != 1:
+        raise ValueError(f"{op}: rows must be 1-D, got shape {list(rows.shape)}")
+    n = rows.shape[0]
+    for name, t in (("top", top), ("left", left)):
+        if t.dtype != torch.int64:
+            raise TypeError(f"{op}: {name} must be int64, got {t.dtype}")
+        if t.dim() != 1 or t.shape[0] != n:
+            raise ValueError(f"{op}: {name} must have shape [{n}] (one per row of rows), got {list(t.shape)}")
+    if up.dtype != torch.bool:
+        raise TypeError(f"{op}: up must be bool, got {up.dtype}")
+    channels, height, width = current.shape[1:]
+    if up.dim() != 2 or list(up.shape) != [n, channels]:
+        raise ValueError(f"{op}: up must have shape [{n}, {channels}] (rows x channels), got {list(up.shape)}")
+    if not 1 <= side <= min(height, width):
+        raise ValueError(f"{op}: side must be in [1, {min(height, width)}], got {side}")
+    if values and current.device.type == "cpu":
+        for name, t, high_value in (("rows", rows, current.shape[0] - 1), ("top", top, height - side),
+                                    ("left", left, width - side)):
+            bad = ((t < 0) | (t > high_value)).nonzero()
+            if bad.numel():
+                raise ValueError(f"{op}: {name} must be in [0, {high_value}], got {int(t[bad[0, 0]])}")

@@ -260,7 +260,37 @@ def linear_hsic(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return _ops.linear_hsic(x, y)
 
 
+def square_linf_proposal(current: torch.Tensor, low: torch.Tensor, high: torch.Tensor, rows: torch.Tensor,
+                         top: torch.Tensor, left: torch.Tensor, side: int,
+                         up: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step's candidates of the L-inf Square attack (:func:`nonrobust_ext.square`), in one pass.
+
+    For each ``i < n``, with ``r = rows[i]``: ``proposal[i]`` is ``current[r]`` with the ``side x side``
+    window whose top-left pixel is ``(top[i], left[i])`` replaced, in channel ``c``, by ``high[r]`` where
+    ``up[i, c]`` and by ``low[r]`` elsewhere (the two faces of the eps-box, already clipped to the
+    bounds); ``changed[i]`` says whether that changed any element (a proposal equal to the current
+    point is a wasted query). The CPU kernel writes each row once; on other devices the twin
+    (:func:`nonrobust_ext.reference.square_linf_proposal`) runs. Not differentiable.
+
+    Raises:
+        TypeError: a dtype other than float32/float64 for ``current`` (``low`` and ``high`` the same),
+            int64 for ``rows``/``top``/``left``, bool for ``up``.
+        ValueError: wrong shapes or devices, ``side`` outside ``[1, min(H, W)]``, and on the CPU a row
+            index or window position out of range.
+
+    Shape:
+        current, low, high ``[N, C, H, W]``; rows, top, left ``[n]``; up ``[n, C]``; proposal
+        ``[n, C, H, W]`` (contiguous), changed ``[n]``.
+    """
+    side = check_int(side, "side", 1)
+    if current.device.type != "cpu":
+        from . import reference
+
+        return reference.square_linf_proposal(current, low, high, rows, top, left, side, up)
+    return _ops.square_linf_proposal(current, low, high, rows, top, left, side, up)
+
+
 __all__ = [
     "class_feature_stats", "draw_seed", "feature_discrepancy", "l2_step_", "linear_hsic", "linf_step_",
-    "random_init_",
+    "random_init_", "square_linf_proposal",
 ]

@@ -26,6 +26,7 @@ from ._params import (
     check_feature_pair,
     check_int,
     check_label_range,
+    check_square_proposal_args,
     check_step_args,
     check_step_memory,
     check_step_param_values,
@@ -309,6 +310,23 @@ def linear_hsic(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (xc.transpose(0, 1) @ yc).square().sum()
 
 
+def square_linf_proposal(current: torch.Tensor, low: torch.Tensor, high: torch.Tensor, rows: torch.Tensor,
+                         top: torch.Tensor, left: torch.Tensor, side: int,
+                         up: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Twin of :func:`nonrobust_ext.ops.square_linf_proposal`: window masks and two selections."""
+    check_square_proposal_args(current, low, high, rows, top, left, side, up)
+    was, lo, hi = current[rows], low[rows], high[rows]
+    height, width = current.shape[2:]
+    r = torch.arange(height, device=current.device)
+    c = torch.arange(width, device=current.device)
+    in_rows = (r >= top[:, None]) & (r < top[:, None] + side)
+    in_cols = (c >= left[:, None]) & (c < left[:, None] + side)
+    window = (in_rows[:, :, None] & in_cols[:, None, :])[:, None]
+    proposal = torch.where(window, torch.where(up[:, :, None, None], hi, lo), was)
+    return proposal, (proposal != was).flatten(1).any(dim=1)
+
+
 __all__ = [
     "class_feature_stats", "feature_discrepancy", "l2_step_", "linear_hsic", "linf_step_", "random_init_",
+    "square_linf_proposal",
 ]

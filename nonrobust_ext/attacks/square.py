@@ -16,6 +16,7 @@ from typing import Literal, overload
 
 import torch
 
+from .. import ops
 from .._params import Param
 from .._validate import check_bool, check_int, check_real
 from ._common import (
@@ -279,7 +280,7 @@ class _Run:
                 break
             side_p = _window_share(p_init, i, queries)
             if self.threat.norm == "linf":
-                proposal = self._propose_linf(active, current[active], side_p)
+                proposal = self._propose_linf(active, current, side_p)
             else:
                 proposal = self._propose_l2(active, current[active], side_p)
             new_margin, new_fooled = self.query(proposal, self.y[active])
@@ -304,20 +305,22 @@ class _Run:
         return max(min(side, min(self.height, self.width) - 1), 1)
 
     def _propose_linf(self, active: torch.Tensor, current: torch.Tensor, p: float) -> torch.Tensor:
-        low, high = self.faces[0][active], self.faces[1][active]
-        n = low.shape[0]
-        window = self._window(n, self._linf_side(p))
-        up = self._coins((n, self.channels, 1, 1))
-        proposal = torch.where(window, torch.where(up, high, low), current)
-        stuck = ~(proposal != current).flatten(1).any(dim=1)
+        """The proposals of the rows ``active`` of ``current`` (the run's iterates): a random window of
+        each set to the eps-box's faces with random signs per channel (one pass of the
+        ``square_linf_proposal`` op)."""
+        n, side = active.numel(), self._linf_side(p)
+        top = self._randint(self.height - side + 1, (n,))
+        left = self._randint(self.width - side + 1, (n,))
+        up = self._coins((n, self.channels))
+        low, high = self.faces
+        proposal, changed = ops.square_linf_proposal(current, low, high, active, top, left, side, up)
         for _ in range(_REDRAWS):
-            if not bool(stuck.any()):
+            if bool(changed.all()):
                 break
-            rows = stuck.nonzero().squeeze(1)
-            up = self._coins((rows.numel(), self.channels, 1, 1))
-            redrawn = torch.where(window[rows], torch.where(up, high[rows], low[rows]), current[rows])
-            proposal[rows] = redrawn
-            stuck[rows] = ~(redrawn != current[rows]).flatten(1).any(dim=1)
+            stuck = (~changed).nonzero().squeeze(1)
+            up = self._coins((stuck.numel(), self.channels))
+            proposal[stuck], changed[stuck] = ops.square_linf_proposal(current, low, high, active[stuck], top[stuck],
+                                                                       left[stuck], side, up)
         return proposal
 
     # ------------------------------------------------------------------------------------- L2
