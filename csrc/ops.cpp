@@ -87,6 +87,12 @@ TORCH_LIBRARY(nonrobust_ext, m) {
   m.def(
       "square_linf_proposal(Tensor current, Tensor low, Tensor high, Tensor rows, Tensor top, Tensor left, "
       "int side, Tensor up) -> (Tensor proposal, Tensor changed)");
+
+  // FAB's projection (kernel: csrc/cpu/box_projection.cpp; on other devices the twin runs): per row i of
+  // w [N, D], the smallest step d (in norm "linf" or "l2") with w_i . d = c_i and -down_i <= d <= up_i,
+  // or the box corner furthest towards the hyperplane where the box does not reach it. w, up, down
+  // [N, D] and c [N] float32/float64; up/down may be inf (an open side). Not differentiable.
+  m.def("box_hyperplane_projection(Tensor w, Tensor c, Tensor up, Tensor down, str norm) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(nonrobust_ext, Autograd, m) {

@@ -14,7 +14,13 @@ from __future__ import annotations
 
 import torch
 
-from ._params import check_class_stats_args, check_feature_pair, check_square_proposal_args, check_step_args
+from ._params import (
+    check_box_projection_args,
+    check_class_stats_args,
+    check_feature_pair,
+    check_square_proposal_args,
+    check_step_args,
+)
 
 
 @torch.library.register_fake("nonrobust_ext::linf_step_")
@@ -165,3 +171,9 @@ def _square_linf_proposal_fake(current, low, high, rows, top, left, side, up):
     check_square_proposal_args(current, low, high, rows, top, left, side, up, values=False)
     n = rows.shape[0]
     return current.new_empty((n, *current.shape[1:])), current.new_empty((n,), dtype=torch.bool)
+
+
+@torch.library.register_fake("nonrobust_ext::box_hyperplane_projection")
+def _box_hyperplane_projection_fake(w, c, up, down, norm):
+    check_box_projection_args(w, c, up, down, norm)
+    return torch.empty_like(w, memory_format=torch.contiguous_format)

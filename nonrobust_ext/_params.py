@@ -401,3 +401,27 @@ def check_square_proposal_args(current: torch.Tensor, low: torch.Tensor, high: t
             bad = ((t < 0) | (t > high_value)).nonzero()
             if bad.numel():
                 raise ValueError(f"{op}: {name} must be in [0, {high_value}], got {int(t[bad[0, 0]])}")
+
+
+def check_box_projection_args(w: torch.Tensor, c: torch.Tensor, up: torch.Tensor, down: torch.Tensor,
+                              norm: str) -> None:
+    """The checks of ``box_hyperplane_projection`` (``check_args`` of ``csrc/cpu/box_projection.cpp``): the
+    fake kernel's and the twin's, with the kernel's messages."""
+    op = "box_hyperplane_projection"
+    for name, t in (("c", c), ("up", up), ("down", down)):
+        _same_device(op, name, t, "w", w)
+    dtype = w.dtype
+    if dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"{op}: w must be float32 or float64, got {dtype}")
+    for name, t in (("c", c), ("up", up), ("down", down)):
+        if t.dtype != dtype:
+            raise TypeError(f"{op}: {name} has dtype {t.dtype} but w has dtype {dtype}")
+    if w.dim() != 2:
+        raise ValueError(f"{op}: w must be 2-D [N, D], got shape {list(w.shape)}")
+    if c.dim() != 1 or c.shape[0] != w.shape[0]:
+        raise ValueError(f"{op}: c must have shape [{w.shape[0]}], got {list(c.shape)}")
+    for name, t in (("up", up), ("down", down)):
+        if t.shape != w.shape:
+            raise ValueError(f"{op}: {name} has shape {list(t.shape)} but w has shape {list(w.shape)}")
+    if norm not in ("linf", "l2"):
+        raise ValueError(f"{op}: norm must be 'linf' or 'l2', got '{norm}'")

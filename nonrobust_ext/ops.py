@@ -260,6 +260,46 @@ def linear_hsic(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return _ops.linear_hsic(x, y)
 
 
+def box_hyperplane_projection(w: torch.Tensor, c: torch.Tensor, up: torch.Tensor, down: torch.Tensor,
+                              norm: str) -> torch.Tensor:
+    r"""The smallest step ``d`` (in ``norm``) with ``w . d = c`` and ``-down <= d <= up``, per row: FAB's
+    projection (:func:`nonrobust_ext.fab`).
+
+    This is the projection of a point ``t`` onto the hyperplane ``{u: w . u = w . t + c}`` within the
+    box ``[t - down, t + up]``. Flipping the signs so that ``c >= 0``, every optimal step moves each
+    coordinate towards the hyperplane, by at most its room ``r_j`` in that direction (``up`` where
+    ``w_j > 0``, ``down`` where ``w_j < 0``), and is ``d_j = sign(w_j) min(s, tau_j) m_j`` for one
+    scalar ``s >= 0``: the L-inf radius (``m_j = 1``, ``tau_j = r_j``: the KKT solution of the linear
+    program) or the L2 multiplier (``m_j = |w_j|``, ``tau_j = r_j / |w_j|``: a clipped multiple of
+    ``w``). ``w . d = g(s) = sum_j a_j min(s, tau_j)`` with ``a_j = |w_j| m_j`` is piecewise linear and
+    non-decreasing in ``s``. The CPU kernel finds the segment holding ``g(s) = |c|`` by selection on the
+    breakpoints ``tau_j`` (expected linear time per row, sums in float64); the twin
+    (:func:`nonrobust_ext.reference.box_hyperplane_projection`, which runs on other devices) sorts them.
+    Where the box does not reach the hyperplane (``g(inf) < |c|``) the step is the box corner furthest
+    towards it (``d_j = sign(w_j) r_j``), as in the authors' code. Coordinates with ``w_j = 0`` do not
+    move. Not differentiable.
+
+    Args:
+        w: ``[N, D]`` normals, float32 or float64.
+        c: ``[N]`` the change of ``w . u`` asked for.
+        up, down: ``[N, D]`` the room to the box in the positive and negative direction, >= 0 (``inf``
+            for an open side).
+        norm: ``"linf"`` or ``"l2"``.
+
+    Returns:
+        ``[N, D]`` (contiguous): the steps.
+
+    Raises:
+        TypeError: a dtype other than float32/float64, or two dtypes.
+        ValueError: wrong shapes or devices, an unknown norm.
+    """
+    if w.device.type != "cpu":
+        from . import reference
+
+        return reference.box_hyperplane_projection(w, c, up, down, norm)
+    return _ops.box_hyperplane_projection(w, c, up, down, norm)
+
+
 def square_linf_proposal(current: torch.Tensor, low: torch.Tensor, high: torch.Tensor, rows: torch.Tensor,
                          top: torch.Tensor, left: torch.Tensor, side: int,
                          up: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -291,6 +331,6 @@ def square_linf_proposal(current: torch.Tensor, low: torch.Tensor, high: torch.T
 
 
 __all__ = [
-    "class_feature_stats", "draw_seed", "feature_discrepancy", "l2_step_", "linear_hsic", "linf_step_",
-    "random_init_", "square_linf_proposal",
+    "box_hyperplane_projection", "class_feature_stats", "draw_seed", "feature_discrepancy", "l2_step_",
+    "linear_hsic", "linf_step_", "random_init_", "square_linf_proposal",
 ]

@@ -22,6 +22,7 @@ import torch
 
 from ._params import (
     Param,
+    check_box_projection_args,
     check_class_stats_args,
     check_feature_pair,
     check_int,
@@ -310,6 +311,47 @@ def linear_hsic(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (xc.transpose(0, 1) @ yc).square().sum()
 
 
+def box_hyperplane_projection(w: torch.Tensor, c: torch.Tensor, up: torch.Tensor, down: torch.Tensor,
+                              norm: str) -> torch.Tensor:
+    """Twin of :func:`nonrobust_ext.ops.box_hyperplane_projection`: the breakpoints sorted, ``g`` at each
+    of them by cumulative sums, and the segment holding ``|c|`` solved in closed form."""
+    check_box_projection_args(w, c, up, down, norm)
+    sign = torch.where(c < 0, -1.0, 1.0).to(w.dtype)[:, None]
+    v = w * sign
+    moving = v != 0
+    room = torch.where(v > 0, up, down)
+    room = torch.where(moving, room, torch.zeros_like(room))
+    magnitude = v.abs()
+    if norm == "linf":
+        weight, tau = magnitude, room
+    else:
+        weight = magnitude * magnitude
+        tau = torch.where(moving, room / torch.where(moving, magnitude, torch.ones_like(magnitude)),
+                          torch.zeros_like(room))
+    tau_sorted, order = tau.sort(dim=1)
+    weight_sorted = weight.gather(1, order)
+    # weight * tau is 0 for non-moving coordinates (tau 0) and inf for an open side (tau inf).
+    below = (weight_sorted * tau_sorted).cumsum(dim=1)
+    # Suffix sums of the weights (the slope of g beyond each breakpoint), exactly 0 past the last.
+    suffix = weight_sorted.flip(1).cumsum(dim=1).flip(1)
+    beyond = torch.cat([suffix[:, 1:], torch.zeros_like(suffix[:, :1])], dim=1)
+    at_breakpoints = below + torch.where(beyond > 0, tau_sorted * beyond, torch.zeros_like(beyond))
+    goal = c.abs()[:, None]
+    segment = (at_breakpoints < goal).sum(dim=1, keepdim=True)
+    reachable = segment < tau.shape[1]
+    # g(s) = below[k - 1] + s * suffix[k] on the segment k between breakpoints k - 1 and k.
+    before = torch.cat([torch.zeros_like(below[:, :1]), below], dim=1).gather(1, segment)
+    slope = torch.cat([suffix, torch.zeros_like(suffix[:, :1])], dim=1).gather(1, segment)
+    s = torch.where(slope > 0, (goal - before) / torch.where(slope > 0, slope, torch.ones_like(slope)),
+                    torch.zeros_like(slope)).clamp_min(0)
+    s = torch.where(reachable, s, torch.full_like(s, math.inf))
+    along = torch.minimum(s, tau)
+    if norm == "l2":
+        # The corner (s = inf) is room itself; tau * |w| would round it.
+        along = torch.where(torch.isinf(s), room, along * magnitude)
+    return torch.where(moving, torch.sign(v) * along, torch.zeros_like(along))
+
+
 def square_linf_proposal(current: torch.Tensor, low: torch.Tensor, high: torch.Tensor, rows: torch.Tensor,
                          top: torch.Tensor, left: torch.Tensor, side: int,
                          up: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -327,6 +369,6 @@ def square_linf_proposal(current: torch.Tensor, low: torch.Tensor, high: torch.T
 
 
 __all__ = [
-    "class_feature_stats", "feature_discrepancy", "l2_step_", "linear_hsic", "linf_step_", "random_init_",
-    "square_linf_proposal",
+    "box_hyperplane_projection", "class_feature_stats", "feature_discrepancy", "l2_step_", "linear_hsic",
+    "linf_step_", "random_init_", "square_linf_proposal",
 ]

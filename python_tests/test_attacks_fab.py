@@ -6,15 +6,13 @@ test_bad_input_attacks.py."""
 from __future__ import annotations
 
 import math
-import sys
 
 import pytest
 import torch
 
+from nonrobust_ext import ops, reference
 from nonrobust_ext.attacks import FABResult, fab
 from nonrobust_ext.attacks._common import margin
-
-project = sys.modules["nonrobust_ext.attacks.fab"].project_onto_hyperplane_in_box
 
 NORMS = ["linf", "l2"]
 
@@ -25,6 +23,12 @@ def _norm(t: torch.Tensor, norm: str) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------------- the projection
+# Both implementations: the compiled op (selection on the breakpoints) and its twin (a sort).
+
+
+@pytest.fixture(params=["kernel", "twin"])
+def project(request):
+    return ops.box_hyperplane_projection if request.param == "kernel" else reference.box_hyperplane_projection
 
 
 def _reach(w: torch.Tensor, up: torch.Tensor, down: torch.Tensor, s: float, norm: str) -> float:
@@ -65,7 +69,7 @@ def _instance(g, n):
 
 
 @pytest.mark.parametrize("norm", NORMS)
-def test_projection_matches_a_bisection_reference_and_is_locally_optimal(norm):
+def test_projection_matches_a_bisection_reference_and_is_locally_optimal(norm, project):
     g = torch.Generator().manual_seed(0)
     rows = [_instance(g, int(n)) for n in torch.randint(1, 12, (60,), generator=g)]
     for w, c, up, down in rows:
@@ -95,7 +99,7 @@ def test_projection_matches_a_bisection_reference_and_is_locally_optimal(norm):
 
 
 @pytest.mark.parametrize("norm", NORMS)
-def test_projection_in_two_dimensions_matches_an_exhaustive_search(norm):
+def test_projection_in_two_dimensions_matches_an_exhaustive_search(norm, project):
     """On a line ``w . d = c`` within the box: the shortest grid point of the feasible segment."""
     g = torch.Generator().manual_seed(1)
     for _ in range(25):
@@ -118,7 +122,7 @@ def test_projection_in_two_dimensions_matches_an_exhaustive_search(norm):
         assert float(_norm(d[None], norm)) == pytest.approx(want, abs=1e-4)
 
 
-def test_projection_on_open_bounds_and_zero_normals():
+def test_projection_on_open_bounds_and_zero_normals(project):
     w = torch.tensor([[3.0, -4.0], [0.0, 0.0], [1.0, 0.0]], dtype=torch.float64)
     c = torch.tensor([5.0, 1.0, -2.0], dtype=torch.float64)
     inf = torch.full((3, 2), math.inf, dtype=torch.float64)

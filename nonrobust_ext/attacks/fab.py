@@ -8,7 +8,7 @@ an iterate fools the model it is pulled back towards the clean point, so the att
 perturbation it has found.
 
 This attack does not use the fused step ops: its step is a projection onto a hyperplane within the box
-(:func:`project_onto_hyperplane_in_box`), not a signed/normalised step inside a ball.
+(:func:`nonrobust_ext.ops.box_hyperplane_projection`), not a signed/normalised step inside a ball.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Literal, overload
 
 import torch
 
+from .. import ops
 from .._params import Param
 from .._validate import check_bool, check_int, check_real
 from ._common import (
@@ -113,9 +114,10 @@ def fab(
     either way. The paper's hyperparameters are the defaults: ``alpha_max = 0.1``, ``eta = 1.05``,
     ``beta = 0.9``; AutoAttack uses ``steps = 100``.
 
-    The projection (:func:`project_onto_hyperplane_in_box`) solves its 1-D dual problem by one sort
-    per sample, batched; where the box does not reach the hyperplane it returns the box corner that
-    goes furthest towards it (as the authors' code). Untargeted steps need the gradient of every
+    The projection (:func:`nonrobust_ext.ops.box_hyperplane_projection`) solves its 1-D dual problem
+    per sample (on the CPU by selection in one compiled op, elsewhere by one sort); where the box does
+    not reach the hyperplane it returns the box corner that goes furthest towards it (as the authors'
+    code). Untargeted steps need the gradient of every
     ``z_k - z_y``: one backward pass per class ``k != y`` over the batch (``num_classes - 1`` passes per
     step, and a ``[B, num_classes - 1, D]`` Jacobian: meant for few classes; use ``target_rank`` on
     many-class models); targeted steps need one backward pass of ``z_t - z_y``. Each step also runs
@@ -345,7 +347,7 @@ class _FAB:
             need_clean = -f_l - (w_l * (clean - point) / self.unit).sum(dim=1)
             up_point = ((self.hi - point) / self.unit).clamp_min(0)
             down_point = ((point - self.lo) / self.unit).clamp_min(0)
-            d = project_onto_hyperplane_in_box(
+            d = ops.box_hyperplane_projection(
                 torch.cat([w_l, w_l]), torch.cat([need_point, need_clean]),
                 torch.cat([up_point, room_up[active]]), torch.cat([down_point, room_down[active]]), self.threat.norm,
             )
@@ -399,65 +401,3 @@ def _norm(t: torch.Tensor, norm: str) -> torch.Tensor:
     if norm == "l1":
         return t.abs().sum(dim=-1)
     return t.norm(dim=-1)
-
-
-def project_onto_hyperplane_in_box(w: torch.Tensor, c: torch.Tensor, up: torch.Tensor, down: torch.Tensor,
-                                   norm: str) -> torch.Tensor:
-    r"""The smallest step ``d`` (in ``norm``) with ``w . d = c`` and ``-down <= d <= up``, per row.
-
-    This is the projection of a point ``t`` onto the hyperplane ``{u: w . u = w . t + c}`` within the
-    box ``[t - down, t + up]``. Flipping the signs so that ``c >= 0``, every optimal step moves each
-    coordinate towards the hyperplane, by at most its room ``r_j`` in that direction (``up`` where
-    ``w_j > 0``, ``down`` where ``w_j < 0``), and is ``d_j = sign(w_j) min(s, tau_j) m_j`` for one
-    scalar ``s >= 0``: the L-inf radius (``m_j = 1``, ``tau_j = r_j``: the KKT solution of the linear
-    program) or the L2 multiplier (``m_j = |w_j|``, ``tau_j = r_j / |w_j|``: a clipped multiple of
-    ``w``). ``w . d = g(s) = sum_j a_j min(s, tau_j)`` with ``a_j = |w_j| m_j`` is piecewise linear and
-    non-decreasing in ``s``: sorting the breakpoints ``tau_j`` gives ``g`` at each of them by cumulative
-    sums, and the segment holding ``g(s) = |c|`` gives ``s`` in closed form. Where the box does not
-    reach the hyperplane (``g(inf) < |c|``) the step is the box corner furthest towards it
-    (``d_j = sign(w_j) r_j``), as in the authors' code. Coordinates with ``w_j = 0`` do not move.
-
-    Args:
-        w: ``[N, D]`` normals.
-        c: ``[N]`` the change of ``w . u`` asked for.
-        up, down: ``[N, D]`` the room to the box in the positive and negative direction, >= 0 (``inf``
-            for an open side).
-        norm: ``"linf"`` or ``"l2"``.
-
-    Returns:
-        ``[N, D]``: the steps.
-    """
-    sign = torch.where(c < 0, -1.0, 1.0).to(w.dtype)[:, None]
-    v = w * sign
-    moving = v != 0
-    room = torch.where(v > 0, up, down)
-    room = torch.where(moving, room, torch.zeros_like(room))
-    magnitude = v.abs()
-    if norm == "linf":
-        weight, tau = magnitude, room
-    else:
-        weight = magnitude * magnitude
-        tau = torch.where(moving, room / torch.where(moving, magnitude, torch.ones_like(magnitude)),
-                          torch.zeros_like(room))
-    tau_sorted, order = tau.sort(dim=1)
-    weight_sorted = weight.gather(1, order)
-    # weight * tau is 0 for non-moving coordinates (tau 0) and inf for an open side (tau inf).
-    below = (weight_sorted * tau_sorted).cumsum(dim=1)
-    # Suffix sums of the weights (the slope of g beyond each breakpoint), exactly 0 past the last.
-    suffix = weight_sorted.flip(1).cumsum(dim=1).flip(1)
-    beyond = torch.cat([suffix[:, 1:], torch.zeros_like(suffix[:, :1])], dim=1)
-    at_breakpoints = below + torch.where(beyond > 0, tau_sorted * beyond, torch.zeros_like(beyond))
-    goal = c.abs()[:, None]
-    segment = (at_breakpoints < goal).sum(dim=1, keepdim=True)
-    reachable = segment < tau.shape[1]
-    # g(s) = below[k - 1] + s * suffix[k] on the segment k between breakpoints k - 1 and k.
-    before = torch.cat([torch.zeros_like(below[:, :1]), below], dim=1).gather(1, segment)
-    slope = torch.cat([suffix, torch.zeros_like(suffix[:, :1])], dim=1).gather(1, segment)
-    s = torch.where(slope > 0, (goal - before) / torch.where(slope > 0, slope, torch.ones_like(slope)),
-                    torch.zeros_like(slope)).clamp_min(0)
-    s = torch.where(reachable, s, torch.full_like(s, math.inf))
-    along = torch.minimum(s, tau)
-    if norm == "l2":
-        # The corner (s = inf) is room itself; tau * |w| would round it.
-        along = torch.where(torch.isinf(s), room, along * magnitude)
-    return torch.where(moving, torch.sign(v) * along, torch.zeros_like(along))
