@@ -81,9 +81,10 @@ TORCH_LIBRARY(nonrobust_ext, m) {
 
   // Square's L-inf proposal (kernel: csrc/cpu/square_proposal.cpp; on other devices the twin runs).
   // For i < n = rows.numel(): proposal[i] = current[rows[i]] with the side x side window at (top[i],
-  // left[i]) of channel c set to high[rows[i]] where up[i, c], else low[rows[i]]; changed[i]: the window
-  // changed any element. current, low, high [N, C, H, W] float32/float64; rows, top, left [n] int64; up
-  // [n, C] bool. Not differentiable.
+  // left[i]) of channel c set to high[rows[i]] where up[i, r, c], else low[rows[i]], for the first draw r
+  // that changes any element (current[rows[i]] itself where none does); changed[i]: one did. current,
+  // low, high [N, C, H, W] float32/float64; rows, top, left [n] int64; up [n, R, C] bool, R >= 1. Not
+  // differentiable.
   m.def(
       "square_linf_proposal(Tensor current, Tensor low, Tensor high, Tensor rows, Tensor top, Tensor left, "
       "int side, Tensor up) -> (Tensor proposal, Tensor changed)");

@@ -391,8 +391,9 @@ def check_square_proposal_args(current: torch.Tensor, low: torch.Tensor, high: t
     if up.dtype != torch.bool:
         raise TypeError(f"{op}: up must be bool, got {up.dtype}")
     channels, height, width = current.shape[1:]
-    if up.dim() != 2 or list(up.shape) != [n, channels]:
-        raise ValueError(f"{op}: up must have shape [{n}, {channels}] (rows x channels), got {list(up.shape)}")
+    if up.dim() != 3 or up.shape[0] != n or up.shape[1] < 1 or up.shape[2] != channels:
+        raise ValueError(f"{op}: up must have shape [{n}, draws >= 1, {channels}] (rows x draws x channels), got "
+                         f"{list(up.shape)}")
     if not 1 <= side <= min(height, width):
         raise ValueError(f"{op}: side must be in [1, {min(height, width)}], got {side}")
     if values and current.device.type == "cpu":

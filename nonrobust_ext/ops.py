@@ -307,9 +307,10 @@ def square_linf_proposal(current: torch.Tensor, low: torch.Tensor, high: torch.T
 
     For each ``i < n``, with ``r = rows[i]``: ``proposal[i]`` is ``current[r]`` with the ``side x side``
     window whose top-left pixel is ``(top[i], left[i])`` replaced, in channel ``c``, by ``high[r]`` where
-    ``up[i, c]`` and by ``low[r]`` elsewhere (the two faces of the eps-box, already clipped to the
-    bounds); ``changed[i]`` says whether that changed any element (a proposal equal to the current
-    point is a wasted query). The CPU kernel writes each row once; on other devices the twin
+    ``up[i, k, c]`` and by ``low[r]`` elsewhere (the two faces of the eps-box, already clipped to the
+    bounds), for the first draw ``k`` that changes any element (a proposal equal to the current point is
+    a wasted query); ``current[r]`` itself where no draw does, and ``changed[i]`` says which. The CPU
+    kernel writes each row once; on other devices the twin
     (:func:`nonrobust_ext.reference.square_linf_proposal`) runs. Not differentiable.
 
     Raises:
@@ -319,7 +320,7 @@ def square_linf_proposal(current: torch.Tensor, low: torch.Tensor, high: torch.T
             index or window position out of range.
 
     Shape:
-        current, low, high ``[N, C, H, W]``; rows, top, left ``[n]``; up ``[n, C]``; proposal
+        current, low, high ``[N, C, H, W]``; rows, top, left ``[n]``; up ``[n, draws, C]``; proposal
         ``[n, C, H, W]`` (contiguous), changed ``[n]``.
     """
     side = check_int(side, "side", 1)

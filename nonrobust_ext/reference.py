@@ -355,7 +355,8 @@ def box_hyperplane_projection(w: torch.Tensor, c: torch.Tensor, up: torch.Tensor
 def square_linf_proposal(current: torch.Tensor, low: torch.Tensor, high: torch.Tensor, rows: torch.Tensor,
                          top: torch.Tensor, left: torch.Tensor, side: int,
                          up: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Twin of :func:`nonrobust_ext.ops.square_linf_proposal`: window masks and two selections."""
+    """Twin of :func:`nonrobust_ext.ops.square_linf_proposal`: window masks, the proposal of every draw,
+    and the first draw that changes something."""
     check_square_proposal_args(current, low, high, rows, top, left, side, up)
     was, lo, hi = current[rows], low[rows], high[rows]
     height, width = current.shape[2:]
@@ -363,9 +364,13 @@ def square_linf_proposal(current: torch.Tensor, low: torch.Tensor, high: torch.T
     c = torch.arange(width, device=current.device)
     in_rows = (r >= top[:, None]) & (r < top[:, None] + side)
     in_cols = (c >= left[:, None]) & (c < left[:, None] + side)
-    window = (in_rows[:, :, None] & in_cols[:, None, :])[:, None]
-    proposal = torch.where(window, torch.where(up[:, :, None, None], hi, lo), was)
-    return proposal, (proposal != was).flatten(1).any(dim=1)
+    window = (in_rows[:, :, None] & in_cols[:, None, :])[:, None, None]  # [n, 1, 1, H, W]
+    every = torch.where(window, torch.where(up[..., None, None], hi[:, None], lo[:, None]), was[:, None])
+    changes = ((every != was[:, None]) & window).flatten(2).any(dim=2)  # [n, draws]: in the window (NaN: a change)
+    changed = changes.any(dim=1)
+    first = changes.int().argmax(dim=1)  # the first True (0 where none: that draw changes nothing)
+    proposal = every[torch.arange(len(rows), device=current.device), first]
+    return proposal, changed
 
 
 __all__ = [

@@ -17,7 +17,7 @@ CASES = [(1, 1, 1, 1, 1, 1), (5, 1, 28, 28, 3, 4), (7, 3, 8, 6, 12, 6), (4, 3, 3
          (2, 4, 6, 6, 5, 6)]
 
 
-def make_args(n_all, c, h, w, n, side, dtype, seed=0):
+def make_args(n_all, c, h, w, n, side, dtype, seed=0, draws=3):
     g = torch.Generator().manual_seed(seed)
     current = torch.rand(n_all, c, h, w, generator=g, dtype=dtype)
     # Faces that sometimes equal the current point (a window that changes nothing must say so).
@@ -26,7 +26,7 @@ def make_args(n_all, c, h, w, n, side, dtype, seed=0):
     rows = torch.randint(0, n_all, (n,), generator=g)
     top = torch.randint(0, h - side + 1, (n,), generator=g)
     left = torch.randint(0, w - side + 1, (n,), generator=g)
-    up = torch.randint(0, 2, (n, c), generator=g).bool()
+    up = torch.randint(0, 2, (n, draws, c), generator=g).bool()
     return current, low, high, rows, top, left, side, up
 
 
@@ -41,27 +41,33 @@ def test_kernel_matches_twin(case, dtype):
     assert torch.equal(changed, want_changed)
 
 
-def test_window_and_faces_exactly():
-    """One hand-made case: a 2 x 2 window at (1, 2) takes high in channel 0 and low in channel 1."""
+def test_window_faces_and_first_draw_that_changes_exactly():
+    """Hand-made cases: a 2 x 2 window at (1, 2) takes high in channel 0 and low in channel 1; a draw that
+    changes nothing is passed over for the next one; with none that changes, the point stays."""
     current = torch.zeros(2, 2, 4, 5)
     low, high = torch.full_like(current, -1.0), torch.full_like(current, 1.0)
-    proposal, changed = ops.square_linf_proposal(current, low, high, torch.tensor([1]), torch.tensor([1]),
-                                                 torch.tensor([2]), 2, torch.tensor([[True, False]]))
+    args = (torch.tensor([1]), torch.tensor([1]), torch.tensor([2]), 2)
+    proposal, changed = ops.square_linf_proposal(current, low, high, *args, torch.tensor([[[True, False]]]))
     want = torch.zeros(1, 2, 4, 5)
     want[0, 0, 1:3, 2:4] = 1.0
     want[0, 1, 1:3, 2:4] = -1.0
     assert torch.equal(proposal, want) and changed.tolist() == [True]
-    # Faces equal to the current point inside the window: nothing changes, and the op says so.
+    # The low face equals the current point inside the window: the all-low draw changes nothing.
     low[1, :, 1:3, 2:4] = 0.0
-    _, changed = ops.square_linf_proposal(current, low, high, torch.tensor([1]), torch.tensor([1]),
-                                          torch.tensor([2]), 2, torch.tensor([[False, False]]))
-    assert changed.tolist() == [False]
+    draws = torch.tensor([[[False, False], [False, True], [True, True]]])
+    proposal, changed = ops.square_linf_proposal(current, low, high, *args, draws)
+    want = torch.zeros(1, 2, 4, 5)
+    want[0, 1, 1:3, 2:4] = 1.0  # the second draw: channel 0 low (no change), channel 1 high
+    assert torch.equal(proposal, want) and changed.tolist() == [True]
+    for op in (ops.square_linf_proposal, reference.square_linf_proposal):
+        proposal, changed = op(current, low, high, *args, torch.zeros(1, 4, 2, dtype=torch.bool))
+        assert torch.equal(proposal, current[1:]) and changed.tolist() == [False]
 
 
 def test_nan_face_counts_as_change():
     args = list(make_args(3, 1, 6, 6, 3, 6, torch.float32))
     args[1] = torch.full_like(args[1], float("nan"))
-    args[7] = torch.zeros_like(args[7])  # every row takes the NaN face
+    args[7] = torch.zeros_like(args[7])  # every draw of every row takes the NaN face
     proposal, changed = ops.square_linf_proposal(*args)
     want_proposal, want_changed = reference.square_linf_proposal(*args)
     assert torch.isnan(proposal).all() and changed.all() and torch.equal(changed, want_changed)
@@ -84,7 +90,8 @@ def _bad(name):
         "rows dtype": (3, lambda a: a.int(), TypeError, "rows must be int64"),
         "top shape": (4, lambda a: a[:1], ValueError, "top must have shape [2]"),
         "up dtype": (7, lambda a: a.long(), TypeError, "up must be bool"),
-        "up shape": (7, lambda a: a[:, :2], ValueError, "up must have shape [2, 3]"),
+        "up shape": (7, lambda a: a[:, :, :2], ValueError, "up must have shape [2, draws >= 1, 3]"),
+        "no draws": (7, lambda a: a[:, :0], ValueError, "up must have shape [2, draws >= 1, 3]"),
         "side": (6, lambda a: 9, ValueError, "side must be in [1, 8], got 9"),
         "rows range": (3, lambda a: torch.tensor([0, 4]), ValueError, "rows must be in [0, 3], got 4"),
         "left range": (5, lambda a: torch.tensor([6, 0]), ValueError, "left must be in [0, 5], got 6"),
@@ -96,7 +103,8 @@ def _bad(name):
 
 
 @pytest.mark.parametrize("name", ["current dtype", "low dtype", "current dims", "high shape", "rows dtype", "top shape",
-                                  "up dtype", "up shape", "side", "rows range", "left range", "device"])
+                                  "up dtype", "up shape", "no draws", "side", "rows range", "left range",
+                                  "device"])
 def test_bad_arguments_same_error_in_kernel_and_twin(name):
     args, error, message = _bad(name)
     pattern = message.replace("[", r"\[").replace("]", r"\]")

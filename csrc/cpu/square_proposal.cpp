@@ -2,7 +2,9 @@
 //
 // Square proposes, per sample, to set one random square window of the image to a face of the eps-box
 // (per channel: x - eps or x + eps, clipped to the bounds) and keeps the rest of the current iterate.
-// Written with torch ops that is some twenty small ops per step (window masks, two selections, the
+// A draw of faces that changes nothing (the window already holds them, or the bounds cut every change)
+// would waste a query, so each row comes with several draws and takes the first that changes something.
+// Written with torch ops that is some twenty small ops per draw (window masks, two selections, the
 // "did anything change" test), which on the CPU costs more than the arithmetic: this kernel copies each
 // row once and overwrites its window. The pure-PyTorch twin is nonrobust_ext/reference.py's
 // square_linf_proposal; the shared argument checks are _params.check_square_proposal_args (Python) and
@@ -62,8 +64,9 @@ void check_args(const at::Tensor& current, const at::Tensor& low, const at::Tens
   check_index("top", top, n);
   check_index("left", left, n);
   TORCH_CHECK_TYPE(up.scalar_type() == at::kBool, kOp, ": up must be bool, got ", up.scalar_type());
-  TORCH_CHECK_VALUE(up.dim() == 2 && up.size(0) == n && up.size(1) == current.size(1), kOp, ": up must have shape [", n,
-                    ", ", current.size(1), "] (rows x channels), got ", up.sizes());
+  TORCH_CHECK_VALUE(up.dim() == 3 && up.size(0) == n && up.size(1) >= 1 && up.size(2) == current.size(1), kOp,
+                    ": up must have shape [", n, ", draws >= 1, ", current.size(1), "] (rows x draws x channels), got ",
+                    up.sizes());
   const int64_t H = current.size(2), W = current.size(3);
   TORCH_CHECK_VALUE(side >= 1 && side <= std::min(H, W), kOp, ": side must be in [1, ", std::min(H, W), "], got ", side);
   if (current.device().is_cpu()) {
@@ -78,6 +81,7 @@ void propose(const at::Tensor& current, const at::Tensor& low, const at::Tensor&
              const at::Tensor& top, const at::Tensor& left, int64_t side, const at::Tensor& up, const at::Tensor& out,
              const at::Tensor& changed) {
   const int64_t n = rows.size(0), C = current.size(1), H = current.size(2), W = current.size(3);
+  const int64_t R = up.size(1);
   const int64_t plane = H * W, sample = C * plane;
   const T* cur = current.data_ptr<T>();
   const T* lo = low.data_ptr<T>();
@@ -95,19 +99,31 @@ void propose(const at::Tensor& current, const at::Tensor& low, const at::Tensor&
       const int64_t base = row[i] * sample;
       T* o = dst + i * sample;
       std::memcpy(o, cur + base, sizeof(T) * sample);
-      bool any = false;
-      for (int64_t c = 0; c < C; ++c) {
-        const T* face = (u[i * C + c] ? hi : lo) + base + c * plane;
-        const T* was = cur + base + c * plane;
-        T* to = o + c * plane;
-        for (int64_t h = t[i]; h < t[i] + side; ++h) {
-          for (int64_t w = l[i]; w < l[i] + side; ++w) {
-            const int64_t k = h * W + w;
-            to[k] = face[k];
-            any |= face[k] != was[k];  // NaN counts as a change, as in the twin
+      // The first draw whose faces differ from the current point somewhere in the window.
+      int64_t chosen = -1;
+      for (int64_t r = 0; r < R && chosen < 0; ++r) {
+        bool any = false;
+        for (int64_t c = 0; c < C && !any; ++c) {
+          const T* face = (u[(i * R + r) * C + c] ? hi : lo) + base + c * plane;
+          const T* was = cur + base + c * plane;
+          for (int64_t h = t[i]; h < t[i] + side && !any; ++h) {
+            for (int64_t w = l[i]; w < l[i] + side; ++w) {
+              any |= face[h * W + w] != was[h * W + w];  // NaN counts as a change, as in the twin
+            }
+          }
+        }
+        if (any) chosen = r;
+      }
+      if (chosen >= 0) {
+        for (int64_t c = 0; c < C; ++c) {
+          const T* face = (u[(i * R + chosen) * C + c] ? hi : lo) + base + c * plane;
+          T* to = o + c * plane;
+          for (int64_t h = t[i]; h < t[i] + side; ++h) {
+            std::memcpy(to + h * W + l[i], face + h * W + l[i], sizeof(T) * side);
           }
         }
       }
+      const bool any = chosen >= 0;
       moved[i] = any;
     }
   });

@@ -42,8 +42,9 @@ from .threat import Bounds, ThreatModel
 _HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 _SCHEDULE_BUDGET = 10000
 # An L-inf proposal that changes nothing (its window already holds the drawn signs, or the bounds
-# cut every change) would waste a query; its signs are redrawn this many times at most. The
-# authors redraw until it changes, which loops forever where the bounds allow no change.
+# cut every change) would waste a query; its signs are redrawn this many times at most (drawn up front:
+# the op takes the first draw that changes the point). The authors redraw until it changes, which
+# loops forever where the bounds allow no change.
 _REDRAWS = 10
 # Added to norms before dividing, as the authors do, so that an all-zero window or perturbation
 # stays zero instead of becoming NaN.
@@ -306,22 +307,14 @@ class _Run:
 
     def _propose_linf(self, active: torch.Tensor, current: torch.Tensor, p: float) -> torch.Tensor:
         """The proposals of the rows ``active`` of ``current`` (the run's iterates): a random window of
-        each set to the eps-box's faces with random signs per channel (one pass of the
-        ``square_linf_proposal`` op)."""
+        each set to the eps-box's faces with random signs per channel, the first of ``1 + _REDRAWS``
+        draws of signs that changes the point (one pass of the ``square_linf_proposal`` op)."""
         n, side = active.numel(), self._linf_side(p)
         top = self._randint(self.height - side + 1, (n,))
         left = self._randint(self.width - side + 1, (n,))
-        up = self._coins((n, self.channels))
+        up = self._coins((n, 1 + _REDRAWS, self.channels))
         low, high = self.faces
-        proposal, changed = ops.square_linf_proposal(current, low, high, active, top, left, side, up)
-        for _ in range(_REDRAWS):
-            if bool(changed.all()):
-                break
-            stuck = (~changed).nonzero().squeeze(1)
-            up = self._coins((stuck.numel(), self.channels))
-            proposal[stuck], changed[stuck] = ops.square_linf_proposal(current, low, high, active[stuck], top[stuck],
-                                                                       left[stuck], side, up)
-        return proposal
+        return ops.square_linf_proposal(current, low, high, active, top, left, side, up)[0]
 
     # ------------------------------------------------------------------------------------- L2
 
