@@ -67,6 +67,41 @@ def test_reproducible_under_a_seed(ten_class):
     assert torch.equal(autoattack(model, x, y, eps=0.05, seed=1, **CHEAP), a.x_adv)
 
 
+class _GradBatchSizes(torch.nn.Module):
+    """The model, recording the batch size of every call made with autograd on."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model, self.sizes = model, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled():
+            self.sizes.append(x.shape[0])
+        return self.model(x)
+
+
+def test_apgd_t_batches_as_many_targets_as_fit_in_batch_size(ten_class):
+    """batch_size bounds the rows of an APGD-T pass (samples x targets batched together): with room for
+    all 3 targets of 16 samples, a pass has 48 rows; with room for 20 rows, no pass has more."""
+    model, x, y = ten_class
+    x, y = x[:16], y[:16]
+    with torch.no_grad():
+        assert bool((model(x).argmax(1) == y).all()), "the test wants 16 clean-correct samples"
+    options = {**CHEAP, "channels_last": False, "return_result": True, "eps": 0.03}
+    runs = {}
+    for batch_size in (64, 20):
+        recorder = _GradBatchSizes(model)
+        res = autoattack(recorder, x, y, batch_size=batch_size, **options)
+        runs[batch_size] = (res, recorder.sizes)
+    (wide, wide_sizes), (narrow, narrow_sizes) = runs[64], runs[20]
+    todo = wide.log[1].attacked  # the samples APGD-T ran on
+    assert todo > 0
+    assert max(wide_sizes) == 3 * todo, "all three targets in one pass"
+    assert narrow.log[1].attacked > 20 // 3, "the test wants more APGD-T rows than fit in 20 with 3 targets"
+    assert max(narrow_sizes) <= 20
+    assert 3 * narrow.log[1].attacked not in narrow_sizes
+
+
 def test_model_modes_grads_and_input_untouched(ten_class):
     model, x, y = ten_class
     x, y = x[:16].clone(), y[:16]
