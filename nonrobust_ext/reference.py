@@ -355,8 +355,9 @@ def box_hyperplane_projection(w: torch.Tensor, c: torch.Tensor, up: torch.Tensor
 def square_linf_proposal(current: torch.Tensor, low: torch.Tensor, high: torch.Tensor, rows: torch.Tensor,
                          top: torch.Tensor, left: torch.Tensor, side: int,
                          up: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Twin of :func:`nonrobust_ext.ops.square_linf_proposal`: window masks, the proposal of every draw,
-    and the first draw that changes something."""
+    """Twin of :func:`nonrobust_ext.ops.square_linf_proposal`: window masks and two selections for the
+    first draw, then the next draws for the rows no earlier draw changed (few: memory stays that of one
+    batch, which matters where this twin is what runs, on a GPU)."""
     check_square_proposal_args(current, low, high, rows, top, left, side, up)
     was, lo, hi = current[rows], low[rows], high[rows]
     height, width = current.shape[2:]
@@ -364,12 +365,20 @@ def square_linf_proposal(current: torch.Tensor, low: torch.Tensor, high: torch.T
     c = torch.arange(width, device=current.device)
     in_rows = (r >= top[:, None]) & (r < top[:, None] + side)
     in_cols = (c >= left[:, None]) & (c < left[:, None] + side)
-    window = (in_rows[:, :, None] & in_cols[:, None, :])[:, None, None]  # [n, 1, 1, H, W]
-    every = torch.where(window, torch.where(up[..., None, None], hi[:, None], lo[:, None]), was[:, None])
-    changes = ((every != was[:, None]) & window).flatten(2).any(dim=2)  # [n, draws]: in the window (NaN: a change)
-    changed = changes.any(dim=1)
-    first = changes.int().argmax(dim=1)  # the first True (0 where none: that draw changes nothing)
-    proposal = every[torch.arange(len(rows), device=current.device), first]
+    window = (in_rows[:, :, None] & in_cols[:, None, :])[:, None]  # [n, 1, H, W]
+
+    def draw(k: int, at: torch.Tensor | slice) -> tuple[torch.Tensor, torch.Tensor]:
+        faces = torch.where(up[at, k, :, None, None], hi[at], lo[at])
+        proposal = torch.where(window[at], faces, was[at])
+        # A change inside the window (NaN counts as one, as != says).
+        return proposal, ((proposal != was[at]) & window[at]).flatten(1).any(dim=1)
+
+    proposal, changed = draw(0, slice(None))
+    for k in range(1, up.shape[1]):
+        if bool(changed.all()):
+            break
+        stuck = (~changed).nonzero().squeeze(1)
+        proposal[stuck], changed[stuck] = draw(k, stuck)
     return proposal, changed
 
 
