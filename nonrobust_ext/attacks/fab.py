@@ -117,11 +117,11 @@ def fab(
     The projection (:func:`nonrobust_ext.ops.box_hyperplane_projection`) solves its 1-D dual problem
     per sample (on the CPU by selection in one compiled op, elsewhere by one sort); where the box does
     not reach the hyperplane it returns the box corner that goes furthest towards it (as the authors'
-    code). Untargeted steps need the gradient of every
-    ``z_k - z_y``: one backward pass per class ``k != y`` over the batch (``num_classes - 1`` passes per
-    step, and a ``[B, num_classes - 1, D]`` Jacobian: meant for few classes; use ``target_rank`` on
-    many-class models); targeted steps need one backward pass of ``z_t - z_y``. Each step also runs
-    one forward pass without a gradient at the new point to check it.
+    code). Untargeted steps need the gradient of every ``z_k - z_y``: one backward pass per class
+    ``k != y`` over the batch (``num_classes - 1`` passes per step, and a ``[B, num_classes - 1, D]``
+    Jacobian: meant for few classes; use ``target_rank`` on many-class models); targeted steps need one
+    backward pass of ``z_t - z_y``. Each step also runs one forward pass without a gradient at the new
+    point to check it.
 
     What differs from the authors' code (``fab_pt.py`` of AutoAttack), and why:
 
