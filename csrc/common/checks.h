@@ -36,6 +36,22 @@ inline void check_same_device(const char* op, const char* name, const at::Tensor
                     ref.device(), "; every tensor argument must be on one device");
 }
 
+// ------------------------------------------------------------------------------------ dtypes, shapes
+
+// A tensor argument that must match the op's reference tensor in dtype (TypeError) or in shape
+// (ValueError).
+inline void check_same_dtype(const char* op, const char* name, const at::Tensor& t, const char* ref_name,
+                             const at::Tensor& ref) {
+  TORCH_CHECK_TYPE(t.scalar_type() == ref.scalar_type(), op, ": ", name, " has dtype ", t.scalar_type(), " but ",
+                   ref_name, " has dtype ", ref.scalar_type());
+}
+
+inline void check_same_shape(const char* op, const char* name, const at::Tensor& t, const char* ref_name,
+                             const at::Tensor& ref) {
+  TORCH_CHECK_VALUE(t.sizes() == ref.sizes(), op, ": ", name, " has shape ", t.sizes(), " but ", ref_name,
+                    " has shape ", ref.sizes());
+}
+
 // -------------------------------------------------------------------------------------------- memory
 
 namespace detail {

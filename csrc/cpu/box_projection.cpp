@@ -37,13 +37,13 @@ void check_args(const at::Tensor& w, const at::Tensor& c, const at::Tensor& up, 
   check_same_device(kOp, "down", down, "w", w);
   const auto dtype = w.scalar_type();
   TORCH_CHECK_TYPE(dtype == at::kFloat || dtype == at::kDouble, kOp, ": w must be float32 or float64, got ", dtype);
-  TORCH_CHECK_TYPE(c.scalar_type() == dtype, kOp, ": c has dtype ", c.scalar_type(), " but w has dtype ", dtype);
-  TORCH_CHECK_TYPE(up.scalar_type() == dtype, kOp, ": up has dtype ", up.scalar_type(), " but w has dtype ", dtype);
-  TORCH_CHECK_TYPE(down.scalar_type() == dtype, kOp, ": down has dtype ", down.scalar_type(), " but w has dtype ", dtype);
+  check_same_dtype(kOp, "c", c, "w", w);
+  check_same_dtype(kOp, "up", up, "w", w);
+  check_same_dtype(kOp, "down", down, "w", w);
   TORCH_CHECK_VALUE(w.dim() == 2, kOp, ": w must be 2-D [N, D], got shape ", w.sizes());
   TORCH_CHECK_VALUE(c.dim() == 1 && c.size(0) == w.size(0), kOp, ": c must have shape [", w.size(0), "], got ", c.sizes());
-  TORCH_CHECK_VALUE(up.sizes() == w.sizes(), kOp, ": up has shape ", up.sizes(), " but w has shape ", w.sizes());
-  TORCH_CHECK_VALUE(down.sizes() == w.sizes(), kOp, ": down has shape ", down.sizes(), " but w has shape ", w.sizes());
+  check_same_shape(kOp, "up", up, "w", w);
+  check_same_shape(kOp, "down", down, "w", w);
   TORCH_CHECK_VALUE(norm == "linf" || norm == "l2", kOp, ": norm must be 'linf' or 'l2', got '", norm, "'");
 }
 

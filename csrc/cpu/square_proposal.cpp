@@ -49,15 +49,12 @@ void check_args(const at::Tensor& current, const at::Tensor& low, const at::Tens
   check_same_device(kOp, "up", up, "current", current);
   const auto dtype = current.scalar_type();
   TORCH_CHECK_TYPE(dtype == at::kFloat || dtype == at::kDouble, kOp, ": current must be float32 or float64, got ", dtype);
-  TORCH_CHECK_TYPE(low.scalar_type() == dtype, kOp, ": low has dtype ", low.scalar_type(), " but current has dtype ", dtype);
-  TORCH_CHECK_TYPE(high.scalar_type() == dtype, kOp, ": high has dtype ", high.scalar_type(), " but current has dtype ",
-                   dtype);
+  check_same_dtype(kOp, "low", low, "current", current);
+  check_same_dtype(kOp, "high", high, "current", current);
   TORCH_CHECK_VALUE(current.dim() == 4, kOp, ": current must be a batch of images [N, C, H, W], got shape ",
                     current.sizes());
-  TORCH_CHECK_VALUE(low.sizes() == current.sizes(), kOp, ": low has shape ", low.sizes(), " but current has shape ",
-                    current.sizes());
-  TORCH_CHECK_VALUE(high.sizes() == current.sizes(), kOp, ": high has shape ", high.sizes(), " but current has shape ",
-                    current.sizes());
+  check_same_shape(kOp, "low", low, "current", current);
+  check_same_shape(kOp, "high", high, "current", current);
   TORCH_CHECK_TYPE(rows.scalar_type() == at::kLong, kOp, ": rows must be int64, got ", rows.scalar_type());
   TORCH_CHECK_VALUE(rows.dim() == 1, kOp, ": rows must be 1-D, got shape ", rows.sizes());
   const int64_t n = rows.size(0);
